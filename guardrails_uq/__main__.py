@@ -1,0 +1,5 @@
+"""``python -m guardrails_uq``."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,79 @@
+"""Framework-free data a Guard reads: messages, scored documents, generations with token logprobs.
+
+Field names are stable: they are part of the audit log's format.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .types import SignalMap
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Message(_Data):
+    """One chat message."""
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+
+
+class ScoredDocument(_Data):
+    """A retrieved chunk with the retriever's score (higher = more similar unless the retriever says otherwise)."""
+
+    id: str
+    text: str = ""
+    score: float
+    metadata: dict[str, object] = Field(default_factory=dict)
+
+
+class TopLogprob(_Data):
+    """One alternative token considered at a position."""
+
+    token: str
+    logprob: float
+
+
+class TokenLogprob(_Data):
+    """A generated token, its log-probability, and the top alternatives at its position."""
+
+    token: str
+    logprob: float
+    top: list[TopLogprob] = Field(default_factory=list)
+
+
+class Generation(_Data):
+    """What the app's model produced: text, optional per-token logprobs, optional extra samples."""
+
+    text: str
+    tokens: list[TokenLogprob] | None = None
+    samples: list[str] = Field(default_factory=list)
+    model: str | None = None
+
+
+class Call(_Data):
+    """Everything a Guard may look at for one request. Every field is optional; phases read what they need.
+
+    ``signals`` carries values the app measured itself (flat dotted names declared in the policy's
+    ``signals`` section); they reach the rules unchanged.
+    """
+
+    messages: list[Message] = Field(default_factory=list)
+    query: str | None = None
+    documents: list[ScoredDocument] | None = None
+    generation: Generation | None = None
+    signals: SignalMap = Field(default_factory=dict)
+    metadata: dict[str, object] = Field(default_factory=dict)
+
+    @property
+    def user_input(self) -> str:
+        """The last user message, or the query when there are no messages."""
+        for message in reversed(self.messages):
+            if message.role == "user":
+                return message.content
+        return self.query or ""

@@ -1,0 +1,142 @@
+"""The Check protocol and the registry that maps policy sections to checks.
+
+A check is one small object built from its policy section. Adding a check means adding one module that
+defines a :class:`CheckSpec` named ``SPEC`` (in ``guardrails_uq/<name>/spec.py``, found automatically, or
+published by a third-party package under the entry-point group ``guardrails_uq.checks``) and nothing else:
+the policy schema, the linter and the Guard all read the registry.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+from .call import Call, Message, ScoredDocument
+from .types import Evidence, Phase, SignalMap
+
+SignalType = Literal["number", "integer", "bool", "string", "list"]
+
+
+@dataclass(frozen=True)
+class SignalSpec:
+    """A signal a check promises to produce: its type (for rule linting) and what it means."""
+
+    type: SignalType
+    description: str
+
+
+@dataclass
+class Signals:
+    """What one run of a check returns.
+
+    ``values`` holds every signal the check declares (dotted names, numbers/strings/bools/lists; None only
+    where the spec says the value can be unavailable). ``evidence`` is JSON-compatible detail for the
+    Decision. A check that rewrites the prompt sets ``messages``; one that filters chunks sets ``documents``.
+    """
+
+    values: SignalMap
+    evidence: Evidence = field(default_factory=dict)
+    messages: list[Message] | None = None
+    documents: list[ScoredDocument] | None = None
+
+
+@runtime_checkable
+class Check(Protocol):
+    """One measurement the Guard runs in one phase.
+
+    Contract of ``run``:
+      * it may read only the ``call`` it is given and the state it was built with;
+      * it returns :class:`Signals` holding exactly the signals its spec declares;
+      * it must not mutate ``call`` (calls are frozen), write files, or decide an action: rules decide;
+      * it must be safe to call from many threads at once (build any lazy state under a lock);
+      * it raises on failure (any exception); the Guard records the error and applies ``on_error``.
+    """
+
+    name: str
+    phase: Phase
+
+    def run(self, call: Call) -> Signals: ...
+
+
+CheckFactory = Callable[[Any, Path, "CheckDeps"], Check]
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """Registry entry: the policy section ``name``, its phase, its config model, its signals, its factory."""
+
+    name: str
+    phase: Phase
+    config: type[BaseModel]
+    signals: Mapping[str, SignalSpec]
+    build: CheckFactory
+    description: str = ""
+    #: Artifact paths a config names, by field name, checked for existence when the policy loads.
+    artifacts: Callable[[Any], Mapping[str, str | None]] = lambda config: {}
+
+
+@dataclass
+class CheckDeps:
+    """Shared objects a Guard hands to every check factory (computed once, shared by all checks)."""
+
+    embedder: Any = None
+
+
+_lock = threading.Lock()
+_registry: dict[str, CheckSpec] | None = None
+
+
+def _discover() -> dict[str, CheckSpec]:
+    found: dict[str, CheckSpec] = {}
+    package_dir = Path(__file__).parent
+    for info in sorted(pkgutil.iter_modules([str(package_dir)]), key=lambda i: i.name):
+        if not info.ispkg or not (package_dir / info.name / "spec.py").exists():
+            continue
+        module = importlib.import_module(f"{__package__}.{info.name}.spec")
+        spec = module.SPEC
+        found[spec.name] = spec
+    for ep in entry_points(group="guardrails_uq.checks"):
+        spec = ep.load()
+        if spec.name in found:
+            raise RuntimeError(f"entry point {ep.value} registers check {spec.name!r}, which already exists")
+        found[spec.name] = spec
+    return found
+
+
+def registry() -> dict[str, CheckSpec]:
+    """All known checks by policy section name (discovered once per process)."""
+    global _registry
+    with _lock:
+        if _registry is None:
+            _registry = _discover()
+        return dict(_registry)
+
+
+def register(spec: CheckSpec) -> None:
+    """Add a check at run time (tests, plugins loaded by hand). Must run before policies are loaded."""
+    global _registry
+    from .policy import schema
+
+    with _lock:
+        if _registry is None:
+            _registry = _discover()
+        _registry[spec.name] = spec
+    schema.policy_model.cache_clear()
+
+
+def unregister(name: str) -> None:
+    """Remove a check added with :func:`register` (tests)."""
+    from .policy import schema
+
+    with _lock:
+        if _registry is not None:
+            _registry.pop(name, None)
+    schema.policy_model.cache_clear()

@@ -1,0 +1,190 @@
+"""The ``guardrails-uq`` command."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from .errors import GuardrailsError, InputError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _cmd_policy_check(args: argparse.Namespace) -> int:
+    from .policy import load_policy
+
+    policy = load_policy(args.file)
+    for warning in policy.warnings:
+        print(f"warning: {args.file}: {warning}", file=sys.stderr)
+    counts = {phase: len(rules.rules) for phase, rules in policy.phases.items()}
+    checks = [spec.name for spec in policy.configured_checks()] or ["none"]
+    print(
+        f"ok: {args.file}: policy {policy.name!r}, checks: {', '.join(checks)}, rules: "
+        + ", ".join(f"{n} at {p}" for p, n in counts.items())
+    )
+    return 0
+
+
+def _cmd_policy_schema(args: argparse.Namespace) -> int:
+    from .policy import json_schema
+
+    text = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _cmd_policy_test(args: argparse.Namespace) -> int:
+    from .policy import load_policy, render_results, run_cases
+
+    results = run_cases(load_policy(args.file), args.cases)
+    print(render_results(results, args.cases))
+    return 0 if all(r.passed for r in results) else 1
+
+
+def _read_call(path: str) -> object:
+    from .call import Call
+
+    source = "<stdin>" if path == "-" else path
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read call file: {exc.strerror}", source=source) from None
+    try:
+        return Call.model_validate_json(text)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise InputError(
+            f"{where}: {err['msg']} (a call is JSON with messages, query, documents, generation, signals)",
+            source=source,
+        ) from None
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .guard import Guard
+
+    call = _read_call(args.call)
+    with Guard.from_policy(args.policy, audit=not args.no_audit) as guard:
+        decision = guard.check(call)  # type: ignore[arg-type]
+    if args.explain:
+        print(decision.explain())
+        if decision.signals:
+            print("  signals:")
+            width = max(len(n) for n in decision.signals)
+            for name, value in sorted(decision.signals.items()):
+                print(f"    {name.ljust(width)}  {value!r}")
+    else:
+        print(decision.model_dump_json(indent=2))
+    return 0
+
+
+def _cmd_audit_tail(args: argparse.Namespace) -> int:
+    from collections import deque
+
+    from .audit import ReadReport, read_audit
+
+    report = ReadReport()
+    last = deque(read_audit(args.log, report), maxlen=args.n)
+    for decision in last:
+        if args.json:
+            print(decision.model_dump_json())
+        else:
+            rule = decision.rule_label
+            stamp = datetime.fromtimestamp(decision.time, tz=UTC).isoformat(timespec="milliseconds")
+            print(f"{stamp}  {decision.phase:<9}  {decision.action.value:<8}  {rule}")
+    if report.skipped:
+        print(f"warning: skipped {len(report.skipped)} damaged line(s): {report.skipped[:10]}", file=sys.stderr)
+    return 0
+
+
+def _cmd_audit_stats(args: argparse.Namespace) -> int:
+    from .audit import ReadReport, dumps_stats, read_audit, stats
+
+    report = ReadReport()
+    summary = stats(read_audit(args.log, report))
+    summary["damaged_lines"] = len(report.skipped)
+    if args.json:
+        print(dumps_stats(summary))
+        return 0
+    print(f"{summary['total']} decisions ({summary['damaged_lines']} damaged lines skipped)")
+    for title in ("by_action", "by_rule", "by_phase"):
+        print(f"{title.replace('_', ' ')}:")
+        for key, count in summary[title].items():  # type: ignore[attr-defined]
+            print(f"  {key:<30} {count}")
+    if summary["signals"]:
+        print(f"{'signal':<32} {'n':>6} {'p50':>10} {'p90':>10} {'p99':>10}")
+        for name, row in summary["signals"].items():  # type: ignore[attr-defined]
+            print(f"{name:<32} {row['n']:>6} {row['p50']:>10.4g} {row['p90']:>10.4g} {row['p99']:>10.4g}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for docs and tests)."""
+    parser = argparse.ArgumentParser(prog="guardrails-uq", description="Guardrail middleware for LLM apps.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    policy = commands.add_parser("policy", help="check, test and describe policy files")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
+    p = policy_sub.add_parser("check", help="validate and lint a policy file")
+    p.add_argument("file")
+    p.set_defaults(handler=_cmd_policy_check)
+    p = policy_sub.add_parser("schema", help="print the policy JSON Schema (for editors)")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.set_defaults(handler=_cmd_policy_schema)
+    p = policy_sub.add_parser("test", help="run a policy against cases of signals and expected actions")
+    p.add_argument("file")
+    p.add_argument("cases")
+    p.set_defaults(handler=_cmd_policy_test)
+
+    p = commands.add_parser("check", help="decide one call (JSON) under a policy")
+    p.add_argument("--policy", required=True)
+    p.add_argument("--call", required=True, help="call JSON file, or - for stdin")
+    p.add_argument("--explain", action="store_true", help="a readable account instead of JSON")
+    p.add_argument("--no-audit", action="store_true", help="do not append to the policy's audit log")
+    p.set_defaults(handler=_cmd_check)
+
+    audit = commands.add_parser("audit", help="read decision logs")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    p = audit_sub.add_parser("tail", help="the last decisions")
+    p.add_argument("log")
+    p.add_argument("-n", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_cmd_audit_tail)
+    p = audit_sub.add_parser("stats", help="counts by action and rule, signal percentiles")
+    p.add_argument("log")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_cmd_audit_stats)
+
+    for module in _FEATURE_COMMANDS:
+        importlib.import_module(f"{__package__}.{module}").register(commands)
+    return parser
+
+
+#: Modules that add subcommands through a ``register(subparsers)`` function (imported when the CLI runs).
+_FEATURE_COMMANDS = ("demo",)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 ok, 1 failed test, 2 error)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except GuardrailsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,97 @@
+"""The outcome of a Guard phase: action, the rule that decided, every signal, evidence, errors, timings.
+
+A Decision is plain data: ``Decision.model_validate_json(d.model_dump_json()) == d``. Its field names are
+the audit log's format; change them only with a new ``format`` version.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .call import Message, ScoredDocument
+from .types import Evidence, Phase, SignalMap
+
+
+class Action(StrEnum):
+    """What the policy decided."""
+
+    ALLOW = "allow"
+    ABSTAIN = "abstain"
+    ESCALATE = "escalate"
+
+
+class CheckFailure(BaseModel):
+    """A check that raised: which, in which phase, and the error text."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    check: str
+    phase: Phase
+    error: str
+    type: str
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Decision(BaseModel):
+    """The result of one phase (or of a whole call) under a policy.
+
+    ``final`` is False for the provisional allow of an input or retrieval phase where no rule matched (the
+    call goes on to the next phase). ``rule`` is None when the policy's default (or on_error) decided. ``inputs`` holds the signal values the
+    deciding rule read. ``messages`` is the prompt after guideline injection (input phase);
+    ``documents`` the chunks kept (retrieval phase); ``answer`` the text returned to the user when the
+    policy replaced or escalated it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: int = 1
+    id: str = Field(default_factory=_new_id)
+    time: float = Field(default_factory=time.time)
+    policy: str
+    phase: Phase
+    action: Action
+    final: bool = True
+    rule: str | None = None
+    message: str | None = None
+    inputs: SignalMap = Field(default_factory=dict)
+    signals: SignalMap = Field(default_factory=dict)
+    evidence: dict[str, Evidence] = Field(default_factory=dict)
+    errors: list[CheckFailure] = Field(default_factory=list)
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+    messages: list[Message] | None = None
+    documents: list[ScoredDocument] | None = None
+    answer: str | None = None
+    metadata: dict[str, object] = Field(default_factory=dict)
+
+    @property
+    def allowed(self) -> bool:
+        """True when the action is allow."""
+        return self.action is Action.ALLOW
+
+    @property
+    def rule_label(self) -> str:
+        """The deciding rule, or (on_error), (default), or (pass) for a provisional allow."""
+        if self.rule:
+            return self.rule
+        if self.errors:
+            return "(on_error)"
+        return "(default)" if self.final else "(pass)"
+
+    def explain(self) -> str:
+        """A short human-readable account: action, deciding rule, the values it read, errors."""
+        lines = [f"{self.action.value.upper()} at {self.phase} ({self.policy})"]
+        lines.append(f"  rule: {self.rule_label}")
+        for name, value in self.inputs.items():
+            lines.append(f"    {name} = {value!r}")
+        if self.message:
+            lines.append(f"  message: {self.message}")
+        for failure in self.errors:
+            lines.append(f"  error in {failure.check}: {failure.type}: {failure.error}")
+        return "\n".join(lines)

@@ -1,0 +1,307 @@
+"""The Guard: builds checks from a policy, runs a phase's checks, applies the phase's rules, logs Decisions.
+
+Phases, in order: ``input`` (:meth:`Guard.before`), ``retrieval`` (:meth:`Guard.retrieve`), ``output``
+(:meth:`Guard.after`). After a phase's checks run, its rules are evaluated in order and the first match
+decides. When none matches, an input or retrieval phase returns a provisional ``allow`` (``rule`` None:
+carry on), and the output phase (or the last phase :meth:`Guard.check` runs) returns the policy's
+``default``. A check that raises makes the phase decide ``on_error`` (fail closed by default) with the
+error recorded in the Decision; with ``on_error: allow`` the rules still run on the signals that exist.
+
+One Guard is safe to share between threads and asyncio tasks: it holds no per-call state, checks are
+required to be thread-safe, and the audit log serialises its writes. The ``a*`` methods run the same code
+in a worker thread so the event loop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .audit import AuditLog, open_audit
+from .call import Call, Generation, Message, ScoredDocument
+from .checks import Check, CheckDeps
+from .decision import Action, CheckFailure, Decision
+from .embeddings import as_embedder
+from .errors import CheckError, InputError
+from .policy import CompiledPolicy, load_policy
+from .policy.outcome import decide_phase
+from .types import PHASES, Evidence, Phase, SignalMap
+
+_COERCE: dict[str, tuple[type, ...]] = {
+    "number": (int, float),
+    "integer": (int,),
+    "bool": (bool,),
+    "string": (str,),
+    "list": (list, tuple),
+}
+
+
+class Guard:
+    """Runs a policy's checks and rules around an app's model and retrieval calls."""
+
+    def __init__(
+        self,
+        policy: CompiledPolicy,
+        *,
+        embedder: Any = None,
+        audit: AuditLog | bool = True,
+        checks: Sequence[Check] | None = None,
+    ) -> None:
+        """Build every check the policy configures (or use ``checks``, for tests and custom wiring).
+
+        ``embedder`` is shared by every check that embeds text (default: the packaged MiniLM, loaded on
+        first use). ``audit=True`` opens the log the policy names; False disables logging; an AuditLog
+        object is used as is.
+        """
+        self.policy = policy
+        self._deps = CheckDeps(embedder=as_embedder(embedder))
+        if checks is None:
+            checks = [
+                spec.build(policy.section(spec.name), policy.base_dir, self._deps)
+                for spec in policy.configured_checks()
+            ]
+        self._checks: dict[Phase, tuple[Check, ...]] = {
+            phase: tuple(c for c in checks if c.phase == phase) for phase in PHASES
+        }
+        self._declared = {name: spec.type for name, spec in policy.catalogue.items() if spec.source == "app"}
+        self._expected = {name: info.source for name, info in policy.catalogue.items() if info.source != "app"}
+        if audit is True:
+            section = policy.model.audit
+            self.audit: AuditLog | None = (
+                open_audit(policy.resolve(section.path), fsync=section.fsync) if section else None
+            )
+        elif audit is False:
+            self.audit = None
+        else:
+            self.audit = audit
+
+    @classmethod
+    def from_policy(cls, path: str | Path, *, embedder: Any = None, audit: AuditLog | bool = True) -> Guard:
+        """Load the policy at ``path`` (PolicyError on any problem) and build its checks."""
+        return cls(load_policy(path), embedder=embedder, audit=audit)
+
+    @property
+    def checks(self) -> dict[Phase, tuple[Check, ...]]:
+        """The checks run in each phase."""
+        return dict(self._checks)
+
+    # -- phases -------------------------------------------------------------------------------------------
+
+    def before(
+        self,
+        messages: Sequence[Message],
+        *,
+        signals: SignalMap | None = None,
+        context: Decision | None = None,
+    ) -> Decision:
+        """Input phase: guideline injection and input rules. ``decision.messages`` is the prompt to send."""
+        call = Call(messages=list(messages), signals=signals or {})
+        return self._phase("input", call, context, final=False)
+
+    def retrieve(
+        self,
+        query: str,
+        documents: Sequence[ScoredDocument],
+        *,
+        signals: SignalMap | None = None,
+        context: Decision | None = None,
+    ) -> Decision:
+        """Retrieval phase: conformal filtering and retrieval rules. ``decision.documents`` are the kept chunks."""
+        call = Call(query=query, documents=list(documents), signals=signals or {})
+        return self._phase("retrieval", call, context, final=False)
+
+    def after(
+        self,
+        generation: Generation | str,
+        *,
+        messages: Sequence[Message] = (),
+        signals: SignalMap | None = None,
+        context: Decision | None = None,
+    ) -> Decision:
+        """Output phase: provenance and uncertainty checks, output rules, then the policy default."""
+        if isinstance(generation, str):
+            generation = Generation(text=generation)
+        call = Call(messages=list(messages), generation=generation, signals=signals or {})
+        return self._phase("output", call, context, final=True)
+
+    def check(self, call: Call) -> Decision:
+        """Run every phase the call has data for (input: messages or query; retrieval: documents; output:
+        generation), carrying signals forward; stop at the first phase whose rules decide."""
+        phases = self._phases_of(call)
+        decision: Decision | None = None
+        for index, phase in enumerate(phases):
+            if decision is not None:
+                call = _carry(call, decision)
+            decision = self._phase(phase, call, decision, final=index == len(phases) - 1)
+            if decision.final:
+                break
+        assert decision is not None  # _phases_of never returns an empty list
+        return decision
+
+    async def abefore(self, messages: Sequence[Message], **kwargs: Any) -> Decision:
+        """:meth:`before` in a worker thread."""
+        return await asyncio.to_thread(self.before, messages, **kwargs)
+
+    async def aretrieve(self, query: str, documents: Sequence[ScoredDocument], **kwargs: Any) -> Decision:
+        """:meth:`retrieve` in a worker thread."""
+        return await asyncio.to_thread(self.retrieve, query, documents, **kwargs)
+
+    async def aafter(self, generation: Generation | str, **kwargs: Any) -> Decision:
+        """:meth:`after` in a worker thread."""
+        return await asyncio.to_thread(self.after, generation, **kwargs)
+
+    async def acheck(self, call: Call) -> Decision:
+        """:meth:`check` in a worker thread."""
+        return await asyncio.to_thread(self.check, call)
+
+    def close(self) -> None:
+        """Close the audit log."""
+        if self.audit is not None:
+            self.audit.close()
+
+    def __enter__(self) -> Guard:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        names = [c.name for phase in PHASES for c in self._checks[phase]]
+        return f"Guard(policy={self.policy.name!r}, checks={names}, audit={self.audit!r})"
+
+    # -- internals ----------------------------------------------------------------------------------------
+
+    def _phases_of(self, call: Call) -> list[Phase]:
+        phases: list[Phase] = []
+        if call.messages or call.query is not None:
+            phases.append("input")
+        if call.documents is not None:
+            phases.append("retrieval")
+        if call.generation is not None:
+            phases.append("output")
+        return phases or ["input"]
+
+    def _app_signals(self, given: SignalMap) -> SignalMap:
+        clean: SignalMap = {}
+        for name, value in given.items():
+            kind = self._declared.get(name)
+            if kind is None:
+                known = ", ".join(sorted(self._declared)) or "none declared"
+                raise InputError(
+                    f"signal {name!r} is not declared in the policy's 'signals' section (declared: {known})",
+                    source="call.signals",
+                )
+            ok = isinstance(value, _COERCE[kind]) and (kind == "bool" or not isinstance(value, bool))
+            if not ok and value is not None:
+                raise InputError(
+                    f"signal {name!r} must be a {kind}, got {type(value).__name__} {value!r}",
+                    source="call.signals",
+                )
+            clean[name] = float(value) if kind == "number" and isinstance(value, int) else value
+        return clean
+
+    def _phase(self, phase: Phase, call: Call, context: Decision | None, *, final: bool) -> Decision:
+        started = time.perf_counter()
+        signals: SignalMap = dict(context.signals) if context is not None else {}
+        signals.update(self._app_signals(call.signals))
+        evidence: dict[str, Evidence] = dict(context.evidence) if context is not None else {}
+        timings: dict[str, float] = {}
+        errors: list[CheckFailure] = []
+        messages: list[Message] | None = None
+        documents: list[ScoredDocument] | None = None
+        for check in self._checks[phase]:
+            t0 = time.perf_counter()
+            try:
+                result = check.run(call)
+                self._validate_result(check, result.values)
+            except Exception as exc:
+                errors.append(CheckFailure(check=check.name, phase=phase, error=str(exc), type=type(exc).__name__))
+            else:
+                signals.update(result.values)
+                if result.evidence:
+                    evidence[check.name] = result.evidence
+                if result.messages is not None:
+                    messages = result.messages
+                    call = call.model_copy(update={"messages": messages})
+                if result.documents is not None:
+                    documents = result.documents
+                    call = call.model_copy(update={"documents": documents})
+            timings[check.name] = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
+        model = self.policy.model
+        provisional = False
+        if errors and model.on_error is not Action.ALLOW:
+            action, rule, message, reads = (
+                model.on_error,
+                None,
+                _message_for(self.policy, model.on_error, True),
+                {},
+            )
+        else:
+            outcome = decide_phase(self.policy, phase, signals)
+            if outcome is not None and outcome.error is not None:
+                errors.append(
+                    CheckFailure(check="rules", phase=phase, error=outcome.error.problem, type="RuleEvaluationError")
+                )
+                action, rule, message, reads = outcome.action, outcome.rule, outcome.message, {}
+            elif outcome is not None:
+                action, rule, message, reads = outcome.action, outcome.rule, outcome.message, outcome.reads
+            elif final:
+                action, rule, message, reads = (
+                    model.default,
+                    None,
+                    _message_for(self.policy, model.default, False),
+                    {},
+                )
+            else:
+                action, rule, message, reads = Action.ALLOW, None, None, {}
+                provisional = True
+        timings["rules"] = (time.perf_counter() - t0) * 1e3
+        timings["total"] = (time.perf_counter() - started) * 1e3
+        decision = Decision(
+            policy=self.policy.name,
+            phase=phase,
+            action=action,
+            final=not provisional,
+            rule=rule,
+            message=message,
+            inputs=reads,
+            signals=signals,
+            evidence=evidence,
+            errors=errors,
+            timings_ms=timings,
+            messages=messages,
+            documents=documents,
+            metadata=dict(call.metadata),
+        )
+        if self.audit is not None:
+            self.audit.write(decision)
+        return decision
+
+    def _validate_result(self, check: Check, values: SignalMap) -> None:
+        missing = [n for n, src in self._expected.items() if src == check.name and n not in values]
+        if missing:
+            raise CheckError(check.name, f"did not produce declared signals {missing}")
+
+
+def _message_for(policy: CompiledPolicy, action: Action, failed: bool) -> str | None:
+    """The user-facing text for a decision no rule made: on_error after a failure, or the default."""
+    texts = policy.model.messages
+    if action is Action.ABSTAIN:
+        return texts.error if failed else texts.abstain
+    if action is Action.ESCALATE:
+        return texts.escalate
+    return None
+
+
+def _carry(call: Call, decision: Decision) -> Call:
+    """The call as the next phase sees it: the injected prompt and the kept chunks replace the originals."""
+    update: dict[str, Any] = {}
+    if decision.messages is not None:
+        update["messages"] = decision.messages
+    if decision.documents is not None:
+        update["documents"] = decision.documents
+    return call.model_copy(update=update) if update else call

@@ -1,0 +1,152 @@
+"""CEL rules: compiled once at load, evaluated per phase with one CEL call.
+
+The rules of a phase are fused into one CEL program ``r0 ? 0 : (r1 ? 1 : ... : -1)`` that returns the index
+of the first matching rule: the signals cross into CEL once per phase instead of once per rule. CEL's
+ternary evaluates conditions in order and stops at the first true one, which is exactly "first match
+decides". When the fused program fails, rules are re-run one by one to name the rule that failed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cel
+
+from ..errors import PolicyError, RuleEvaluationError
+from ..types import Phase, SignalMap
+from .schema import Rule
+
+_STRING_LITERAL = re.compile(
+    r'[rRbB]{0,2}("""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\')'
+)
+_REFERENCE = re.compile(r"(?<![\w.])([A-Za-z_]\w*)\b((?:\.[A-Za-z_]\w*\b)*)(?!\s*\()")
+_COMPREHENSION_VAR = re.compile(r"\.(?:all|exists|exists_one|map|filter)\(\s*([A-Za-z_]\w*)\s*,")
+_CEL_WORDS = frozenset({"true", "false", "null", "in"})
+
+
+def signal_references(source: str) -> list[str]:
+    """Signal names an expression reads, in order of first use (``ns.name``; deeper access is trimmed).
+
+    A bare identifier that is not a comprehension variable is returned as is, so the linter can reject it.
+    """
+    without_strings = _STRING_LITERAL.sub('""', source)
+    local_vars = set(_COMPREHENSION_VAR.findall(without_strings))
+    found: dict[str, None] = {}
+    for match in _REFERENCE.finditer(without_strings):
+        root, rest = match.group(1), match.group(2)
+        if root in _CEL_WORDS or root in local_vars:
+            continue
+        parts = [root, *[p for p in rest.split(".") if p]]
+        found[".".join(parts[:2])] = None
+    return list(found)
+
+
+def nest(signals: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Turn flat ``{"ns.name": v}`` into CEL's ``{"ns": {"name": v}}``."""
+    context: dict[str, dict[str, Any]] = {}
+    for name, value in signals.items():
+        namespace, _, leaf = name.partition(".")
+        context.setdefault(namespace, {})[leaf] = value
+    return context
+
+
+def _caret(source: str, message: str) -> str:
+    """Keep the parser's caret lines (CEL reports them) as the error's detail."""
+    lines = [line for line in message.splitlines() if line.startswith("|")]
+    if lines:
+        return "\n".join("    " + line for line in lines)
+    return "    | " + source
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    """A rule with its compiled CEL program, the signals it reads and its YAML line."""
+
+    rule: Rule
+    program: Any
+    reads: tuple[str, ...]
+    line: int | None
+
+    @property
+    def name(self) -> str:
+        return self.rule.name
+
+    def evaluate(self, context: Mapping[str, Any], file: str | None) -> bool:
+        """True when the condition holds; RuleEvaluationError when it fails or is not a bool."""
+        try:
+            result = self.program.execute(context)
+        except Exception as exc:  # CEL raises KeyError, TypeError, RuntimeError, ZeroDivisionError...
+            raise RuleEvaluationError(
+                f"condition failed: {type(exc).__name__}: {exc}",
+                file=file,
+                line=self.line,
+                rule=self.name,
+                fix="check that the signals it reads are produced in this phase and have the types it expects",
+            ) from exc
+        if not isinstance(result, bool):
+            raise RuleEvaluationError(
+                f"condition returned {type(result).__name__} {result!r}, not a bool",
+                file=file,
+                line=self.line,
+                rule=self.name,
+                fix="write a comparison, e.g. 'provenance.bci_max > 20.0'",
+            )
+        return result
+
+
+def compile_rule(rule: Rule, *, file: str | None, line: int | None) -> CompiledRule:
+    """Compile one rule's condition; a syntax error is a PolicyError with the caret under the mistake."""
+    try:
+        program = cel.compile(rule.when)
+    except Exception as exc:
+        raise PolicyError(
+            "CEL syntax error in 'when'",
+            file=file,
+            line=line,
+            rule=rule.name,
+            detail=_caret(rule.when, str(exc)),
+            fix='see https://github.com/google/cel-spec for the syntax; strings take quotes, e.g. x == "a"',
+        ) from None
+    return CompiledRule(rule=rule, program=program, reads=tuple(signal_references(rule.when)), line=line)
+
+
+@dataclass(frozen=True)
+class PhaseRules:
+    """The compiled rules of one phase, fused for speed."""
+
+    phase: Phase
+    rules: tuple[CompiledRule, ...]
+    fused: Any
+
+    @classmethod
+    def build(cls, phase: Phase, rules: Sequence[CompiledRule]) -> PhaseRules:
+        fused = None
+        if rules:
+            source = "-1"
+            for index in range(len(rules) - 1, -1, -1):
+                source = f"({rules[index].rule.when}) ? {index} : ({source})"
+            try:
+                fused = cel.compile(source)
+            except Exception:  # a parser depth limit: fall back to one call per rule
+                fused = None
+        return cls(phase=phase, rules=tuple(rules), fused=fused)
+
+    def first_match(self, signals: SignalMap, file: str | None) -> CompiledRule | None:
+        """The first rule whose condition holds, or None. Raises RuleEvaluationError naming the failing rule."""
+        if not self.rules:
+            return None
+        context = nest(signals)
+        if self.fused is not None:
+            try:
+                index = self.fused.execute(context)
+            except Exception:
+                index = None  # find and name the failing rule below
+            else:
+                return self.rules[index] if index >= 0 else None
+        for compiled in self.rules:
+            if compiled.evaluate(context, file):
+                return compiled
+        return None

@@ -1,0 +1,127 @@
+"""The policy file's schema (pydantic). Check sections come from the check registry.
+
+The JSON Schema for editors is generated from these models (``guardrails-uq policy schema``), never written
+by hand.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+
+from ..decision import Action
+from ..types import Phase
+
+_SIGNAL_NAME = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
+
+
+class StrictModel(BaseModel):
+    """Base of every policy model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Rule(StrictModel):
+    """One rule: in phase ``at``, when the CEL condition ``when`` holds, take ``action``."""
+
+    name: str = Field(description="Unique name; recorded in every Decision it makes.", min_length=1)
+    at: Phase = Field(description="Phase whose signals the rule reads: input, retrieval or output.")
+    when: str = Field(description="CEL condition over signals, e.g. 'provenance.bci_max > 20.0'.")
+    action: Action = Field(description="allow, abstain or escalate.")
+    message: str | None = Field(
+        default=None, description="Text returned to the user on abstain (defaults to messages.abstain)."
+    )
+    description: str | None = Field(default=None, description="Why the rule exists (shown by explain).")
+
+
+class ModelEndpoint(StrictModel):
+    """An OpenAI-compatible chat-completions endpoint."""
+
+    base_url: str = Field(description="Base URL ending before /chat/completions, e.g. http://127.0.0.1:8000/v1.")
+    model: str = Field(description="Model name sent in the request body.")
+    api_key_env: str | None = Field(
+        default=None, description="Name of the environment variable holding the API key (never the key)."
+    )
+    timeout: float = Field(default=30.0, gt=0, description="Seconds before a request is abandoned.")
+    max_retries: int = Field(default=2, ge=0, description="Retries on 429 and 5xx, with exponential backoff.")
+
+
+class Escalation(StrictModel):
+    """Where an escalate action sends the request."""
+
+    model: ModelEndpoint | None = Field(default=None, description="The larger model to defer to.")
+
+
+class Audit(StrictModel):
+    """Where every Decision is appended."""
+
+    path: str = Field(description="A .jsonl file or a .sqlite/.db database (relative to the policy file).")
+    fsync: bool = Field(default=False, description="fsync after each record (durable, slower).")
+
+
+class Messages(StrictModel):
+    """Default user-facing texts."""
+
+    abstain: str = Field(default="I can't help with that.", description="Returned on abstain without a message.")
+    escalate: str = Field(
+        default="This request needs review.", description="Returned on escalate when no target is configured."
+    )
+    error: str = Field(
+        default="I can't answer that right now.",
+        description="Returned when on_error decides after a failure.",
+    )
+
+
+SignalDeclType = Literal["number", "integer", "bool", "string", "list"]
+
+
+class PolicyBase(StrictModel):
+    """Top-level policy keys that do not belong to a check."""
+
+    version: Literal[1] = Field(description="Policy format version; 1.")
+    name: str = Field(description="Policy name, recorded in every Decision.", min_length=1)
+    description: str | None = Field(default=None, description="Free text.")
+    signals: dict[str, SignalDeclType] = Field(
+        default_factory=dict,
+        description="Signals the app supplies with each call (dotted names such as app.user_tier) and their type.",
+    )
+    escalation: Escalation | None = Field(default=None, description="Target of the escalate action.")
+    audit: Audit | None = Field(default=None, description="Decision log; omit to keep no log.")
+    messages: Messages = Field(default_factory=Messages, description="Default user-facing texts.")
+    rules: list[Rule] = Field(default_factory=list, description="Evaluated in order per phase; first match decides.")
+    default: Action = Field(default=Action.ALLOW, description="Action when no rule matched by the last phase.")
+    on_error: Action = Field(
+        default=Action.ABSTAIN, description="Action when a check or rule fails (fail closed by default)."
+    )
+
+    @field_validator("signals")
+    @classmethod
+    def _signal_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not _SIGNAL_NAME.match(name):
+                raise ValueError(f"signal name {name!r} must be dotted lowercase words, e.g. app.user_tier")
+        return value
+
+
+@functools.lru_cache(maxsize=1)
+def policy_model() -> type[PolicyBase]:
+    """The full Policy model: PolicyBase plus one optional section per registered check."""
+    from ..checks import registry
+
+    sections: dict[str, Any] = {
+        name: (spec.config | None, Field(default=None, description=spec.description or f"The {name} check."))
+        for name, spec in sorted(registry().items())
+    }
+    model: type[PolicyBase] = create_model("Policy", __base__=PolicyBase, **sections)
+    return model
+
+
+def json_schema() -> dict[str, Any]:
+    """The policy's JSON Schema (for editors such as VS Code's YAML extension)."""
+    schema = policy_model().model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "guardrails-uq policy"
+    return schema

@@ -1,0 +1,15 @@
+"""Type aliases shared across the package."""
+
+from __future__ import annotations
+
+from typing import Literal, TypeAlias
+
+#: A signal value: what a check measures and a rule reads.
+SignalValue: TypeAlias = bool | int | float | str | list[str] | list[float] | list[int] | None
+#: Flat mapping of dotted signal names ("provenance.bci_max") to values.
+SignalMap: TypeAlias = dict[str, SignalValue]
+#: The three places a Guard runs: before the model (input), on retrieved chunks, after the model (output).
+Phase: TypeAlias = Literal["input", "retrieval", "output"]
+PHASES: tuple[Phase, ...] = ("input", "retrieval", "output")
+#: JSON-compatible evidence attached to a Decision.
+Evidence: TypeAlias = dict[str, object]
