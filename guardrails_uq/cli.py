@@ -165,13 +165,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_cmd_audit_stats)
 
+    groups = {
+        "eval": commands.add_parser("eval", help="evaluate a check on labelled data").add_subparsers(
+            dest="eval_command", required=True
+        ),
+        "calibrate": commands.add_parser("calibrate", help="fit calibration artifacts").add_subparsers(
+            dest="calibrate_command", required=True
+        ),
+    }
     for module in _FEATURE_COMMANDS:
-        importlib.import_module(f"{__package__}.{module}").register(commands)
+        importlib.import_module(f"{__package__}.{module}").register_cli(commands, groups)
+    for name, group in groups.items():
+        if not group.choices:
+            commands._name_parser_map.pop(name, None)  # no feature added to this group yet
+            commands._choices_actions = [a for a in commands._choices_actions if a.dest != name]
     return parser
 
 
-#: Modules that add subcommands through a ``register(subparsers)`` function (imported when the CLI runs).
-_FEATURE_COMMANDS = ("demo",)
+#: Modules that add subcommands through ``register_cli(commands, groups)`` (imported when the CLI runs);
+#: ``groups`` holds the shared "eval" and "calibrate" sub-command groups.
+_FEATURE_COMMANDS = ("demo", "provenance.cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -72,7 +72,7 @@ def _short(value: object) -> str:
     return text if len(text) < 24 else text[:21] + "..."
 
 
-def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register_cli(commands: argparse._SubParsersAction, groups: dict) -> None:  # type: ignore[type-arg]
     parser = commands.add_parser("demo", help="run the shipped demo end to end")
     parser.add_argument("--policy", type=Path, default=ROOT / "policies" / "demo.yaml")
     parser.add_argument("--requests", type=Path, default=ROOT / "examples" / "demo_requests.jsonl")

@@ -1,0 +1,318 @@
+"""Finding the answer spans that occur verbatim in the indexed corpus.
+
+A span is reported when it is *maximal*: it occurs in the corpus, has at least ``min_span`` tokens, and
+cannot be extended left or right without ceasing to occur. The matcher walks the answer once, left to
+right, keeping the suffix-array interval (per shard) of the span currently being matched:
+
+* a span starts when the window of the last ``min_span`` tokens occurs (one binary search per shard);
+* it grows while its interval narrowed by the next token stays non-empty (a ``searchsorted`` on the
+  interval's next column, or a binary search when the interval is large);
+* when it dies, the next span is the earliest start whose text through the new token still occurs
+  (a binary search over starts: "occurs" is monotone in the start).
+
+Work is O(answer length x log corpus size) plus the length of the spans found; the corpus is never
+scanned. :class:`SpanMatcher` serves both callers: :func:`find_spans` computes every window's interval in
+one vectorised search up front, the streaming use computes each window as its last token arrives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .bci import token_surprisal
+from .index import CorpusIndex, Shard
+
+#: Intervals up to this size are narrowed with one gather + searchsorted; larger ones by binary search.
+_GATHER_MAX = 4096
+
+Intervals = dict[int, tuple[int, int]]  # shard number -> [lo, hi) in its suffix array
+
+
+def window_intervals(shard: Shard, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[lo, hi) suffix-array intervals of each row of ``windows`` (shape (w, k)), vectorised over rows."""
+    lower = _bound(shard, windows, upper=False)
+    upper = _bound(shard, windows, upper=True)
+    return lower, upper
+
+
+def _bound(shard: Shard, windows: np.ndarray, *, upper: bool) -> np.ndarray:
+    tokens, sa = shard.tokens, shard.sa
+    count, width = windows.shape
+    last = len(tokens) - 1
+    lo = np.zeros(count, dtype=np.int64)
+    hi = np.full(count, len(sa), dtype=np.int64)
+    columns = np.arange(width, dtype=np.int64)
+    while True:
+        active = np.nonzero(lo < hi)[0]
+        if len(active) == 0:
+            return lo
+        mid = (lo[active] + hi[active]) // 2
+        positions = np.asarray(sa[mid], dtype=np.int64)
+        prefix = tokens[np.minimum(positions[:, None] + columns, last)]
+        wanted = windows[active]
+        differs = prefix != wanted
+        any_diff = differs.any(axis=1)
+        first = differs.argmax(axis=1)
+        rows = np.arange(len(active))
+        less = any_diff & (prefix[rows, first] < wanted[rows, first])
+        right = less | ~any_diff if upper else less
+        lo[active[right]] = mid[right] + 1
+        hi[active[~right]] = mid[~right]
+
+
+def _narrow(shard: Shard, lo: int, hi: int, offset: int, token: int) -> tuple[int, int]:
+    """Sub-interval of [lo, hi) whose suffixes have ``token`` at ``offset`` (the interval shares ``offset``
+    leading tokens, so that column is sorted)."""
+    tokens, sa = shard.tokens, shard.sa
+    last = len(tokens) - 1
+    if hi - lo <= _GATHER_MAX:
+        column = tokens[np.minimum(np.asarray(sa[lo:hi], dtype=np.int64) + offset, last)]
+        return lo + int(np.searchsorted(column, token, "left")), lo + int(np.searchsorted(column, token, "right"))
+
+    def at(k: int) -> int:
+        return int(tokens[min(int(sa[k]) + offset, last)])
+
+    a, b = lo, hi
+    while a < b:
+        m = (a + b) // 2
+        if at(m) < token:
+            a = m + 1
+        else:
+            b = m
+    c, d = a, hi
+    while c < d:
+        m = (c + d) // 2
+        if at(m) <= token:
+            c = m + 1
+        else:
+            d = m
+    return a, c
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a span occurs: document id and token offset in that document."""
+
+    doc: str
+    offset: int
+
+
+@dataclass(frozen=True)
+class Span:
+    """A maximal answer span found in the corpus: token positions [start, end) in the answer."""
+
+    start: int
+    end: int
+    text: str
+    bci: float
+    count: int
+    sources: tuple[Source, ...]
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+    @property
+    def bci_density(self) -> float:
+        """BCI per token."""
+        return self.bci / self.length
+
+    def to_evidence(self) -> dict[str, object]:
+        return {
+            "text": self.text,
+            "start": self.start,
+            "end": self.end,
+            "length": self.length,
+            "bci": round(self.bci, 4),
+            "bci_density": round(self.bci_density, 4),
+            "count": self.count,
+            "sources": [{"doc": s.doc, "offset": s.offset} for s in self.sources],
+        }
+
+
+@dataclass
+class _Active:
+    start: int
+    intervals: Intervals
+    reported: bool = False
+
+
+@dataclass
+class SpanMatcher:
+    """Incremental maximal-span matcher over one answer.
+
+    ``push(ids)`` appends token ids; ``finish()`` closes the open span and returns every span found.
+    ``on_span(start, end, bci)`` (optional) is called as soon as the open span's BCI reaches
+    ``alert_bci`` (once per span): streaming integrations cut the stream there.
+    """
+
+    index: CorpusIndex
+    min_span: int = 8
+    max_sources: int = 5
+    alert_bci: float | None = None
+    on_span: Callable[[int, int, float], None] | None = None
+    windows: list[Intervals | None] | None = None  # precomputed by find_spans; None: computed on arrival
+    ids: list[int] = field(default_factory=list)
+    _surprisal: list[float] = field(default_factory=lambda: [0.0])  # prefix sums
+    _cache: dict[int, Intervals] = field(default_factory=dict)
+    _active: _Active | None = None
+    _found: list[tuple[int, int, Intervals]] = field(default_factory=list)
+    _last_start: int = -1
+
+    def push(self, ids: Iterable[int]) -> None:
+        """Feed the next token ids of the answer."""
+        for token in ids:
+            self.ids.append(int(token))
+            value = float(token_surprisal(np.array([token]), self.index.counts, self.index.total)[0])
+            self._surprisal.append(self._surprisal[-1] + value)
+            self._step(len(self.ids) - 1)
+
+    def bci(self, start: int, end: int) -> float:
+        """BCI of answer tokens [start, end)."""
+        return self._surprisal[end] - self._surprisal[start]
+
+    def _window(self, start: int) -> Intervals:
+        if start in self._cache:
+            return self._cache[start]
+        if self.windows is not None:
+            found = self.windows[start] or {}
+        else:
+            row = np.asarray(self.ids[start : start + self.min_span], dtype=np.int32)[None, :]
+            found = {}
+            if (row > 0).all():
+                for number, shard in enumerate(self.index.shards):
+                    lo, hi = window_intervals(shard, row)
+                    if hi[0] > lo[0]:
+                        found[number] = (int(lo[0]), int(hi[0]))
+        self._cache[start] = found
+        return found
+
+    def _extend(self, start: int, intervals: Intervals, length: int, target: int) -> Intervals:
+        """Narrow ``intervals`` (matching ids[start:start+length]) to ids[start:start+target]; {} if none."""
+        current = dict(intervals)
+        for offset in range(length, target):
+            token = self.ids[start + offset]
+            if token <= 0:
+                return {}
+            narrowed = {}
+            for number, (lo, hi) in current.items():
+                a, b = _narrow(self.index.shards[number], lo, hi, offset, token)
+                if b > a:
+                    narrowed[number] = (a, b)
+            if not narrowed:
+                return {}
+            current = narrowed
+        return current
+
+    def _occurs_through(self, start: int, end: int) -> Intervals:
+        """Intervals of ids[start:end] (end - start >= min_span), {} when it does not occur."""
+        window = self._window(start)
+        return self._extend(start, window, self.min_span, end - start) if window else {}
+
+    def _step(self, p: int) -> None:
+        k = self.min_span
+        active = self._active
+        if active is not None:
+            grown = self._extend(active.start, active.intervals, p - active.start, p + 1 - active.start)
+            if grown:
+                active.intervals = grown
+                self._maybe_alert(active, p + 1)
+                return
+            self._close(p)
+            floor = active.start + 1
+        else:
+            floor = self._last_start + 1
+        newest = p - k + 1
+        if newest < floor or newest < 0 or not self._window(newest):
+            return
+        lo, hi = floor, newest  # the smallest start in [floor, newest] whose text through p occurs
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._occurs_through(mid, p + 1):
+                hi = mid
+            else:
+                lo = mid + 1
+        intervals = self._occurs_through(lo, p + 1)
+        self._active = _Active(start=lo, intervals=intervals)
+        self._last_start = lo
+        self._maybe_alert(self._active, p + 1)
+
+    def _maybe_alert(self, active: _Active, end: int) -> None:
+        if active.reported or self.alert_bci is None or self.on_span is None:
+            return
+        value = self.bci(active.start, end)
+        if value >= self.alert_bci:
+            active.reported = True
+            self.on_span(active.start, end, value)
+
+    def _close(self, end: int) -> None:
+        if self._active is not None:
+            self._found.append((self._active.start, end, self._active.intervals))
+            self._active = None
+
+    def finish(self, text_of: Callable[[int, int], str] | None = None) -> list[Span]:
+        """Close the open span; every maximal span found, in answer order."""
+        self._close(len(self.ids))
+        spans = []
+        for start, end, intervals in self._found:
+            count = sum(hi - lo for lo, hi in intervals.values())
+            spans.append(
+                Span(
+                    start=start,
+                    end=end,
+                    text=text_of(start, end) if text_of else "",
+                    bci=self.bci(start, end),
+                    count=count,
+                    sources=tuple(self._sources(intervals)),
+                )
+            )
+        return spans
+
+    def _sources(self, intervals: Intervals) -> list[Source]:
+        sources: list[Source] = []
+        for number, (lo, hi) in sorted(intervals.items()):
+            shard = self.index.shards[number]
+            take = min(hi - lo, self.max_sources - len(sources))
+            if take <= 0:
+                break
+            positions = np.sort(np.asarray(shard.sa[lo : lo + take], dtype=np.int64))
+            docs = np.searchsorted(shard.doc_starts, positions, side="right") - 1
+            for position, doc in zip(positions, docs, strict=True):
+                sources.append(Source(doc=shard.doc_ids[doc], offset=int(position - shard.doc_starts[doc])))
+        return sources
+
+
+def find_spans(index: CorpusIndex, text: str, *, min_span: int = 8, max_sources: int = 5) -> list[Span]:
+    """Every maximal span of ``text`` (>= ``min_span`` tokens) that occurs verbatim in the corpus."""
+    from .tokenize import tokenize_with_offsets
+
+    tokens, offsets = tokenize_with_offsets(text)
+    ids = index.ids(tokens)
+    matcher = SpanMatcher(index, min_span=min_span, max_sources=max_sources)
+    matcher.windows = _all_windows(index, ids, min_span)
+    matcher.push(ids)
+    return matcher.finish(lambda a, b: text[offsets[a][0] : offsets[b - 1][1]])
+
+
+def _all_windows(index: CorpusIndex, ids: np.ndarray, k: int) -> list[Intervals | None]:
+    """Intervals of every length-k window of ``ids``, one vectorised search per shard."""
+    count = len(ids) - k + 1
+    if count <= 0:
+        return []
+    windows = np.lib.stride_tricks.sliding_window_view(ids, k)
+    valid = np.nonzero((windows > 0).all(axis=1))[0]  # a window with an unseen token cannot occur
+    result: list[Intervals | None] = [None] * count
+    if len(valid) == 0:
+        return result
+    rows = np.ascontiguousarray(windows[valid])
+    for number, shard in enumerate(index.shards):
+        lo, hi = window_intervals(shard, rows)
+        for i in np.nonzero(hi > lo)[0]:
+            entry = result[valid[i]]
+            if entry is None:
+                entry = result[valid[i]] = {}
+            entry[number] = (int(lo[i]), int(hi[i]))
+    return result
