@@ -17,20 +17,45 @@ def _open(path: Path) -> IO[bytes]:
     return open(path, "rb")
 
 
-def read_documents(path: str | Path, *, skip: int = 0) -> Iterator[tuple[str, str, int]]:
-    """Yield (doc_id, text, bytes_read_so_far) for each non-blank line, after skipping ``skip`` documents.
+def parse_line(raw: bytes, source: str, number: int) -> tuple[str, str]:
+    """(doc_id, text) of one non-blank corpus line; InputError naming ``source:number`` when malformed.
 
-    Raises InputError naming the file and line for invalid UTF-8, invalid JSON, or a missing/non-string
-    "text" field. ``doc_id`` is the line's "id" (as a string) or "line-N".
+    ``doc_id`` is the line's "id" (as a string) or "line-N".
     """
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"line is not valid UTF-8 (byte {exc.start}); re-encode the corpus as UTF-8", source=source, line=number
+        ) from None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"invalid JSON ({exc.msg} at column {exc.colno}); each line must be one JSON object",
+            source=source,
+            line=number,
+        ) from None
+    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+        raise InputError(
+            'each line needs a string "text" field, e.g. {"id": "doc-1", "text": "..."}', source=source, line=number
+        )
+    doc_id = record.get("id")
+    return (str(doc_id) if doc_id is not None else f"line-{number}"), record["text"]
+
+
+def read_line_blocks(
+    path: str | Path, *, skip: int = 0, block_bytes: int = 4_000_000
+) -> Iterator[tuple[int, list[tuple[int, bytes]], int]]:
+    """Yield (block number, [(line number, raw line)], bytes consumed so far) for the non-blank lines after
+    the first ``skip`` documents, in blocks of about ``block_bytes``."""
     path = Path(path)
     if not path.exists():
         raise InputError("corpus file not found", source=str(path))
-    seen = 0
-    consumed = 0
+    seen = consumed = size = block_no = 0
+    block: list[tuple[int, bytes]] = []
     try:
-        handle = _open(path)
-        with handle:
+        with _open(path) as handle:
             for number, raw in enumerate(handle, start=1):
                 consumed += len(raw)
                 if not raw.strip():
@@ -38,29 +63,20 @@ def read_documents(path: str | Path, *, skip: int = 0) -> Iterator[tuple[str, st
                 seen += 1
                 if seen <= skip:
                     continue
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise InputError(
-                        f"line is not valid UTF-8 (byte {exc.start}); re-encode the corpus as UTF-8",
-                        source=str(path),
-                        line=number,
-                    ) from None
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(
-                        f"invalid JSON ({exc.msg} at column {exc.colno}); each line must be one JSON object",
-                        source=str(path),
-                        line=number,
-                    ) from None
-                if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                    raise InputError(
-                        'each line needs a string "text" field, e.g. {"id": "doc-1", "text": "..."}',
-                        source=str(path),
-                        line=number,
-                    )
-                doc_id = record.get("id")
-                yield (str(doc_id) if doc_id is not None else f"line-{number}"), record["text"], consumed
+                block.append((number, raw))
+                size += len(raw)
+                if size >= block_bytes:
+                    yield block_no, block, consumed
+                    block_no += 1
+                    block, size = [], 0
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise InputError(f"cannot read corpus: {exc}", source=str(path)) from None
+    if block:
+        yield block_no, block, consumed
+
+
+def read_documents(path: str | Path, *, skip: int = 0) -> Iterator[tuple[str, str]]:
+    """Yield (doc_id, text) for each non-blank line after the first ``skip`` documents (see parse_line)."""
+    for _, block, _ in read_line_blocks(path, skip=skip):
+        for number, raw in block:
+            yield parse_line(raw, str(path), number)

@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import sys
 import time
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +36,12 @@ import numpy as np
 import pydivsufsort
 
 from ..errors import ArtifactError, InputError
-from .corpus import read_documents
+from .corpus import parse_line, read_line_blocks
 from .tokenize import TOKEN_PATTERN, TOKENIZER_NAME
 
 FORMAT_VERSION = 1
 DEFAULT_SHARD_TOKENS = 50_000_000
+_PARALLEL_BYTES = 16_000_000
 _SHARD_FILES = ("tokens.npy", "sa.npy", "doc_starts.npy", "doc_ids.json")
 
 
@@ -101,14 +105,40 @@ def _progress(total_bytes: int, enabled: bool) -> Callable[[int, int], None]:
     return report
 
 
+def tokenize_block(source: str, lines: list[tuple[int, bytes]]) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+    """Parse and tokenize one block of corpus lines with a block-local vocabulary.
+
+    Returns (doc ids, local vocabulary words, local token ids with a 0 after each document, document
+    lengths including the 0). Runs in worker processes: the caller maps local ids to global ones.
+    """
+    local = Vocabulary()
+    lookup = local.__getitem__
+    doc_ids: list[str] = []
+    pieces: list[np.ndarray] = []
+    for number, raw in lines:
+        doc_id, text = parse_line(raw, source, number)
+        doc_ids.append(doc_id)
+        ids = np.fromiter(map(lookup, TOKEN_PATTERN.findall(text.lower())), dtype=np.int32)
+        pieces.append(np.append(ids, np.int32(0)))
+    lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=len(pieces))
+    words = sorted(local, key=local.__getitem__)
+    return doc_ids, words, np.concatenate(pieces) if pieces else np.zeros(0, np.int32), lengths
+
+
 def build_index(
     corpus: str | Path,
     out_dir: str | Path,
     *,
     shard_tokens: int = DEFAULT_SHARD_TOKENS,
     progress: bool = False,
+    workers: int | None = None,
 ) -> BuildReport:
-    """Index ``corpus`` (JSONL or JSONL.gz) into ``out_dir``; resumes after the last complete shard."""
+    """Index ``corpus`` (JSONL or JSONL.gz) into ``out_dir``; resumes after the last complete shard.
+
+    Parsing and tokenizing run in ``workers`` processes (default: the CPU count for corpora over 16 MB, else 0: in this process),
+    in blocks of a few MB, while this process maps block vocabularies to the global one and builds the
+    suffix array of each full shard. Memory is bounded by the shard size plus the blocks in flight.
+    """
     started = time.perf_counter()
     corpus, out = Path(corpus), Path(out_dir)
     if shard_tokens < 1:
@@ -129,27 +159,18 @@ def build_index(
             stale.rmdir()
 
     report = _progress(corpus.stat().st_size if corpus.exists() else 0, progress)
-    shard_index = len(completed)
-    buffer: list[np.ndarray] = []
-    buffered = 0
-    doc_ids: list[str] = []
+    shard = _ShardBuffer(out, len(completed), shard_tokens, vocab)
     documents = skip
     bytes_read = 0
-    lookup = vocab.__getitem__
-    for doc_id, text, consumed in read_documents(corpus, skip=skip):
-        ids = np.fromiter(map(lookup, TOKEN_PATTERN.findall(text.lower())), dtype=np.int32)
-        buffer.append(np.append(ids, np.int32(0)))
-        buffered += len(ids) + 1
-        doc_ids.append(doc_id)
-        documents += 1
+    for (doc_ids, words, local_ids, lengths), consumed in _tokenized_blocks(corpus, skip, workers):
+        table = np.empty(len(words) + 1, dtype=np.int32)
+        table[0] = 0
+        table[1:] = np.fromiter(map(vocab.__getitem__, words), dtype=np.int32, count=len(words))
+        completed.extend(shard.add(doc_ids, table[local_ids], lengths))
+        documents += len(doc_ids)
         bytes_read = consumed
-        if buffered >= shard_tokens:
-            completed.append(_write_shard(out, shard_index, buffer, doc_ids, vocab))
-            shard_index += 1
-            buffer, buffered, doc_ids = [], 0, []
-            report(bytes_read, documents)
-    if buffer:
-        completed.append(_write_shard(out, shard_index, buffer, doc_ids, vocab))
+        report(bytes_read, documents)
+    completed.extend(shard.flush())
     if not completed:
         raise InputError("the corpus has no documents (every line is blank)", source=str(corpus))
     _write_manifest(out, completed, vocab)
@@ -165,6 +186,67 @@ def build_index(
     )
 
 
+def _tokenized_blocks(corpus: Path, skip: int, workers: int | None):
+    """Tokenized blocks in corpus order, from a process pool (bounded number in flight)."""
+    if workers is None:  # a process pool pays off only on large corpora
+        workers = (os.cpu_count() or 1) if corpus.stat().st_size > _PARALLEL_BYTES else 0
+    blocks = read_line_blocks(corpus, skip=skip)
+    if workers <= 0:
+        for _, lines, consumed in blocks:
+            yield tokenize_block(str(corpus), lines), consumed
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pending: deque = deque()
+        for _, lines, consumed in blocks:
+            pending.append((pool.submit(tokenize_block, str(corpus), lines), consumed))
+            if len(pending) > 2 * workers:
+                future, done = pending.popleft()
+                yield future.result(), done
+        while pending:
+            future, done = pending.popleft()
+            yield future.result(), done
+
+
+class _ShardBuffer:
+    """Accumulates documents until a shard is full, then writes it."""
+
+    def __init__(self, out: Path, next_index: int, shard_tokens: int, vocab: Vocabulary) -> None:
+        self.out, self.index, self.limit, self.vocab = out, next_index, shard_tokens, vocab
+        self.ids: list[np.ndarray] = []
+        self.lengths: list[np.ndarray] = []
+        self.doc_ids: list[str] = []
+        self.size = 0
+
+    def add(self, doc_ids: list[str], ids: np.ndarray, lengths: np.ndarray) -> list[dict[str, object]]:
+        """Buffer a block's documents; write a shard each time the buffer reaches the limit (a shard closes
+        after the document that crosses it, so shard boundaries do not depend on block boundaries)."""
+        written = []
+        ends = np.cumsum(lengths)
+        begin_doc = begin_token = 0
+        while begin_doc < len(doc_ids):
+            need = self.limit - self.size + begin_token
+            stop = min(int(np.searchsorted(ends, need, side="left")) + 1, len(doc_ids))
+            end_token = int(ends[stop - 1])
+            self.ids.append(ids[begin_token:end_token])
+            self.lengths.append(lengths[begin_doc:stop])
+            self.doc_ids.extend(doc_ids[begin_doc:stop])
+            self.size += end_token - begin_token
+            begin_doc, begin_token = stop, end_token
+            if self.size >= self.limit:
+                written.extend(self.flush())
+        return written
+
+    def flush(self) -> list[dict[str, object]]:
+        if not self.doc_ids:
+            return []
+        entry = _write_shard(
+            self.out, self.index, np.concatenate(self.ids), np.concatenate(self.lengths), self.doc_ids, self.vocab
+        )
+        self.index += 1
+        self.ids, self.lengths, self.doc_ids, self.size = [], [], [], 0
+        return [entry]
+
+
 def _completed_shards(out: Path) -> list[dict[str, object]]:
     shards = []
     index = 0
@@ -177,12 +259,10 @@ def _completed_shards(out: Path) -> list[dict[str, object]]:
 
 
 def _write_shard(
-    out: Path, index: int, buffer: list[np.ndarray], doc_ids: list[str], vocab: Vocabulary
+    out: Path, index: int, tokens: np.ndarray, lengths: np.ndarray, doc_ids: list[str], vocab: Vocabulary
 ) -> dict[str, object]:
     folder = out / f"shard-{index:05d}"
     folder.mkdir(exist_ok=True)
-    tokens = np.concatenate(buffer)
-    lengths = np.fromiter((len(b) for b in buffer), dtype=np.int64, count=len(buffer))
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     sa = pydivsufsort.divsufsort(tokens)
     _save_array(folder / "tokens.npy", tokens)
@@ -194,7 +274,7 @@ def _write_shard(
     entry: dict[str, object] = {
         "name": folder.name,
         "documents": len(doc_ids),
-        "tokens": len(tokens),
+        "tokens": int(len(tokens)),
         "vocab_size": len(vocab),
         "files": {name: _describe(folder / name) for name in _SHARD_FILES},
     }
@@ -286,8 +366,9 @@ class CorpusIndex:
             shards.append(
                 Shard(
                     name=entry["name"],
-                    tokens=np.load(folder / "tokens.npy", mmap_mode="r"),
-                    sa=np.load(folder / "sa.npy", mmap_mode="r"),
+                    # plain ndarray views of the maps: same pages, without np.memmap's slow __getitem__
+                    tokens=np.load(folder / "tokens.npy", mmap_mode="r").view(np.ndarray),
+                    sa=np.load(folder / "sa.npy", mmap_mode="r").view(np.ndarray),
                     doc_starts=np.load(folder / "doc_starts.npy"),
                     doc_ids=json.loads((folder / "doc_ids.json").read_text(encoding="utf-8")),
                 )

@@ -32,9 +32,20 @@ Intervals = dict[int, tuple[int, int]]  # shard number -> [lo, hi) in its suffix
 
 
 def window_intervals(shard: Shard, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """[lo, hi) suffix-array intervals of each row of ``windows`` (shape (w, k)), vectorised over rows."""
+    """[lo, hi) suffix-array intervals of each row of ``windows`` (shape (w, k)), vectorised over rows.
+
+    The upper bound is searched only for rows whose lower bound is an exact match (rare for novel text)."""
     lower = _bound(shard, windows, upper=False)
-    upper = _bound(shard, windows, upper=True)
+    upper = lower.copy()
+    inside = lower < len(shard.sa)
+    if inside.any():
+        rows = np.nonzero(inside)[0]
+        positions = np.asarray(shard.sa[lower[rows]], dtype=np.int64)
+        columns = np.arange(windows.shape[1], dtype=np.int64)
+        prefix = shard.tokens[np.minimum(positions[:, None] + columns, len(shard.tokens) - 1)]
+        hits = rows[(prefix == windows[rows]).all(axis=1)]
+        if len(hits):
+            upper[hits] = _bound(shard, windows[hits], upper=True)
     return lower, upper
 
 
@@ -164,9 +175,10 @@ class SpanMatcher:
 
     def push(self, ids: Iterable[int]) -> None:
         """Feed the next token ids of the answer."""
-        for token in ids:
-            self.ids.append(int(token))
-            value = float(token_surprisal(np.array([token]), self.index.counts, self.index.total)[0])
+        batch = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64)
+        surprisal = token_surprisal(batch, self.index.counts, self.index.total)
+        for token, value in zip(batch.tolist(), surprisal.tolist(), strict=True):
+            self.ids.append(token)
             self._surprisal.append(self._surprisal[-1] + value)
             self._step(len(self.ids) - 1)
 
