@@ -14,8 +14,8 @@ Targets: build >= 10 MB/s; lookup median < 5 ms at 1 GB, growing about with log(
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, percentile_seconds  # noqa: E402
+from _common import machine, percentile_seconds
 
 VOCAB = 50_000
 DOC_WORDS = 300
@@ -98,8 +98,8 @@ def main() -> None:
         megabytes = corpus.stat().st_size / 1e6
         index = CorpusIndex.load(out, verify="size")
         novel, copied = answers(corpus, rng)
-        n50, n99 = percentile_seconds(lambda: find_spans(index, novel), calls=200)
-        c50, _ = percentile_seconds(lambda: find_spans(index, copied), calls=50)
+        n50, n99 = percentile_seconds(functools.partial(find_spans, index, novel), calls=200)
+        c50, _ = percentile_seconds(functools.partial(find_spans, index, copied), calls=50)
         assert find_spans(index, copied), "the copied answer must be found"
         raw = corpus.read_bytes()
         windows = [" ".join(novel.split()[i : i + 8]).encode() for i in range(0, 249, 31)]
@@ -114,12 +114,10 @@ def main() -> None:
         )
         del raw
     if len(rows) > 1:
-        (s0, *_, l0, _, _, _), (s1, *_, l1, _, _, _) = rows[0], rows[-1]
         print(
             f"lookup growth {rows[0][0]} MB -> {rows[-1][0]} MB: x{rows[-1][3] / rows[0][3]:.2f} "
             f"(log2 size ratio x{np.log2(rows[-1][0] * 1e6) / np.log2(rows[0][0] * 1e6):.2f})"
         )
-    _ = resource
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ import os
 import sys
 import time
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -274,7 +274,7 @@ def _write_shard(
     entry: dict[str, object] = {
         "name": folder.name,
         "documents": len(doc_ids),
-        "tokens": int(len(tokens)),
+        "tokens": len(tokens),
         "vocab_size": len(vocab),
         "files": {name: _describe(folder / name) for name in _SHARD_FILES},
     }
