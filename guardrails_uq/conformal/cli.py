@@ -1,0 +1,101 @@
+"""CLI: ``calibrate conformal``, ``eval conformal`` and ``conformal eval-data``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .calibration import SCORE_KINDS
+
+
+def _retriever(args: argparse.Namespace):
+    from ..embeddings import default_embedder
+    from .data import read_chunks, read_pairs
+    from .retriever import EmbeddingRetriever
+
+    chunks = read_chunks(args.corpus)
+    pairs = read_pairs(args.pairs, chunks)
+    return EmbeddingRetriever(default_embedder(), chunks), pairs
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibration import calibrate
+
+    retriever, pairs = _retriever(args)
+    calibrator = calibrate(retriever, pairs, score_kind=args.score_kind, fingerprint=retriever.fingerprint)
+    calibrator.save(args.output)
+    print(
+        f"calibrated on {calibrator.n_calibration_} queries ({args.score_kind}); thresholds: "
+        + ", ".join(f"alpha={a}: {calibrator.threshold(a, warn=False):.4g}" for a in (0.05, 0.1, 0.2))
+        + f"; wrote {args.output}"
+    )
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import RetrievedSet, evaluate
+
+    retriever, pairs = _retriever(args)
+    scores, positions = retriever.search_many([p.query for p in pairs])
+    flags = [[retriever.ids[c] in p.relevant for c in row] for p, row in zip(pairs, positions, strict=True)]
+    data = RetrievedSet.from_lists(scores.tolist(), flags)
+    kinds = SCORE_KINDS if args.score_kind == "all" else (args.score_kind,)
+    alphas = [float(a) for a in args.alpha.split(",")]
+    report = evaluate(data, alphas, splits=args.splits, kinds=kinds, max_kept=args.max_kept, seed=args.seed)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"{len(pairs)} queries, {len(retriever.ids)} chunks, {args.splits} random 50/50 splits")
+    head = f"{'score kind':<11} {'alpha':>6} {'coverage':>9} {'± std':>7} {'kept mean':>10} {'kept median':>12}"
+    if args.max_kept:
+        head += f" {'cov. capped':>12} {'kept capped':>12}"
+    print(head)
+    for row in report["results"]:
+        line = (
+            f"{row['score_kind']:<11} {row['alpha']:>6.2f} {row['coverage_mean']:>9.3f} {row['coverage_std']:>7.3f} "
+            f"{row['kept_mean']:>10.1f} {row['kept_median']:>12.1f}"
+        )
+        if args.max_kept:
+            line += f" {row['coverage_capped_mean']:>12.3f} {row['kept_capped_mean']:>12.1f}"
+        print(line)
+    print("baselines (all queries):")
+    for row in report["baselines"]:
+        print(f"  {row['baseline']:<18} coverage {row['coverage']:.3f}  kept mean {row['kept_mean']:.1f}")
+    return 0
+
+
+def _cmd_eval_data(args: argparse.Namespace) -> int:
+    from .data import write_chatterbot
+
+    chunks, pairs = write_chatterbot(args.output)
+    print(f"wrote {chunks} and {pairs}")
+    return 0
+
+
+def register_cli(commands: argparse._SubParsersAction, groups: dict) -> None:  # type: ignore[type-arg]
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--corpus", required=True, type=Path, help='chunks JSONL: {"id", "text"} per line')
+        p.add_argument("--pairs", required=True, type=Path, help='pairs JSONL: {"query", "relevant": [ids]}')
+
+    p = groups["calibrate"].add_parser("conformal", help="calibrate a CONFLARE threshold from labelled pairs")
+    common(p)
+    p.add_argument("-o", "--output", required=True, type=Path)
+    p.add_argument("--score-kind", choices=SCORE_KINDS, default="similarity")
+    p.set_defaults(handler=_cmd_calibrate)
+
+    p = groups["eval"].add_parser("conformal", help="coverage and chunks kept over random splits, vs baselines")
+    common(p)
+    p.add_argument("--alpha", default="0.05,0.1,0.2", help="comma-separated levels")
+    p.add_argument("--splits", type=int, default=100)
+    p.add_argument("--score-kind", choices=(*SCORE_KINDS, "all"), default="all")
+    p.add_argument("--max-kept", type=int, default=None, help="also report coverage with the kept set capped")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(handler=_cmd_eval)
+
+    parser = commands.add_parser("conformal", help="conformal retrieval data helpers")
+    sub = parser.add_subparsers(dest="conformal_command", required=True)
+    p = sub.add_parser("eval-data", help="write chunks.jsonl and pairs.jsonl from chatterbot-corpus")
+    p.add_argument("-o", "--output", required=True, type=Path)
+    p.set_defaults(handler=_cmd_eval_data)

@@ -1,0 +1,57 @@
+"""Policy section ``retrieval`` (CONFLARE): registry entry and configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from ..checks import CheckDeps, CheckSpec, SignalSpec
+from ..policy.schema import StrictModel
+
+
+class RetrievalConfig(StrictModel):
+    """Keep the retrieved chunks that pass a conformally calibrated threshold."""
+
+    calibration: str = Field(
+        description="Artifact written by `guardrails-uq calibrate conformal` (relative to the policy)."
+    )
+    alpha: float = Field(
+        default=0.1, gt=0, lt=1, description="Miss rate: a relevant chunk is kept with probability >= 1 - alpha."
+    )
+    max_kept: int | None = Field(
+        default=None,
+        ge=1,
+        description="Cap on chunks kept (weakens the guarantee: `eval conformal` reports by how much).",
+    )
+    fingerprint: str | None = Field(
+        default=None,
+        description="Retriever the calibration must come from; default: the Guard's embedder + faiss-ip.",
+    )
+
+
+def _build(config: Any, base_dir: Path, deps: CheckDeps) -> Any:
+    from .check import ConformalCheck
+
+    path = Path(config.calibration)
+    expected = config.fingerprint or f"{deps.embedder.name}+faiss-ip"
+    return ConformalCheck.from_config(config, path if path.is_absolute() else base_dir / path, expected)
+
+
+SPEC = CheckSpec(
+    name="retrieval",
+    phase="retrieval",
+    config=RetrievalConfig,
+    signals={
+        "retrieval.kept": SignalSpec(
+            "integer", "Chunks that pass the conformal threshold (all are kept, however many)."
+        ),
+        "retrieval.total": SignalSpec("integer", "Chunks the retriever returned."),
+        "retrieval.max_score": SignalSpec("number", "Best retriever score among the chunks (-1e9 when none)."),
+        "retrieval.threshold": SignalSpec("number", "The calibrated nonconformity threshold at the policy's alpha."),
+    },
+    build=_build,
+    description="CONFLARE: keep retrieved chunks that pass a conformally calibrated threshold.",
+    artifacts=lambda config: {"calibration": config.calibration},
+)
