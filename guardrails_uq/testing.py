@@ -4,6 +4,8 @@
   without models.
 * :class:`FailingCheck`: a check that always raises, for testing on_error handling.
 * :func:`assert_conforms`: the conformance suite every check must pass (use it for your own checks).
+* :class:`ChatCompletionsServer`: a real OpenAI-compatible HTTP server on 127.0.0.1, scripted or backed by a
+  model, for testing clients, builders and escalation without a remote API.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from .call import Call
 from .checks import Check, CheckSpec, Signals
@@ -102,3 +106,148 @@ def _same(a: Mapping[str, object], b: Mapping[str, object]) -> bool:
         elif x != y:
             return False
     return True
+
+
+# -- a real OpenAI-compatible server on 127.0.0.1, for tests and offline demos ------------------------------
+
+
+@dataclass
+class ScriptedReply:
+    """One scripted response: a status code, a body (JSON-able or raw text), and an optional delay."""
+
+    status: int = 200
+    body: object = None
+    delay: float = 0.0
+
+
+class ChatCompletionsServer:
+    """A real HTTP server on 127.0.0.1 speaking ``POST /v1/chat/completions``.
+
+    Replies come from ``responder(request_json) -> Generation | str`` (e.g. the embedded LocalModel) or, first,
+    from ``script`` (a list of :class:`ScriptedReply` consumed in order: errors, garbage, delays).
+    ``api_key`` (optional) must arrive as a Bearer token; ``models`` (optional) lists the known model names.
+    Every request body is kept in ``requests``. Use as a context manager; ``base_url`` ends in /v1.
+    """
+
+    def __init__(
+        self,
+        responder: Callable[[dict], object] | None = None,
+        *,
+        script: Sequence[ScriptedReply] = (),
+        api_key: str | None = None,
+        models: Sequence[str] | None = None,
+    ) -> None:
+        self.responder = responder or (lambda request: "ok")
+        self.script = list(script)
+        self.api_key = api_key
+        self.models = set(models) if models is not None else None
+        self.requests: list[dict] = []
+        self._lock = threading.Lock()
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def __enter__(self) -> ChatCompletionsServer:
+        from http.server import ThreadingHTTPServer
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _reply(self, request: dict) -> tuple[int, bytes, float]:
+        with self._lock:
+            self.requests.append(request)
+            scripted = self.script.pop(0) if self.script else None
+        if scripted is not None:
+            body = scripted.body
+            raw = body if isinstance(body, bytes) else (body if isinstance(body, str) else json.dumps(body)).encode()
+            return scripted.status, raw, scripted.delay
+        if self.models is not None and request.get("model") not in self.models:
+            error = {"error": {"message": f"model {request.get('model')!r} not found", "type": "invalid_request_error"}}
+            return 404, json.dumps(error).encode(), 0.0
+        n = int(request.get("n", 1) or 1)
+        choices = []
+        for index in range(n):
+            produced = self.responder(request)
+            choices.append(_choice(index, produced, bool(request.get("logprobs"))))
+        body = {
+            "id": f"chatcmpl-{len(self.requests)}",
+            "object": "chat.completion",
+            "model": request.get("model"),
+            "choices": choices,
+        }
+        return 200, json.dumps(body).encode(), 0.0
+
+    def _handler(self) -> type:
+        server = self
+
+        from http.server import BaseHTTPRequestHandler
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:  # quiet
+                return
+
+            def do_POST(self) -> None:
+                if not self.path.rstrip("/").endswith("/chat/completions"):
+                    self._send(404, b'{"error": {"message": "unknown path"}}')
+                    return
+                if server.api_key is not None and self.headers.get("Authorization") != f"Bearer {server.api_key}":
+                    self._send(401, b'{"error": {"message": "invalid api key"}}')
+                    return
+                length = int(self.headers.get("Content-Length", 0))
+                try:
+                    request = json.loads(self.rfile.read(length) or b"{}")
+                except json.JSONDecodeError:
+                    self._send(400, b'{"error": {"message": "invalid JSON"}}')
+                    return
+                status, body, delay = server._reply(request)
+                if delay:
+                    time.sleep(delay)
+                self._send(status, body)
+
+            def _send(self, status: int, body: bytes) -> None:
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        return Handler
+
+
+def _choice(index: int, produced: object, logprobs: bool) -> dict:
+    from .call import Generation
+
+    generation = produced if isinstance(produced, Generation) else Generation(text=str(produced))
+    choice: dict[str, object] = {
+        "index": index,
+        "message": {"role": "assistant", "content": generation.text},
+        "finish_reason": "stop",
+    }
+    if logprobs and generation.tokens is not None:
+        choice["logprobs"] = {
+            "content": [
+                {
+                    "token": t.token,
+                    "logprob": t.logprob,
+                    "top_logprobs": [{"token": a.token, "logprob": a.logprob} for a in t.top],
+                }
+                for t in generation.tokens
+            ]
+        }
+    elif logprobs:
+        choice["logprobs"] = None
+    return choice

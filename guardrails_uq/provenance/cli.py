@@ -56,7 +56,9 @@ def register_cli(commands: argparse._SubParsersAction, groups: dict) -> None:  #
     p = sub.add_parser("index", help="index a JSONL(.gz) corpus into suffix-array shards")
     p.add_argument("--corpus", required=True, type=Path, help='JSONL(.gz), one {"id", "text"} per line')
     p.add_argument("-o", "--output", required=True, type=Path, help="index folder")
-    p.add_argument("--shard-size", type=int, default=50_000_000, help="tokens per shard (bounds memory)")
+    p.add_argument(
+        "--shard-size", type=int, default=250_000_000, help="tokens per shard: bounds memory (~16 bytes/token)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_index)
     p = sub.add_parser("eval-data", help="write an evaluation corpus and answers from offline unsafe texts")

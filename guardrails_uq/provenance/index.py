@@ -40,7 +40,7 @@ from .corpus import parse_line, read_line_blocks
 from .tokenize import TOKEN_PATTERN, TOKENIZER_NAME
 
 FORMAT_VERSION = 1
-DEFAULT_SHARD_TOKENS = 50_000_000
+DEFAULT_SHARD_TOKENS = 250_000_000  # ~1 GB of English text; building needs ~16 bytes per token
 _PARALLEL_BYTES = 16_000_000
 _SHARD_FILES = ("tokens.npy", "sa.npy", "doc_starts.npy", "doc_ids.json")
 

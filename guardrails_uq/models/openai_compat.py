@@ -1,0 +1,201 @@
+"""An OpenAI-compatible chat-completions client over httpx: sync and async, logprobs, retries.
+
+Retries 429 and 5xx responses and transport errors with exponential backoff (``backoff * 2**attempt``
+seconds, honouring ``Retry-After``); fails at once, with a message that says what to fix, on
+authentication errors (401/403), unknown models or endpoints (404), other 4xx, and malformed bodies.
+The API key is read from the environment variable the policy names and never appears in repr or errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from ..call import Generation, Message
+from ..errors import ModelError
+from .logprobs import from_openai_chat
+
+
+def _messages(messages: Sequence[Message | dict[str, str]]) -> list[dict[str, str]]:
+    return [m.model_dump() if isinstance(m, Message) else dict(m) for m in messages]
+
+
+class OpenAIChatModel:
+    """Chat completions from any OpenAI-compatible server (vLLM, llama.cpp server, OpenAI, ...)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        api_key_env: str | None = None,
+        timeout: float = 30.0,
+        max_retries: int = 2,
+        backoff: float = 0.5,
+        transport: httpx.BaseTransport | None = None,
+        async_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.api_key_env = api_key_env
+        if api_key is None and api_key_env:
+            api_key = os.environ.get(api_key_env)
+            if api_key is None:
+                raise ModelError(f"environment variable {api_key_env} (the API key for {self.base_url}) is not set")
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self._client = httpx.Client(timeout=timeout, transport=transport)
+        self._async_transport = async_transport
+
+    @classmethod
+    def from_endpoint(cls, endpoint: Any) -> OpenAIChatModel:
+        """Build from a policy ``ModelEndpoint`` section."""
+        return cls(
+            endpoint.base_url,
+            endpoint.model,
+            api_key_env=endpoint.api_key_env,
+            timeout=endpoint.timeout,
+            max_retries=endpoint.max_retries,
+        )
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}@{self.base_url}"
+
+    def _body(
+        self,
+        messages: Sequence[Message | dict[str, str]],
+        max_tokens: int,
+        temperature: float,
+        top_logprobs: int | None,
+        n: int,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": _messages(messages),
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "n": n,
+        }
+        if top_logprobs is not None:
+            body["logprobs"] = True
+            body["top_logprobs"] = top_logprobs
+        return body
+
+    def _check(self, response: httpx.Response) -> dict[str, Any] | None:
+        """The parsed body of a success; None for a retryable status; ModelError otherwise."""
+        status = response.status_code
+        if status == 429 or status >= 500:
+            return None
+        if status in (401, 403):
+            hint = f"check {self.api_key_env}" if self.api_key_env else "set api_key_env in the policy's model section"
+            raise ModelError(f"{self.base_url}: authentication failed ({status}); {hint}", status=status)
+        detail = response.text[:300]
+        if status == 404:
+            raise ModelError(
+                f"{self.base_url}: not found (404) for model {self.model!r}; check base_url (it should end "
+                f"before /chat/completions) and the model name. Server said: {detail}",
+                status=status,
+            )
+        if status >= 400:
+            raise ModelError(f"{self.base_url}: request rejected ({status}): {detail}", status=status)
+        try:
+            body = response.json()
+        except ValueError:
+            raise ModelError(f"{self.base_url}: response is not JSON: {response.text[:200]!r}", status=status) from None
+        if not isinstance(body, dict) or not isinstance(body.get("choices"), list) or not body["choices"]:
+            raise ModelError(f"{self.base_url}: malformed response: no 'choices' list", status=status)
+        return body
+
+    def _parse(self, body: dict[str, Any]) -> list[Generation]:
+        generations = []
+        for i, choice in enumerate(body["choices"]):
+            message = choice.get("message") if isinstance(choice, dict) else None
+            if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+                raise ModelError(f"{self.base_url}: malformed response: choices[{i}].message.content is missing")
+            try:
+                tokens = from_openai_chat(choice.get("logprobs"))
+            except Exception as exc:
+                raise ModelError(f"{self.base_url}: malformed logprobs in choices[{i}]: {exc}") from None
+            generations.append(Generation(text=message["content"], tokens=tokens, model=body.get("model", self.model)))
+        return generations
+
+    def _delay(self, attempt: int, response: httpx.Response | None) -> float:
+        if response is not None:
+            retry_after = response.headers.get("retry-after")
+            if retry_after:
+                try:
+                    return min(float(retry_after), 30.0)
+                except ValueError:
+                    pass
+        return self.backoff * (2**attempt)
+
+    def chat_many(
+        self,
+        messages: Sequence[Message | dict[str, str]],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        top_logprobs: int | None = 5,
+        n: int = 1,
+    ) -> list[Generation]:
+        """``n`` completions of ``messages`` (with per-token logprobs unless top_logprobs is None)."""
+        body = self._body(messages, max_tokens, temperature, top_logprobs, n)
+        last = "no attempt"
+        for attempt in range(self.max_retries + 1):
+            response = None
+            try:
+                response = self._client.post(f"{self.base_url}/chat/completions", json=body, headers=self._headers)
+                parsed = self._check(response)
+                if parsed is not None:
+                    return self._parse(parsed)
+                last = f"status {response.status_code}"
+            except httpx.TimeoutException:
+                last = f"timed out after {self.timeout} s"
+            except httpx.TransportError as exc:
+                last = f"connection failed: {exc}"
+            if attempt < self.max_retries:
+                time.sleep(self._delay(attempt, response))
+        raise ModelError(f"{self.base_url}: gave up after {self.max_retries + 1} attempts ({last})", retryable=True)
+
+    def generate(self, messages: Sequence[Message | dict[str, str]], **kwargs: Any) -> Generation:
+        """One completion (see :meth:`chat_many`)."""
+        return self.chat_many(messages, n=1, **kwargs)[0]
+
+    async def agenerate(self, messages: Sequence[Message | dict[str, str]], **kwargs: Any) -> Generation:
+        """Async :meth:`generate` on an httpx.AsyncClient (the event loop is never blocked)."""
+        body = self._body(
+            messages, kwargs.get("max_tokens", 256), kwargs.get("temperature", 0.0), kwargs.get("top_logprobs", 5), 1
+        )
+        last = "no attempt"
+        async with httpx.AsyncClient(timeout=self.timeout, transport=self._async_transport) as client:
+            for attempt in range(self.max_retries + 1):
+                response = None
+                try:
+                    response = await client.post(f"{self.base_url}/chat/completions", json=body, headers=self._headers)
+                    parsed = self._check(response)
+                    if parsed is not None:
+                        return self._parse(parsed)[0]
+                    last = f"status {response.status_code}"
+                except httpx.TimeoutException:
+                    last = f"timed out after {self.timeout} s"
+                except httpx.TransportError as exc:
+                    last = f"connection failed: {exc}"
+                if attempt < self.max_retries:
+                    await asyncio.sleep(self._delay(attempt, response))
+        raise ModelError(f"{self.base_url}: gave up after {self.max_retries + 1} attempts ({last})", retryable=True)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __repr__(self) -> str:
+        key = "set" if self._headers else "none"
+        return f"OpenAIChatModel(base_url={self.base_url!r}, model={self.model!r}, api_key={key})"
