@@ -56,15 +56,17 @@ def test_gives_up_after_max_retries() -> None:
 
 
 def test_timeout_is_retried_then_reported() -> None:
-    with ChatCompletionsServer(reply, script=[ScriptedReply(200, {}, delay=0.5)] * 2) as server:
-        with pytest.raises(ModelError, match="timed out"):
-            client(server, timeout=0.1, max_retries=1).generate(USER)
+    with (
+        ChatCompletionsServer(reply, script=[ScriptedReply(200, {}, delay=0.5)] * 2) as server,
+        pytest.raises(ModelError, match="timed out"),
+    ):
+        client(server, timeout=0.1, max_retries=1).generate(USER)
 
 
 def test_auth_failure_names_the_env_var(monkeypatch) -> None:
     monkeypatch.setenv("LARGE_KEY", "wrong")
     with ChatCompletionsServer(reply, api_key="right") as server:
-        with pytest.raises(ModelError, match="authentication failed.*LARGE_KEY"):
+        with pytest.raises(ModelError, match=r"authentication failed.*LARGE_KEY"):
             client(server, api_key_env="LARGE_KEY").generate(USER)
         monkeypatch.setenv("LARGE_KEY", "right")
         assert client(server, api_key_env="LARGE_KEY").generate(USER).text == "Paris."
@@ -79,9 +81,11 @@ def test_missing_env_var_and_repr_hides_the_key(monkeypatch) -> None:
 
 
 def test_unknown_model_and_malformed_bodies() -> None:
-    with ChatCompletionsServer(reply, models=["big"]) as server:
-        with pytest.raises(ModelError, match=r"not found \(404\) for model 'small'"):
-            client(server).generate(USER)
+    with (
+        ChatCompletionsServer(reply, models=["big"]) as server,
+        pytest.raises(ModelError, match=r"not found \(404\) for model 'small'"),
+    ):
+        client(server).generate(USER)
     garbage = [
         ScriptedReply(200, "<html>hi</html>"),
         ScriptedReply(200, {"choices": []}),
