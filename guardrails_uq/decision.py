@@ -35,7 +35,8 @@ class CheckFailure(BaseModel):
     type: str
 
 
-def _new_id() -> str:
+def new_id() -> str:
+    """A fresh random Decision id (hex)."""
     return uuid.uuid4().hex
 
 
@@ -52,7 +53,7 @@ class Decision(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     format: int = 1
-    id: str = Field(default_factory=_new_id)
+    id: str = Field(default_factory=new_id)
     time: float = Field(default_factory=time.time)
     policy: str
     phase: Phase

@@ -23,7 +23,7 @@ from typing import Any
 from .audit import AuditLog, open_audit
 from .call import Call, Generation, Message, ScoredDocument
 from .checks import Check, CheckDeps
-from .decision import Action, CheckFailure, Decision
+from .decision import Action, CheckFailure, Decision, new_id
 from .embeddings import as_embedder
 from .errors import CheckError, InputError
 from .policy import CompiledPolicy, load_policy
@@ -49,12 +49,14 @@ class Guard:
         embedder: Any = None,
         audit: AuditLog | bool = True,
         checks: Sequence[Check] | None = None,
+        escalate_to: Any = None,
     ) -> None:
         """Build every check the policy configures (or use ``checks``, for tests and custom wiring).
 
         ``embedder`` is shared by every check that embeds text (default: the packaged MiniLM, loaded on
         first use). ``audit=True`` opens the log the policy names; False disables logging; an AuditLog
-        object is used as is.
+        object is used as is. ``escalate_to`` (a model with ``generate(messages)``, or a callable
+        ``messages -> Generation | str``) overrides the policy's escalation target.
         """
         self.policy = policy
         self._deps = CheckDeps(embedder=as_embedder(embedder))
@@ -68,6 +70,11 @@ class Guard:
         }
         self._declared = {name: spec.type for name, spec in policy.catalogue.items() if spec.source == "app"}
         self._expected = {name: info.source for name, info in policy.catalogue.items() if info.source != "app"}
+        self._escalate_to = escalate_to
+        if escalate_to is None and policy.model.escalation is not None and policy.model.escalation.model is not None:
+            from .models.openai_compat import OpenAIChatModel
+
+            self._escalate_to = OpenAIChatModel.from_endpoint(policy.model.escalation.model)
         if audit is True:
             section = policy.model.audit
             self.audit: AuditLog | None = (
@@ -79,9 +86,11 @@ class Guard:
             self.audit = audit
 
     @classmethod
-    def from_policy(cls, path: str | Path, *, embedder: Any = None, audit: AuditLog | bool = True) -> Guard:
+    def from_policy(
+        cls, path: str | Path, *, embedder: Any = None, audit: AuditLog | bool = True, escalate_to: Any = None
+    ) -> Guard:
         """Load the policy at ``path`` (PolicyError on any problem) and build its checks."""
-        return cls(load_policy(path), embedder=embedder, audit=audit)
+        return cls(load_policy(path), embedder=embedder, audit=audit, escalate_to=escalate_to)
 
     @property
     def checks(self) -> dict[Phase, tuple[Check, ...]]:
@@ -140,6 +149,50 @@ class Guard:
                 break
         assert decision is not None  # _phases_of never returns an empty list
         return decision
+
+    def escalate(self, messages: Sequence[Message], decision: Decision, *, original: str | None = None) -> Decision:
+        """Run the escalation target on ``messages`` after ``decision`` escalated; the returned Decision
+        carries the target's answer in ``answer`` and both answers and the reason in ``evidence["escalation"]``.
+        A missing or failing target yields the policy's on_error action, with the error recorded."""
+        started = time.perf_counter()
+        target = self._escalate_to
+        name = getattr(target, "name", None) or getattr(target, "__name__", None) or type(target).__name__
+        record: dict[str, object] = {"reason": decision.rule, "original": original, "target": name}
+        errors = list(decision.errors)
+        answer: str | None = None
+        try:
+            if target is None:
+                raise CheckError(
+                    "escalation", "no escalation target: set escalation.model in the policy or escalate_to="
+                )
+            produced = target.generate(list(messages)) if hasattr(target, "generate") else target(list(messages))
+            answer = produced if isinstance(produced, str) else produced.text
+            record["answer"] = answer
+        except Exception as exc:
+            errors.append(CheckFailure(check="escalation", phase="output", error=str(exc), type=type(exc).__name__))
+        failed = answer is None
+        action = self.policy.model.on_error if failed else Action.ESCALATE
+        result = decision.model_copy(
+            update={
+                "id": new_id(),
+                "time": time.time(),
+                "phase": "output",
+                "action": action,
+                "final": True,
+                "answer": answer,
+                "message": _message_for(self.policy, action, True) if failed else decision.message,
+                "errors": errors,
+                "evidence": {**decision.evidence, "escalation": record},
+                "timings_ms": {**decision.timings_ms, "escalation": (time.perf_counter() - started) * 1e3},
+            }
+        )
+        if self.audit is not None:
+            self.audit.write(result)
+        return result
+
+    async def aescalate(self, messages: Sequence[Message], decision: Decision, **kwargs: Any) -> Decision:
+        """:meth:`escalate` in a worker thread."""
+        return await asyncio.to_thread(self.escalate, messages, decision, **kwargs)
 
     async def abefore(self, messages: Sequence[Message], **kwargs: Any) -> Decision:
         """:meth:`before` in a worker thread."""

@@ -1,0 +1,64 @@
+"""The uncertainty check: token scores from logprobs, sample scores from extra samples, defer_prob."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..call import Call
+from ..checks import Signals
+from .deferral import PostHocDeferral
+from .sample_scores import sample_scores
+from .token_scores import TOKEN_SCORE_NAMES, token_scores
+
+_SAMPLE_NAMES = ("num_sem_sets", "eigv", "deg", "ecc")
+
+
+class UncertaintyCheck:
+    """Output-phase check. Thread-safe: read-only state (the embedder is thread-safe by contract)."""
+
+    name = "uncertainty"
+    phase = "output"
+
+    def __init__(
+        self,
+        *,
+        score: str = "g_nll",
+        deferral_path: Path | None = None,
+        deferral: PostHocDeferral | None = None,
+        embedder: Any = None,
+        set_threshold: float = 0.85,
+    ) -> None:
+        self.score = score
+        self.deferral = deferral or (PostHocDeferral.load(deferral_path) if deferral_path else None)
+        self.embedder = embedder
+        self.set_threshold = set_threshold
+
+    def run(self, call: Call) -> Signals:
+        generation = call.generation
+        tokens = generation.tokens if generation is not None else None
+        values: dict[str, Any] = {"uncertainty.available": bool(tokens), "uncertainty.tokens": len(tokens or [])}
+        evidence: dict[str, Any] = {}
+        if tokens:
+            scores = token_scores(tokens)
+            values.update({f"uncertainty.{k}": v for k, v in scores.items()})
+            values["uncertainty.score"] = scores[self.score]
+            values["uncertainty.defer_prob"] = self.deferral.predict(tokens) if self.deferral else None
+            evidence["tokens"] = [{"token": t.token, "logprob": round(t.logprob, 4)} for t in tokens]
+        else:
+            values.update({f"uncertainty.{k}": None for k in TOKEN_SCORE_NAMES})
+            values["uncertainty.score"] = None
+            values["uncertainty.defer_prob"] = None
+            evidence["note"] = "the model returned no logprobs"
+        samples = [generation.text, *generation.samples] if generation is not None and generation.samples else []
+        values["uncertainty.samples"] = len(samples)
+        if len(samples) >= 2 and self.embedder is not None:
+            values.update(
+                {
+                    f"uncertainty.{k}": v
+                    for k, v in sample_scores(self.embedder.embed(samples), set_threshold=self.set_threshold).items()
+                }
+            )
+        else:
+            values.update({f"uncertainty.{k}": None for k in _SAMPLE_NAMES})
+        return Signals(values=values, evidence=evidence)

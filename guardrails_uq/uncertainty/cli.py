@@ -1,0 +1,104 @@
+"""CLI: ``deferral fit``, ``eval uncertainty`` and ``uncertainty eval-data``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from .deferral import PostHocDeferral, read_calls
+
+    answers, labels = read_calls(args.calls)
+    model = PostHocDeferral(l2=args.l2).fit(answers, labels)
+    model.save(args.output)
+    print(
+        f"fitted on {model.n_train_} calls ({sum(labels)} correct); training AUROC {model.train_auroc_:.3f}; wrote {args.output}"
+    )
+    return 0
+
+
+def _model(args: argparse.Namespace):
+    if args.model == "local":
+        from ..models.local import default_model
+
+        model = default_model()
+        return (
+            lambda messages: model.generate(messages, max_tokens=args.max_tokens, top_logprobs=5),
+            lambda messages, n: model.sample(messages, n, max_tokens=args.max_tokens, top_logprobs=0),
+        )
+    from ..models.openai_compat import OpenAIChatModel
+
+    client = OpenAIChatModel(args.model, args.model_name, api_key_env=args.api_key_env)
+    return (
+        lambda messages: client.generate(messages, max_tokens=args.max_tokens, top_logprobs=5),
+        lambda messages, n: client.chat_many(
+            messages, n=n, temperature=1.0, max_tokens=args.max_tokens, top_logprobs=None
+        ),
+    )
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate, read_qa
+
+    rows = read_qa(args.data)[: args.limit or None]
+    generate, sample = _model(args)
+    embed = None
+    if args.samples:
+        from ..embeddings import default_embedder
+
+        embed = default_embedder().embed
+
+    def progress(done: int, total: int) -> None:
+        if not args.json:
+            sys.stderr.write(f"\r{done}/{total} answered")
+            sys.stderr.flush()
+
+    report = evaluate(rows, generate, sample=sample, n_samples=args.samples, embed=embed, progress=progress)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"\n{report['n']} questions, accuracy {report['accuracy']:.3f}")
+    print(f"{'score':<22} {'AUROC':>7} {'PRR':>7} {'PRR@0.5':>8}")
+    for name, row in report["scores"].items():
+        print(f"{name:<22} {row['auroc']:>7.3f} {row['prr']:>7.3f} {row['prr_0.5']:>8.3f}")
+    print("deferral curve area (" + report["note"] + "):")
+    for rule, row in report["deferral"].items():
+        print(f"  {rule:<20} {row['auc']:.4f}")
+    return 0
+
+
+def _cmd_eval_data(args: argparse.Namespace) -> int:
+    from .evaluate import write_trivia
+
+    print(f"wrote {write_trivia(args.output)}")
+    return 0
+
+
+def register_cli(commands: argparse._SubParsersAction, groups: dict) -> None:  # type: ignore[type-arg]
+    parser = commands.add_parser("deferral", help="learned post-hoc deferral (LM cascades)")
+    sub = parser.add_subparsers(dest="deferral_command", required=True)
+    p = sub.add_parser("fit", help='fit from past calls: JSONL {"logprobs": ..., "correct": bool}')
+    p.add_argument("--calls", required=True, type=Path)
+    p.add_argument("-o", "--output", required=True, type=Path)
+    p.add_argument("--l2", type=float, default=1.0)
+    p.set_defaults(handler=_cmd_fit)
+
+    p = groups["eval"].add_parser("uncertainty", help="AUROC, PRR and deferral curves of every uncertainty score")
+    p.add_argument("--data", required=True, type=Path, help='JSONL: {"question": ..., "answers": [...]}')
+    p.add_argument("--model", default="local", help="'local' (embedded SmolLM2) or an OpenAI-compatible base URL")
+    p.add_argument("--model-name", default="default", help="model name sent to the URL")
+    p.add_argument("--api-key-env", default=None)
+    p.add_argument("--max-tokens", type=int, default=24)
+    p.add_argument("--samples", type=int, default=0, help="extra samples per question for sample-based scores")
+    p.add_argument("--limit", type=int, default=0, help="evaluate only the first N questions")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(handler=_cmd_eval)
+
+    parser = commands.add_parser("uncertainty", help="uncertainty data helpers")
+    sub = parser.add_subparsers(dest="uncertainty_command", required=True)
+    p = sub.add_parser("eval-data", help="write qa.jsonl from chatterbot-corpus trivia")
+    p.add_argument("-o", "--output", required=True, type=Path)
+    p.set_defaults(handler=_cmd_eval_data)

@@ -1,0 +1,152 @@
+"""Learned post-hoc deferral (Gupta et al. 2024, "Language Model Cascades: Token-level uncertainty and
+beyond", Post-Hoc-Quantile): a logistic model on the vector of per-token NLL quantiles (plus the answer
+length) predicts P(answer incorrect); its output is ``uncertainty.defer_prob``.
+
+Fitting is L2-regularised logistic regression by Newton's method (IRLS) on standardised features, in
+numpy; the artifact is JSON (weights, feature means and scales, training metrics, a checksum).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..call import TokenLogprob
+from ..errors import ArtifactError, InputError, NotFittedError
+from ..metrics import auroc
+from .token_scores import QUANTILES, arrays, nll_quantiles, quantile_name
+
+KIND = "guardrails-uq/post-hoc-deferral"
+FORMAT_VERSION = 1
+FEATURES: tuple[str, ...] = (*(quantile_name(q) for q in QUANTILES), "log_length")
+
+
+def features(tokens: Sequence[TokenLogprob]) -> np.ndarray:
+    """The feature vector of one answer: NLL quantiles and log(1 + number of tokens)."""
+    logprobs, _ = arrays(tokens)
+    return np.concatenate([nll_quantiles(logprobs), [math.log1p(len(tokens))]])
+
+
+class PostHocDeferral:
+    """``fit(token_lists, correct)`` then ``predict(tokens)`` -> P(incorrect). Learned state ends in ``_``."""
+
+    def __init__(self, *, l2: float = 1.0, max_iter: int = 50) -> None:
+        self.l2 = l2
+        self.max_iter = max_iter
+
+    def fit(self, answers: Sequence[Sequence[TokenLogprob]], correct: Sequence[bool]) -> PostHocDeferral:
+        if len(answers) != len(correct):
+            raise InputError("answers and labels differ in length", source="fit")
+        labels = 1.0 - np.asarray(correct, dtype=np.float64)  # 1 = incorrect: the event we defer on
+        if len(answers) < 4 or labels.min() == labels.max():
+            raise InputError("need at least 4 answers with both correct and incorrect ones", source="fit")
+        x = np.stack([features(a) for a in answers])
+        self.mean_ = x.mean(axis=0)
+        self.scale_ = x.std(axis=0)
+        self.scale_[self.scale_ == 0] = 1.0
+        z = np.hstack([np.ones((len(x), 1)), (x - self.mean_) / self.scale_])
+        w = np.zeros(z.shape[1])
+        penalty = np.full(z.shape[1], self.l2)
+        penalty[0] = 0.0  # the intercept is not shrunk
+        for _ in range(self.max_iter):
+            p = 1.0 / (1.0 + np.exp(-(z @ w)))
+            gradient = z.T @ (p - labels) + penalty * w
+            hessian = (z * (p * (1 - p))[:, None]).T @ z + np.diag(penalty + 1e-9)
+            step = np.linalg.solve(hessian, gradient)
+            w -= step
+            if np.abs(step).max() < 1e-8:
+                break
+        self.weights_ = w
+        self.n_train_ = len(x)
+        self.train_auroc_ = auroc(self._predict_matrix(x), labels.astype(bool))
+        self.created_ = time.time()
+        return self
+
+    def _predict_matrix(self, x: np.ndarray) -> np.ndarray:
+        z = (x - self.mean_) / self.scale_
+        return 1.0 / (1.0 + np.exp(-(self.weights_[0] + z @ self.weights_[1:])))
+
+    def predict(self, tokens: Sequence[TokenLogprob]) -> float:
+        """P(this answer is incorrect)."""
+        if not hasattr(self, "weights_"):
+            raise NotFittedError("PostHocDeferral is not fitted: call fit() or load()")
+        return float(self._predict_matrix(features(tokens)[None, :])[0])
+
+    def save(self, path: str | Path) -> Path:
+        if not hasattr(self, "weights_"):
+            raise NotFittedError("PostHocDeferral is not fitted")
+        from .. import __version__
+
+        state = {"weights": self.weights_.tolist(), "mean": self.mean_.tolist(), "scale": self.scale_.tolist()}
+        data = {
+            "format": FORMAT_VERSION,
+            "kind": KIND,
+            "library_version": __version__,
+            "created": self.created_,
+            "features": list(FEATURES),
+            "l2": self.l2,
+            "n_train": self.n_train_,
+            "train_auroc": self.train_auroc_,
+            "state": state,
+            "state_sha256": hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest(),
+        }
+        path = Path(path)
+        path.write_text(json.dumps(data, indent=1), encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> PostHocDeferral:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ArtifactError(path, "deferral model not found", fix="guardrails-uq deferral fit ...") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ArtifactError(path, f"not valid JSON: {exc}", fix="refit") from None
+        if not isinstance(data, dict) or data.get("kind") != KIND or data.get("format") != FORMAT_VERSION:
+            raise ArtifactError(path, "not a post-hoc deferral model of a supported format", fix="refit")
+        if data.get("features") != list(FEATURES):
+            raise ArtifactError(path, f"features {data.get('features')} differ from {list(FEATURES)}", fix="refit")
+        state = data.get("state")
+        if hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest() != data.get("state_sha256"):
+            raise ArtifactError(path, "deferral model is damaged (checksum mismatch)", fix="refit")
+        model = cls(l2=data["l2"])
+        model.weights_ = np.asarray(state["weights"])
+        model.mean_ = np.asarray(state["mean"])
+        model.scale_ = np.asarray(state["scale"])
+        model.n_train_ = data["n_train"]
+        model.train_auroc_ = data["train_auroc"]
+        model.created_ = data["created"]
+        return model
+
+
+def read_calls(path: str | Path) -> tuple[list[list[TokenLogprob]], list[bool]]:
+    """Past calls from JSONL: ``{"logprobs": <chat logprobs object or token list>, "correct": bool}``."""
+    from .parse import parse_any
+
+    answers, labels = [], []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"invalid JSON: {exc.msg}", source=str(path), line=number) from None
+            if not isinstance(record, dict) or not isinstance(record.get("correct"), bool):
+                raise InputError('each line needs "correct": true or false', source=str(path), line=number)
+            try:
+                tokens = parse_any(record.get("logprobs"))
+            except InputError as exc:
+                raise InputError(str(exc), source=str(path), line=number) from None
+            if tokens is None:
+                raise InputError('each line needs "logprobs"', source=str(path), line=number)
+            answers.append(tokens)
+            labels.append(record["correct"])
+    return answers, labels

@@ -1,0 +1,131 @@
+"""Single-pass uncertainty scores from per-token log-probabilities. Higher = more uncertain, always.
+
+Inputs are arrays: ``logprobs`` (n,) of the generated tokens, and ``top`` (n, k) of the alternatives'
+log-probabilities at each position (padding: -inf). Each score is one small vectorised function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..call import TokenLogprob
+
+#: Quantile levels of the per-token NLL used by Chow-Quantile and the learned (Post-Hoc-Quantile) deferral.
+QUANTILES: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+
+
+def arrays(tokens: Sequence[TokenLogprob]) -> tuple[np.ndarray, np.ndarray]:
+    """(logprobs (n,), top alternatives (n, k) padded with -inf) from parsed tokens."""
+    logprobs = np.fromiter((t.logprob for t in tokens), dtype=np.float64, count=len(tokens))
+    width = max((len(t.top) for t in tokens), default=0)
+    top = np.full((len(tokens), width), -np.inf)
+    for i, token in enumerate(tokens):
+        if token.top:
+            top[i, : len(token.top)] = [a.logprob for a in token.top]
+    return logprobs, top
+
+
+def g_nll(logprobs: np.ndarray) -> float:
+    """Chow-Sum (Gupta et al. 2024): negative log-likelihood of the whole answer, -sum_t log p(y_t)."""
+    return float(-logprobs.sum())
+
+
+def mean_nll(logprobs: np.ndarray) -> float:
+    """Chow-Average (Gupta et al. 2024): length-normalised NLL, -(1/n) sum_t log p(y_t)."""
+    return float(-logprobs.mean()) if len(logprobs) else 0.0
+
+
+def max_nll(logprobs: np.ndarray) -> float:
+    """Largest single-token NLL, max_t -log p(y_t) (the least confident token)."""
+    return float(-logprobs.min()) if len(logprobs) else 0.0
+
+
+def nll_quantiles(logprobs: np.ndarray, levels: Sequence[float] = QUANTILES) -> np.ndarray:
+    """Chow-Quantile (Gupta et al. 2024): quantiles of the per-token NLL -log p(y_t) at ``levels``."""
+    if not len(logprobs):
+        return np.zeros(len(levels))
+    return np.quantile(-logprobs, levels)
+
+
+def perplexity(logprobs: np.ndarray) -> float:
+    """exp(mean NLL) (Jelinek et al. 1977)."""
+    return float(np.exp(mean_nll(logprobs)))
+
+
+def one_minus_geo_mean_prob(logprobs: np.ndarray) -> float:
+    """1 - geometric mean token probability, 1 - exp((1/n) sum_t log p(y_t))."""
+    return float(1.0 - np.exp(-mean_nll(logprobs)))
+
+
+def one_minus_mean_prob(logprobs: np.ndarray) -> float:
+    """1 - arithmetic mean token probability, 1 - (1/n) sum_t p(y_t)."""
+    return float(1.0 - np.exp(logprobs).mean()) if len(logprobs) else 0.0
+
+
+def _renormalised(top: np.ndarray) -> np.ndarray:
+    """Probabilities of the returned alternatives, renormalised to sum to 1 at each position."""
+    probs = np.exp(top - top.max(axis=1, keepdims=True))
+    probs[~np.isfinite(top)] = 0.0
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+def mean_entropy(top: np.ndarray) -> float:
+    """Mean over tokens of the entropy of the (renormalised) top-k alternatives,
+    (1/n) sum_t -sum_j p_tj log p_tj (Malinin & Gales 2021, token-level predictive entropy)."""
+    if top.size == 0:
+        return 0.0
+    probs = _renormalised(top)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -np.where(probs > 0, probs * np.log(probs), 0.0).sum(axis=1)
+    return float(entropy.mean())
+
+
+def neg_kurtosis(top: np.ndarray) -> float:
+    """Negated mean excess kurtosis of the top-k alternatives' log-probabilities at each position.
+
+    A peaked distribution (one clear winner among the alternatives) has high kurtosis; negating keeps
+    "higher = more uncertain". Positions with fewer than 4 finite alternatives contribute 0.
+    """
+    if top.size == 0:
+        return 0.0
+    finite = np.isfinite(top)
+    counts = finite.sum(axis=1)
+    values = np.where(finite, top, 0.0)
+    mean = values.sum(axis=1) / np.maximum(counts, 1)
+    centred = np.where(finite, top - mean[:, None], 0.0)
+    m2 = (centred**2).sum(axis=1) / np.maximum(counts, 1)
+    m4 = (centred**4).sum(axis=1) / np.maximum(counts, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kurtosis = np.where((counts >= 4) & (m2 > 0), m4 / m2**2 - 3.0, 0.0)
+    return float(-kurtosis.mean())
+
+
+def token_scores(tokens: Sequence[TokenLogprob]) -> dict[str, float]:
+    """Every single-pass score, by signal leaf name. Empty answers score 0."""
+    logprobs, top = arrays(tokens)
+    scores = {
+        "g_nll": g_nll(logprobs),
+        "mean_nll": mean_nll(logprobs),
+        "max_nll": max_nll(logprobs),
+        "perplexity": perplexity(logprobs),
+        "one_minus_geo_prob": one_minus_geo_mean_prob(logprobs),
+        "one_minus_mean_prob": one_minus_mean_prob(logprobs),
+        "mean_entropy": mean_entropy(top),
+        "neg_kurtosis": neg_kurtosis(top),
+    }
+    for level, value in zip(QUANTILES, nll_quantiles(logprobs), strict=True):
+        scores[quantile_name(level)] = float(value)
+    return scores
+
+
+def quantile_name(level: float) -> str:
+    """Signal leaf name of an NLL quantile, e.g. 0.9 -> nll_q90."""
+    return f"nll_q{round(level * 100):02d}"
+
+
+TOKEN_SCORE_NAMES: tuple[str, ...] = (
+    "g_nll", "mean_nll", "max_nll", "perplexity", "one_minus_geo_prob", "one_minus_mean_prob", "mean_entropy",
+    "neg_kurtosis", *(quantile_name(q) for q in QUANTILES),
+)  # fmt: skip
