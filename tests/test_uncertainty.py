@@ -210,3 +210,10 @@ def test_eval_uncertainty_cli_against_a_local_server(tmp_path: Path, capsys) -> 
     assert report["scores"]["g_nll"]["auroc"] == pytest.approx(1.0)
     assert set(report["deferral"]) >= {"chow_sum", "chow_average", "chow_quantile", "post_hoc_quantile"}
     assert report["deferred_counted_as_correct"] is True
+
+
+def test_quantiles_match_numpy() -> None:
+    from guardrails_uq.uncertainty.token_scores import QUANTILES, nll_quantiles
+
+    values = -np.random.default_rng(4).exponential(1.0, 37)
+    assert nll_quantiles(values) == pytest.approx(np.quantile(-values, QUANTILES))

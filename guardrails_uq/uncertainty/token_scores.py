@@ -18,12 +18,14 @@ QUANTILES: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 
 def arrays(tokens: Sequence[TokenLogprob]) -> tuple[np.ndarray, np.ndarray]:
     """(logprobs (n,), top alternatives (n, k) padded with -inf) from parsed tokens."""
-    logprobs = np.fromiter((t.logprob for t in tokens), dtype=np.float64, count=len(tokens))
-    width = max((len(t.top) for t in tokens), default=0)
+    logprobs = np.array([t.logprob for t in tokens], dtype=np.float64)
+    rows = [[a.logprob for a in t.top] for t in tokens]
+    width = max(map(len, rows), default=0)
+    if all(len(row) == width for row in rows):  # the common case: a fixed top_logprobs
+        return logprobs, np.array(rows, dtype=np.float64).reshape(len(rows), width)
     top = np.full((len(tokens), width), -np.inf)
-    for i, token in enumerate(tokens):
-        if token.top:
-            top[i, : len(token.top)] = [a.logprob for a in token.top]
+    for i, row in enumerate(rows):
+        top[i, : len(row)] = row
     return logprobs, top
 
 
@@ -43,10 +45,16 @@ def max_nll(logprobs: np.ndarray) -> float:
 
 
 def nll_quantiles(logprobs: np.ndarray, levels: Sequence[float] = QUANTILES) -> np.ndarray:
-    """Chow-Quantile (Gupta et al. 2024): quantiles of the per-token NLL -log p(y_t) at ``levels``."""
-    if not len(logprobs):
+    """Chow-Quantile (Gupta et al. 2024): quantiles of the per-token NLL -log p(y_t) at ``levels``
+    (linear interpolation, as numpy.quantile's default)."""
+    n = len(logprobs)
+    if not n:
         return np.zeros(len(levels))
-    return np.quantile(-logprobs, levels)
+    ordered = np.sort(-logprobs)
+    position = np.asarray(levels) * (n - 1)
+    low = np.floor(position).astype(int)
+    high = np.minimum(low + 1, n - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def perplexity(logprobs: np.ndarray) -> float:
@@ -64,22 +72,18 @@ def one_minus_mean_prob(logprobs: np.ndarray) -> float:
     return float(1.0 - np.exp(logprobs).mean()) if len(logprobs) else 0.0
 
 
-def _renormalised(top: np.ndarray) -> np.ndarray:
-    """Probabilities of the returned alternatives, renormalised to sum to 1 at each position."""
-    probs = np.exp(top - top.max(axis=1, keepdims=True))
-    probs[~np.isfinite(top)] = 0.0
-    return probs / probs.sum(axis=1, keepdims=True)
-
-
 def mean_entropy(top: np.ndarray) -> float:
     """Mean over tokens of the entropy of the (renormalised) top-k alternatives,
     (1/n) sum_t -sum_j p_tj log p_tj (Malinin & Gales 2021, token-level predictive entropy)."""
     if top.size == 0:
         return 0.0
-    probs = _renormalised(top)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        entropy = -np.where(probs > 0, probs * np.log(probs), 0.0).sum(axis=1)
-    return float(entropy.mean())
+    shifted = top - top.max(axis=1, keepdims=True)
+    probs = np.exp(shifted)  # exp(-inf) = 0 for padding
+    total = probs.sum(axis=1, keepdims=True)
+    log_probs = shifted - np.log(total)
+    p = probs / total
+    terms = np.where(p > 0, p * np.where(np.isfinite(log_probs), log_probs, 0.0), 0.0)
+    return float(-terms.sum(axis=1).mean())
 
 
 def neg_kurtosis(top: np.ndarray) -> float:
@@ -91,20 +95,34 @@ def neg_kurtosis(top: np.ndarray) -> float:
     if top.size == 0:
         return 0.0
     finite = np.isfinite(top)
-    counts = finite.sum(axis=1)
-    values = np.where(finite, top, 0.0)
-    mean = values.sum(axis=1) / np.maximum(counts, 1)
-    centred = np.where(finite, top - mean[:, None], 0.0)
-    m2 = (centred**2).sum(axis=1) / np.maximum(counts, 1)
-    m4 = (centred**4).sum(axis=1) / np.maximum(counts, 1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        kurtosis = np.where((counts >= 4) & (m2 > 0), m4 / m2**2 - 3.0, 0.0)
+    if finite.all():  # fast path: a fixed number of alternatives
+        if top.shape[1] < 4:
+            return 0.0
+        centred = top - top.mean(axis=1, keepdims=True)
+        squared = centred * centred
+        m2 = squared.mean(axis=1)
+        m4 = (squared * squared).mean(axis=1)
+        enough = m2 > 0
+    else:
+        counts = finite.sum(axis=1)
+        mean = np.where(finite, top, 0.0).sum(axis=1) / np.maximum(counts, 1)
+        centred = np.where(finite, top - mean[:, None], 0.0)
+        squared = centred * centred
+        m2 = squared.sum(axis=1) / np.maximum(counts, 1)
+        m4 = (squared * squared).sum(axis=1) / np.maximum(counts, 1)
+        enough = (counts >= 4) & (m2 > 0)
+    kurtosis = np.zeros(len(top))
+    kurtosis[enough] = m4[enough] / m2[enough] ** 2 - 3.0
     return float(-kurtosis.mean())
 
 
 def token_scores(tokens: Sequence[TokenLogprob]) -> dict[str, float]:
     """Every single-pass score, by signal leaf name. Empty answers score 0."""
-    logprobs, top = arrays(tokens)
+    return scores_from_arrays(*arrays(tokens))
+
+
+def scores_from_arrays(logprobs: np.ndarray, top: np.ndarray) -> dict[str, float]:
+    """Every single-pass score from the arrays of :func:`arrays` (compute them once, share them)."""
     scores = {
         "g_nll": g_nll(logprobs),
         "mean_nll": mean_nll(logprobs),
