@@ -1,0 +1,131 @@
+"""CLI: ``guidelines build``, ``guidelines eval``, ``guidelines eval-data``, ``guidelines refusals``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _progress(done: int, total: int) -> None:
+    sys.stderr.write(f"\r{done}/{total}")
+    sys.stderr.flush()
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from ..embeddings import default_embedder
+    from .builder import build_library, llm_asker, read_prompts
+
+    summary = build_library(
+        read_prompts(args.prompts),
+        llm_asker(args.llm, args.model, api_key_env=args.api_key_env, timeout=args.timeout),
+        default_embedder(),
+        args.output,
+        state=args.state,
+        dedup=args.dedup,
+        progress=None if args.quiet else _progress,
+    )
+    print(
+        f"\n{summary.prompts} prompts ({summary.resumed} done before), {summary.risky} risky, "
+        f"{summary.unparseable} unreadable replies; {summary.candidates} guidelines -> {summary.kept} after "
+        f"de-duplication; wrote {args.output if summary.kept else '(nothing: no guidelines)'}"
+    )
+    return 0
+
+
+def _index(path: Path):
+    from ..embeddings import default_embedder
+    from .index import GuidelineIndex
+    from .library import GuidelineLibrary
+
+    return GuidelineIndex.open(GuidelineLibrary.load(path), default_embedder())
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import read_labelled, recall_at_k
+
+    report = recall_at_k(_index(args.library), read_labelled(args.prompts), min_score=None)
+    report["with_guidelines_at_min_score"] = recall_at_k(
+        _index(args.library), read_labelled(args.prompts), min_score=args.min_score
+    )["with_guidelines"]
+    print(
+        json.dumps(report)
+        if args.json
+        else "\n".join(f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}" for k, v in report.items())
+    )
+    return 0
+
+
+def _cmd_eval_data(args: argparse.Namespace) -> int:
+    from .evaluate import write_eval_data
+
+    print("wrote " + " and ".join(str(p) for p in write_eval_data(args.output)))
+    return 0
+
+
+def _cmd_refusals(args: argparse.Namespace) -> int:
+    import random
+
+    from .. import datasets
+    from ..call import Message
+    from ..models.local import default_model
+    from .evaluate import refusal_rates
+    from .render import render_messages
+
+    index = _index(args.library)
+    model = default_model()
+    rng = random.Random(args.seed)
+    harmful = rng.sample([r["behavior"] for r in datasets.advbench()], args.n)
+    benign = rng.sample([r["question"] for r in datasets.chatterbot() if r["category"] != "trivia"], args.n)
+
+    def generate(messages: list[dict[str, str]]) -> str:
+        return model.generate(messages, max_tokens=args.max_tokens, top_logprobs=0).text
+
+    def inject(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        retrieved = index.search(messages[-1]["content"], top_k=args.top_k, min_score=args.min_score)
+        return [m.model_dump() for m in render_messages([Message(**m) for m in messages], retrieved)]
+
+    report = {
+        "n": args.n,
+        "harmful_refusal_without": refusal_rates(harmful, generate, None),
+        "harmful_refusal_with": refusal_rates(harmful, generate, inject),
+        "benign_refusal_without": refusal_rates(benign, generate, None),
+        "benign_refusal_with": refusal_rates(benign, generate, inject),
+    }
+    print(json.dumps(report) if args.json else "\n".join(f"{k}: {v}" for k, v in report.items()))
+    return 0
+
+
+def register_cli(commands: argparse._SubParsersAction, groups: dict) -> None:  # type: ignore[type-arg]
+    parser = commands.add_parser("guidelines", help="build and evaluate guideline libraries (Guide-Align)")
+    sub = parser.add_subparsers(dest="guidelines_command", required=True)
+    p = sub.add_parser("build", help="write a library from prompts with an OpenAI-compatible LLM (resumable)")
+    p.add_argument("--prompts", required=True, type=Path, help='JSONL: {"id"?: ..., "prompt": ...}')
+    p.add_argument("--llm", required=True, help="base URL, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--model", required=True)
+    p.add_argument("--api-key-env", default=None)
+    p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument("--dedup", type=float, default=0.85, help="cosine similarity above which guidelines merge")
+    p.add_argument("--state", type=Path, default=None, help="progress file (default: OUTPUT.state.jsonl)")
+    p.add_argument("-o", "--output", required=True, type=Path)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(handler=_cmd_build)
+    p = sub.add_parser("eval", help="recall@1 and recall@4 of the intended category")
+    p.add_argument("--library", required=True, type=Path)
+    p.add_argument("--prompts", required=True, type=Path, help='JSONL: {"prompt", "category" | "categories"}')
+    p.add_argument("--min-score", type=float, default=0.35)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_cmd_eval)
+    p = sub.add_parser("eval-data", help="write labelled HarmBench and AdvBench prompt files")
+    p.add_argument("-o", "--output", required=True, type=Path)
+    p.set_defaults(handler=_cmd_eval_data)
+    p = sub.add_parser("refusals", help="refusal rates of the embedded model with and without guidelines")
+    p.add_argument("--library", required=True, type=Path)
+    p.add_argument("--n", type=int, default=100)
+    p.add_argument("--top-k", type=int, default=4)
+    p.add_argument("--min-score", type=float, default=0.35)
+    p.add_argument("--max-tokens", type=int, default=48)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_cmd_refusals)
