@@ -187,3 +187,53 @@ def test_guarantee_holds_on_chatterbot_with_minilm(tmp_path: Path) -> None:
         assert row["coverage_mean"] >= 1 - row["alpha"] - tolerance, row
     top10 = next(b for b in report["baselines"] if b["baseline"] == "top-10")
     assert top10["coverage"] < 0.9, "a fixed top-k gives no guarantee on this weak retriever"
+
+
+def question_server_reply(request: dict) -> str:
+    prompt = request["messages"][-1]["content"]
+    if prompt.startswith("Read the passage"):
+        passage = prompt.split("Passage: ", 1)[1].split("\n")[0]
+        return f"Question: What does this say about {' '.join(passage.split()[:4])}?"
+    return "yes" if "chunk-0" in prompt else "no"
+
+
+def test_label_free_calibration_with_an_llm_over_http(tmp_path: Path, capsys) -> None:
+    from guardrails_uq.cli import main
+    from guardrails_uq.conformal.questions import generate_pairs
+    from guardrails_uq.models import text_asker
+    from guardrails_uq.testing import ChatCompletionsServer
+
+    chunks = {
+        f"c{i}": f"chunk-{i % 3} talks about topic number {i} and the colour {['red', 'blue', 'green'][i % 3]}"
+        for i in range(12)
+    }
+    corpus = tmp_path / "chunks.jsonl"
+    corpus.write_text("".join(json.dumps({"id": k, "text": v}) + "\n" for k, v in chunks.items()))
+    with ChatCompletionsServer(question_server_reply) as server:
+        ask = text_asker(server.base_url, "m")
+        ranked = [
+            ScoredDocument(id="c0", score=0.9),
+            ScoredDocument(id="c1", score=0.8),
+            ScoredDocument(id="c5", score=0.1),
+        ]
+        pairs = generate_pairs(chunks, ask, n=5, retrieve=lambda q: ranked, judge=True)
+        assert len(pairs) == 5 and all(p.query.startswith("What does this say about") for p in pairs)
+        judged = [p for p in pairs if len(p.relevant) > 1]
+        assert all("c0" in p.relevant for p in judged), "the LLM judged chunk c0 (chunk-0 text) relevant"
+        out = tmp_path / "calib.json"
+        code = main(
+            [
+                "calibrate",
+                "conformal",
+                "--corpus",
+                str(corpus),
+                "--llm",
+                server.base_url,
+                "--questions",
+                "8",
+                "-o",
+                str(out),
+            ]
+        )
+    assert code == 0 and ConformalCalibrator.load(out).n_calibration_ == 8
+    assert "calibrated on 8 queries" in capsys.readouterr().out

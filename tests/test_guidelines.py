@@ -219,11 +219,11 @@ def test_builder_end_to_end_resumes_and_deduplicates(tmp_path: Path) -> None:
         )
     )
     out = tmp_path / "library.yaml"
-    from guardrails_uq.guidelines.builder import llm_asker
+    from guardrails_uq.models import text_asker
 
     # first run: the LLM fails after two prompts; their results are kept in the state file
     with ChatCompletionsServer(responder) as server:
-        ask = llm_asker(server.base_url, "m", max_retries=0)
+        ask = text_asker(server.base_url, "m", max_retries=0)
         calls = {"n": 0}
 
         def flaky(instruction: str) -> str:
@@ -238,7 +238,7 @@ def test_builder_end_to_end_resumes_and_deduplicates(tmp_path: Path) -> None:
             build_library(read_prompts(prompts), flaky, default_embedder(), out, dedup=0.8)
         assert len((tmp_path / "library.yaml.state.jsonl").read_text().splitlines()) == 2
         summary = build_library(
-            read_prompts(prompts), llm_asker(server.base_url, "m"), default_embedder(), out, dedup=0.8
+            read_prompts(prompts), text_asker(server.base_url, "m"), default_embedder(), out, dedup=0.8
         )
         assert len(server.requests) == 4, "p1 and p2 were not asked again"
     assert summary.resumed == 2 and summary.risky == 2 and summary.unparseable == 1

@@ -11,12 +11,24 @@ from .calibration import SCORE_KINDS
 
 def _retriever(args: argparse.Namespace):
     from ..embeddings import default_embedder
+    from ..errors import InputError
     from .data import read_chunks, read_pairs
     from .retriever import EmbeddingRetriever
 
     chunks = read_chunks(args.corpus)
-    pairs = read_pairs(args.pairs, chunks)
-    return EmbeddingRetriever(default_embedder(), chunks), pairs
+    retriever = EmbeddingRetriever(default_embedder(), chunks)
+    if args.pairs is not None:
+        return retriever, read_pairs(args.pairs, chunks)
+    if not getattr(args, "llm", None):
+        raise InputError("give --pairs (labelled) or --llm with --questions (generated)", source="calibrate conformal")
+    from ..models import text_asker
+    from .questions import generate_pairs
+
+    ask = text_asker(args.llm, args.model, api_key_env=args.api_key_env, max_tokens=64)
+    pairs = generate_pairs(chunks, ask, n=args.questions, seed=args.seed, retrieve=retriever, judge=args.judge)
+    if not pairs:
+        raise InputError("the LLM produced no usable question", source=str(args.llm))
+    return retriever, pairs
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
@@ -74,12 +86,20 @@ def _cmd_eval_data(args: argparse.Namespace) -> int:
 
 
 def register_cli(commands: argparse._SubParsersAction, groups: dict) -> None:  # type: ignore[type-arg]
-    def common(p: argparse.ArgumentParser) -> None:
+    def common(p: argparse.ArgumentParser, *, pairs_required: bool = True) -> None:
         p.add_argument("--corpus", required=True, type=Path, help='chunks JSONL: {"id", "text"} per line')
-        p.add_argument("--pairs", required=True, type=Path, help='pairs JSONL: {"query", "relevant": [ids]}')
+        p.add_argument("--pairs", required=pairs_required, type=Path, help='pairs JSONL: {"query", "relevant": [ids]}')
 
-    p = groups["calibrate"].add_parser("conformal", help="calibrate a CONFLARE threshold from labelled pairs")
-    common(p)
+    p = groups["calibrate"].add_parser(
+        "conformal", help="calibrate a CONFLARE threshold from labelled pairs, or from LLM-generated questions"
+    )
+    common(p, pairs_required=False)
+    p.add_argument("--llm", default=None, help="without --pairs: 'local' or an OpenAI-compatible base URL")
+    p.add_argument("--model", default="default", help="model name sent to --llm")
+    p.add_argument("--api-key-env", default=None)
+    p.add_argument("--questions", type=int, default=200, help="chunks to write a question for")
+    p.add_argument("--judge", action="store_true", help="LLM-judge chunks ranked above the source chunk")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", required=True, type=Path)
     p.add_argument("--score-kind", choices=SCORE_KINDS, default="similarity")
     p.set_defaults(handler=_cmd_calibrate)

@@ -189,20 +189,4 @@ def deduplicate(
     return out
 
 
-def llm_asker(
-    base_url: str, model: str, *, api_key_env: str | None = None, timeout: float = 60.0, max_retries: int = 3
-) -> Callable[[str], str]:
-    """``ask(instruction) -> reply text`` over an OpenAI-compatible endpoint (timeouts, retries, backoff)."""
-    from ..models.openai_compat import OpenAIChatModel
-
-    client = OpenAIChatModel(base_url, model, api_key_env=api_key_env, timeout=timeout, max_retries=max_retries)
-
-    def ask(instruction: str) -> str:
-        return client.generate(
-            [{"role": "user", "content": instruction}], max_tokens=400, temperature=0.0, top_logprobs=None
-        ).text
-
-    return ask
-
-
-__all__ = ["BuildSummary", "ModelError", "build_library", "deduplicate", "llm_asker", "parse_reply", "read_prompts"]
+__all__ = ["BuildSummary", "ModelError", "build_library", "deduplicate", "parse_reply", "read_prompts"]

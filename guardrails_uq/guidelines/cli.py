@@ -15,11 +15,12 @@ def _progress(done: int, total: int) -> None:
 
 def _cmd_build(args: argparse.Namespace) -> int:
     from ..embeddings import default_embedder
-    from .builder import build_library, llm_asker, read_prompts
+    from ..models import text_asker
+    from .builder import build_library, read_prompts
 
     summary = build_library(
         read_prompts(args.prompts),
-        llm_asker(args.llm, args.model, api_key_env=args.api_key_env, timeout=args.timeout),
+        text_asker(args.llm, args.model, api_key_env=args.api_key_env, timeout=args.timeout),
         default_embedder(),
         args.output,
         state=args.state,
@@ -102,8 +103,8 @@ def register_cli(commands: argparse._SubParsersAction, groups: dict) -> None:  #
     sub = parser.add_subparsers(dest="guidelines_command", required=True)
     p = sub.add_parser("build", help="write a library from prompts with an OpenAI-compatible LLM (resumable)")
     p.add_argument("--prompts", required=True, type=Path, help='JSONL: {"id"?: ..., "prompt": ...}')
-    p.add_argument("--llm", required=True, help="base URL, e.g. http://127.0.0.1:8000/v1")
-    p.add_argument("--model", required=True)
+    p.add_argument("--llm", required=True, help="base URL (e.g. http://127.0.0.1:8000/v1) or 'local'")
+    p.add_argument("--model", default="default", help="model name sent to the URL")
     p.add_argument("--api-key-env", default=None)
     p.add_argument("--timeout", type=float, default=60.0)
     p.add_argument("--dedup", type=float, default=0.85, help="cosine similarity above which guidelines merge")
