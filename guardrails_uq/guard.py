@@ -129,12 +129,15 @@ class Guard:
         messages: Sequence[Message] = (),
         signals: SignalMap | None = None,
         context: Decision | None = None,
+        record: bool = True,
     ) -> Decision:
-        """Output phase: provenance and uncertainty checks, output rules, then the policy default."""
+        """Output phase: provenance and uncertainty checks, output rules, then the policy default.
+
+        ``record=False`` skips the audit log (for provisional checks of a partial, streaming answer)."""
         if isinstance(generation, str):
             generation = Generation(text=generation)
         call = Call(messages=list(messages), generation=generation, signals=signals or {})
-        return self._phase("output", call, context, final=True)
+        return self._phase("output", call, context, final=True, record=record)
 
     def check(self, call: Call) -> Decision:
         """Run every phase the call has data for (input: messages or query; retrieval: documents; output:
@@ -150,12 +153,15 @@ class Guard:
         assert decision is not None  # _phases_of never returns an empty list
         return decision
 
-    def escalate(self, messages: Sequence[Message], decision: Decision, *, original: str | None = None) -> Decision:
+    def escalate(
+        self, messages: Sequence[Message], decision: Decision, *, original: str | None = None, target: Any = None
+    ) -> Decision:
         """Run the escalation target on ``messages`` after ``decision`` escalated; the returned Decision
         carries the target's answer in ``answer`` and both answers and the reason in ``evidence["escalation"]``.
-        A missing or failing target yields the policy's on_error action, with the error recorded."""
+        A missing or failing target yields the policy's on_error action, with the error recorded.
+        ``target`` overrides the Guard's escalation target for this call."""
         started = time.perf_counter()
-        target = self._escalate_to
+        target = target if target is not None else self._escalate_to
         name = getattr(target, "name", None) or getattr(target, "__name__", None) or type(target).__name__
         record: dict[str, object] = {"reason": decision.rule, "original": original, "target": name}
         errors = list(decision.errors)
@@ -256,7 +262,14 @@ class Guard:
             clean[name] = float(value) if kind == "number" and isinstance(value, int) else value
         return clean
 
-    def _phase(self, phase: Phase, call: Call, context: Decision | None, *, final: bool) -> Decision:
+    def record(self, decision: Decision) -> None:
+        """Append a Decision to the audit log (for decisions made by integrations, e.g. a cut stream)."""
+        if self.audit is not None:
+            self.audit.write(decision)
+
+    def _phase(
+        self, phase: Phase, call: Call, context: Decision | None, *, final: bool, record: bool = True
+    ) -> Decision:
         started = time.perf_counter()
         signals: SignalMap = dict(context.signals) if context is not None else {}
         signals.update(self._app_signals(call.signals))
@@ -330,7 +343,7 @@ class Guard:
             documents=documents,
             metadata=dict(call.metadata),
         )
-        if self.audit is not None:
+        if record and self.audit is not None:
             self.audit.write(decision)
         return decision
 

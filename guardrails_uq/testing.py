@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -154,7 +155,10 @@ class ChatCompletionsServer:
     def __enter__(self) -> ChatCompletionsServer:
         from http.server import ThreadingHTTPServer
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 256  # bursts of concurrent clients are not refused
+
+        self._server = Server(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
@@ -175,6 +179,8 @@ class ChatCompletionsServer:
         if self.models is not None and request.get("model") not in self.models:
             error = {"error": {"message": f"model {request.get('model')!r} not found", "type": "invalid_request_error"}}
             return 404, json.dumps(error).encode(), 0.0
+        if request.get("stream"):
+            return 200, _sse(self.responder(request), request), 0.0
         n = int(request.get("n", 1) or 1)
         choices = []
         for index in range(n):
@@ -213,12 +219,12 @@ class ChatCompletionsServer:
                 status, body, delay = server._reply(request)
                 if delay:
                     time.sleep(delay)
-                self._send(status, body)
+                self._send(status, body, "text/event-stream" if body.startswith(b"data: ") else "application/json")
 
-            def _send(self, status: int, body: bytes) -> None:
+            def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", content_type)
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
                     self.wfile.write(body)
@@ -226,6 +232,52 @@ class ChatCompletionsServer:
                     pass
 
         return Handler
+
+
+def _sse(produced: object, request: dict) -> bytes:
+    """A streamed chat completion (server-sent events): one chunk per token, then [DONE]."""
+    from .call import Generation, TokenLogprob
+
+    generation = produced if isinstance(produced, Generation) else Generation(text=str(produced))
+    tokens = generation.tokens or [
+        TokenLogprob(token=piece, logprob=0.0) for piece in re.findall(r"\s*\S+", generation.text)
+    ]
+    if "".join(t.token for t in tokens) != generation.text:  # token strings must spell the text to stream it
+        tokens = [TokenLogprob(token=generation.text, logprob=sum(t.logprob for t in tokens))]
+    events = []
+    for token in tokens:
+        choice: dict[str, object] = {
+            "index": 0,
+            "delta": {"role": "assistant", "content": token.token},
+            "finish_reason": None,
+        }
+        if request.get("logprobs") and generation.tokens is not None:
+            choice["logprobs"] = {
+                "content": [
+                    {
+                        "token": token.token,
+                        "logprob": token.logprob,
+                        "top_logprobs": [{"token": a.token, "logprob": a.logprob} for a in token.top],
+                    }
+                ]
+            }
+        events.append(
+            {
+                "id": "chatcmpl-stream",
+                "object": "chat.completion.chunk",
+                "model": request.get("model"),
+                "choices": [choice],
+            }
+        )
+    events.append(
+        {
+            "id": "chatcmpl-stream",
+            "object": "chat.completion.chunk",
+            "model": request.get("model"),
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        }
+    )
+    return b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
 
 
 def _choice(index: int, produced: object, logprobs: bool) -> dict:
