@@ -36,9 +36,20 @@ class GuardStep:
 
 @dataclass(frozen=True)
 class ModelStep:
-    """Call the app's model on ``messages``; the result must be a :class:`Generation`."""
+    """Call the app's model on ``messages`` (``context``: the input phase's Decision). The driver's model
+    callable receives this step and returns a :class:`Generation`, or a :class:`ModelResult` when the call
+    made decisions of its own (a retrieval phase inside a query engine) that the output phase must see."""
 
     messages: list[Message]
+    context: Decision
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """A model step's generation plus the Decision to carry into the output phase (instead of the input's)."""
+
+    generation: Generation
+    context: Decision | None = None
 
 
 @dataclass(frozen=True)
@@ -77,8 +88,13 @@ def guarded_chat(guard: Guard, messages: Sequence[Message], *, can_escalate: boo
             return (yield from _escalate(guard, messages, before, None, can_escalate))
         return Outcome(text=before.message or "", decision=before)
     prompt = before.messages if before.messages is not None else messages
-    generation: Generation = yield ModelStep(prompt)
-    after: Decision = yield GuardStep(guard.after, (generation,), {"messages": prompt, "context": before})
+    produced: Generation | ModelResult = yield ModelStep(prompt, before)
+    context = before
+    if isinstance(produced, ModelResult):
+        generation, context = produced.generation, produced.context or before
+    else:
+        generation = produced
+    after: Decision = yield GuardStep(guard.after, (generation,), {"messages": prompt, "context": context})
     if after.action is Action.ESCALATE:
         return (yield from _escalate(guard, prompt, after, generation, can_escalate))
     if after.action is Action.ABSTAIN:
@@ -111,7 +127,7 @@ def _escalate(
 
 def run(
     flow: Flow,
-    model: Callable[[list[Message]], Generation],
+    model: Callable[[ModelStep], Generation | ModelResult],
     escalate: Callable[[list[Message]], Generation] | None = None,
 ) -> Outcome:
     """Perform a flow synchronously."""
@@ -122,7 +138,7 @@ def run(
             if isinstance(step, GuardStep):
                 result = step.fn(*step.args, **step.kwargs)
             elif isinstance(step, ModelStep):
-                result = model(step.messages)
+                result = model(step)
             else:
                 try:
                     result = escalate(step.messages) if escalate is not None else None
@@ -134,7 +150,7 @@ def run(
 
 async def arun(
     flow: Flow,
-    model: Callable[[list[Message]], Awaitable[Generation]],
+    model: Callable[[ModelStep], Awaitable[Generation | ModelResult]],
     escalate: Callable[[list[Message]], Awaitable[Generation]] | None = None,
 ) -> Outcome:
     """Perform a flow asynchronously: Guard steps in a worker thread, model calls awaited."""
@@ -145,7 +161,7 @@ async def arun(
             if isinstance(step, GuardStep):
                 result = await asyncio.to_thread(step.fn, *step.args, **step.kwargs)
             elif isinstance(step, ModelStep):
-                result = await model(step.messages)
+                result = await model(step)
             else:
                 try:
                     result = await escalate(step.messages) if escalate is not None else None

@@ -14,7 +14,7 @@ from langchain_core.runnables import Runnable
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from guardrails_uq import Action, Decision, Generation, Guard, Message
-from guardrails_uq.flow import Outcome, arun, guarded_chat, run
+from guardrails_uq.flow import ModelStep, Outcome, arun, guarded_chat, run
 from guardrails_uq.streaming import StreamGate
 
 from ._convert import generation_of, text_of, to_core, to_langchain, tokens_of
@@ -79,8 +79,8 @@ class GuardedChatModel(BaseChatModel):
     ) -> ChatResult:
         raw: dict[str, AIMessage] = {}
 
-        def call(prompt: list[Message]) -> Generation:
-            raw["message"] = self._runnable().invoke(self._prompt(messages, prompt), stop=stop, **kwargs)
+        def call(step: ModelStep) -> Generation:
+            raw["message"] = self._runnable().invoke(self._prompt(messages, step.messages), stop=stop, **kwargs)
             return generation_of(raw["message"])
 
         escalate = (
@@ -98,8 +98,8 @@ class GuardedChatModel(BaseChatModel):
     ) -> ChatResult:
         raw: dict[str, AIMessage] = {}
 
-        async def call(prompt: list[Message]) -> Generation:
-            raw["message"] = await self._runnable().ainvoke(self._prompt(messages, prompt), stop=stop, **kwargs)
+        async def call(step: ModelStep) -> Generation:
+            raw["message"] = await self._runnable().ainvoke(self._prompt(messages, step.messages), stop=stop, **kwargs)
             return generation_of(raw["message"])
 
         async def escalate_call(prompt: list[Message]) -> Generation:
