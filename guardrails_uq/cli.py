@@ -128,6 +128,16 @@ def _cmd_audit_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .audit import ReadReport, read_audit
+    from .report import write_report
+
+    report = ReadReport()
+    path = write_report(read_audit(args.log, report), args.output, title=args.title)
+    print(f"wrote {path} ({report.read} decisions)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
     parser = argparse.ArgumentParser(prog="guardrails-uq", description="Guardrail middleware for LLM apps.")
@@ -164,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("log")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_cmd_audit_stats)
+
+    p = commands.add_parser("report", help="write a self-contained HTML report of an audit log")
+    p.add_argument("log")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--title", default="guardrails-uq decisions")
+    p.set_defaults(handler=_cmd_report)
 
     groups = {
         "eval": commands.add_parser("eval", help="evaluate a check on labelled data").add_subparsers(

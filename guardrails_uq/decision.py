@@ -46,8 +46,8 @@ class Decision(BaseModel):
     ``final`` is False for the provisional allow of an input or retrieval phase where no rule matched (the
     call goes on to the next phase). ``rule`` is None when the policy's default (or on_error) decided. ``inputs`` holds the signal values the
     deciding rule read. ``messages`` is the prompt after guideline injection (input phase);
-    ``documents`` the chunks kept (retrieval phase); ``answer`` the text returned to the user when the
-    policy replaced or escalated it.
+    ``documents`` the chunks kept (retrieval phase); ``generated`` the model's answer the output phase
+    checked; ``answer`` the text returned to the user when the policy replaced or escalated it.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -68,6 +68,7 @@ class Decision(BaseModel):
     timings_ms: dict[str, float] = Field(default_factory=dict)
     messages: list[Message] | None = None
     documents: list[ScoredDocument] | None = None
+    generated: str | None = None
     answer: str | None = None
     metadata: dict[str, object] = Field(default_factory=dict)
 

@@ -341,11 +341,21 @@ class Guard:
             timings_ms=timings,
             messages=messages,
             documents=documents,
-            metadata=dict(call.metadata),
+            generated=call.generation.text if call.generation is not None else None,
+            metadata=self._metadata(call, context),
         )
         if record and self.audit is not None:
             self.audit.write(decision)
         return decision
+
+    @staticmethod
+    def _metadata(call: Call, context: Decision | None) -> dict[str, object]:
+        """The call's metadata plus ``request``: the user's input (carried from the earlier phase)."""
+        metadata = dict(call.metadata)
+        request = call.user_input or (context.metadata.get("request") if context is not None else None)
+        if request:
+            metadata.setdefault("request", request)
+        return metadata
 
     def _validate_result(self, check: Check, values: SignalMap) -> None:
         missing = [n for n, src in self._expected.items() if src == check.name and n not in values]

