@@ -58,6 +58,7 @@ def reply(request: dict) -> Generation:
 async def load(url: str, requests: int, concurrency: int) -> tuple[list[float], int, float]:
     latencies: list[float] = []
     errors = 0
+    kinds: dict[str, int] = {}
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(requests):
         queue.put_nowait(i)
@@ -75,13 +76,18 @@ async def load(url: str, requests: int, concurrency: int) -> tuple[list[float], 
                 response = await client.post(url, json=body)
                 if response.status_code != 200:
                     errors += 1
-            except httpx.HTTPError:
+                    kind = f"{response.status_code} {response.text[:120]}"
+                    kinds[kind] = kinds.get(kind, 0) + 1
+            except httpx.HTTPError as exc:
                 errors += 1
+                kinds[type(exc).__name__] = kinds.get(type(exc).__name__, 0) + 1
             latencies.append(time.perf_counter() - t0)
 
     started = time.perf_counter()
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=concurrency)) as client:
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    if kinds:
+        print(f"errors from {url}: {kinds}", file=sys.stderr)
     return latencies, errors, time.perf_counter() - started
 
 

@@ -285,7 +285,11 @@ def create_app(config: ServeConfig, *, guard: Guard | None = None) -> FastAPI:
                 generator, media_type="text/event-stream", headers={"X-Guardrails-Input": before.action.value}
             )
         try:
-            response = await client().post(url, json=forward, headers=upstream_headers)
+            try:
+                response = await client().post(url, json=forward, headers=upstream_headers)
+            except (httpx.ConnectError, httpx.RemoteProtocolError):  # a stale pooled connection: one retry
+                upstream_errors.labels("retried").inc()
+                response = await client().post(url, json=forward, headers=upstream_headers)
             if response.status_code >= 400:
                 upstream_errors.labels(f"status_{response.status_code}").inc()
                 return _error(502, f"upstream returned {response.status_code}: {response.text[:200]}", "upstream_error")
