@@ -6,28 +6,12 @@ import json
 from pathlib import Path
 
 from ..errors import InputError
+from ..jsonl import read_jsonl
 from .calibration import CalibrationPair
 
 
 def _records(path: str | Path) -> list[tuple[int, dict]]:
-    path = Path(path)
-    if not path.exists():
-        raise InputError("file not found", source=str(path))
-    records = []
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise InputError(f"not a UTF-8 JSON object: {exc}", source=str(path), line=number) from None
-            if not isinstance(record, dict):
-                raise InputError("each line must be a JSON object", source=str(path), line=number)
-            records.append((number, record))
-    if not records:
-        raise InputError("the file is empty", source=str(path))
-    return records
+    return list(read_jsonl(path))
 
 
 def read_chunks(path: str | Path) -> dict[str, str]:

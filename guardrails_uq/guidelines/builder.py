@@ -20,6 +20,7 @@ import numpy as np
 
 from ..embeddings import Embedder
 from ..errors import InputError, ModelError
+from ..jsonl import read_jsonl
 from .library import Guideline, GuidelineLibrary
 
 INSTRUCTION = """You review requests sent to an AI assistant, to write safety guidelines.
@@ -54,23 +55,14 @@ def read_prompts(path: str | Path) -> list[tuple[str, str]]:
     """(id, prompt) pairs from JSONL lines ``{"id"?: ..., "prompt": ...}`` (id defaults to the line number)."""
     prompts = []
     seen: set[str] = set()
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"invalid JSON: {exc.msg}", source=str(path), line=number) from None
-            if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
-                raise InputError('each line needs a string "prompt"', source=str(path), line=number)
-            key = str(record.get("id", f"line-{number}"))
-            if key in seen:
-                raise InputError(f"duplicate prompt id {key!r}", source=str(path), line=number)
-            seen.add(key)
-            prompts.append((key, record["prompt"]))
-    if not prompts:
-        raise InputError("no prompts", source=str(path))
+    for number, record in read_jsonl(path):
+        if not isinstance(record.get("prompt"), str):
+            raise InputError('each line needs a string "prompt"', source=str(path), line=number)
+        key = str(record.get("id", f"line-{number}"))
+        if key in seen:
+            raise InputError(f"duplicate prompt id {key!r}", source=str(path), line=number)
+        seen.add(key)
+        prompts.append((key, record["prompt"]))
     return prompts
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..jsonl import read_jsonl
 from .index import GuidelineIndex
 
 #: HarmBench SemanticCategory -> library categories that count as a hit.
@@ -63,22 +64,11 @@ REFUSAL_MARKERS = (
 def read_labelled(path: str | Path) -> list[tuple[str, list[str]]]:
     """(prompt, accepted categories) from JSONL ``{"prompt", "category" | "categories"}``."""
     rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"invalid JSON: {exc.msg}", source=str(path), line=number) from None
-            categories = record.get("categories") or ([record["category"]] if record.get("category") else None)
-            if not isinstance(record.get("prompt"), str) or not categories:
-                raise InputError(
-                    'each line needs "prompt" and "category" (or "categories")', source=str(path), line=number
-                )
-            rows.append((record["prompt"], list(categories)))
-    if not rows:
-        raise InputError("no prompts", source=str(path))
+    for number, record in read_jsonl(path):
+        categories = record.get("categories") or ([record["category"]] if record.get("category") else None)
+        if not isinstance(record.get("prompt"), str) or not categories:
+            raise InputError('each line needs "prompt" and "category" (or "categories")', source=str(path), line=number)
+        rows.append((record["prompt"], list(categories)))
     return rows
 
 

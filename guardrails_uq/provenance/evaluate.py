@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import InputError
+from ..jsonl import read_jsonl
 from ..metrics import auroc, roc_points
 from .index import CorpusIndex
 from .match import find_spans
@@ -14,21 +14,12 @@ from .match import find_spans
 def read_answers(path: str | Path) -> list[tuple[str, bool]]:
     """(text, copied) pairs from JSONL lines ``{"text": ..., "copied": true|false}``."""
     answers = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"invalid JSON: {exc.msg}", source=str(path), line=number) from None
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise InputError('each line needs a string "text"', source=str(path), line=number)
-            if not isinstance(record.get("copied"), bool):
-                raise InputError('each line needs "copied": true or false', source=str(path), line=number)
-            answers.append((record["text"], record["copied"]))
-    if not answers:
-        raise InputError("no answers", source=str(path))
+    for number, record in read_jsonl(path):
+        if not isinstance(record.get("text"), str):
+            raise InputError('each line needs a string "text"', source=str(path), line=number)
+        if not isinstance(record.get("copied"), bool):
+            raise InputError('each line needs "copied": true or false', source=str(path), line=number)
+        answers.append((record["text"], record["copied"]))
     return answers
 
 

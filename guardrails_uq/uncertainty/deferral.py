@@ -19,6 +19,7 @@ import numpy as np
 
 from ..call import TokenLogprob
 from ..errors import ArtifactError, InputError, NotFittedError
+from ..jsonl import read_jsonl
 from ..metrics import auroc
 from .token_scores import QUANTILES, arrays, nll_quantiles, quantile_name
 
@@ -131,22 +132,15 @@ def read_calls(path: str | Path) -> tuple[list[list[TokenLogprob]], list[bool]]:
     from .parse import parse_any
 
     answers, labels = [], []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"invalid JSON: {exc.msg}", source=str(path), line=number) from None
-            if not isinstance(record, dict) or not isinstance(record.get("correct"), bool):
-                raise InputError('each line needs "correct": true or false', source=str(path), line=number)
-            try:
-                tokens = parse_any(record.get("logprobs"))
-            except InputError as exc:
-                raise InputError(str(exc), source=str(path), line=number) from None
-            if tokens is None:
-                raise InputError('each line needs "logprobs"', source=str(path), line=number)
-            answers.append(tokens)
-            labels.append(record["correct"])
+    for number, record in read_jsonl(path):
+        if not isinstance(record.get("correct"), bool):
+            raise InputError('each line needs "correct": true or false', source=str(path), line=number)
+        try:
+            tokens = parse_any(record.get("logprobs"))
+        except InputError as exc:
+            raise InputError(str(exc), source=str(path), line=number) from None
+        if tokens is None:
+            raise InputError('each line needs "logprobs"', source=str(path), line=number)
+        answers.append(tokens)
+        labels.append(record["correct"])
     return answers, labels

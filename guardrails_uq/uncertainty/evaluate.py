@@ -13,6 +13,7 @@ import numpy as np
 
 from ..call import Generation, TokenLogprob
 from ..errors import InputError
+from ..jsonl import read_jsonl
 from ..metrics import auroc, deferral_auc, prr
 from .deferral import PostHocDeferral
 from .sample_scores import sample_scores
@@ -35,23 +36,13 @@ def is_correct(answer: str, accepted: Sequence[str]) -> bool:
 
 
 def read_qa(path: str | Path) -> list[tuple[str, list[str]]]:
+    """(question, accepted answers) from JSONL ``{"question", "answers": [...]}``."""
     rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"invalid JSON: {exc.msg}", source=str(path), line=number) from None
-            answers = record.get("answers") if isinstance(record, dict) else None
-            if not isinstance(record.get("question"), str) or not isinstance(answers, list) or not answers:
-                raise InputError(
-                    'each line needs "question" and a non-empty "answers" list', source=str(path), line=number
-                )
-            rows.append((record["question"], [str(a) for a in answers]))
-    if not rows:
-        raise InputError("no questions", source=str(path))
+    for number, record in read_jsonl(path):
+        answers = record.get("answers")
+        if not isinstance(record.get("question"), str) or not isinstance(answers, list) or not answers:
+            raise InputError('each line needs "question" and a non-empty "answers" list', source=str(path), line=number)
+        rows.append((record["question"], [str(a) for a in answers]))
     return rows
 
 
