@@ -171,10 +171,10 @@ def main() -> None:
         print(f"       Q: {request['text'][:100]}\n       A: {answer.strip()[:100]!r}", flush=True)
     guard.close()
     decisions = list(read_audit(audit_path))
-    summary = stats(decisions)
+    answered = stats(d for d in decisions if d.final and "escalation" not in d.evidence)  # one per request
     report = write_report(decisions, out / "report.html", title="guardrails-uq demo")
-    print(f"\n{summary['total']} decisions in the audit log {audit_path}")
-    print(f"final actions: {dict((k, v) for k, v in summary['by_action'].items())}; rules: {summary['by_rule']}")
+    print(f"\n{len(decisions)} decisions in the audit log {audit_path} (every phase, and each escalation)")
+    print(f"per request: {answered['by_action']}; by rule: {answered['by_rule']}")
     print(f"HTML report: {report.resolve()}")
     print(f"done in {time.perf_counter() - started:.0f} s")
 
