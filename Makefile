@@ -36,6 +36,7 @@ demo: install
 lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 format: install
 	$(VENV)/bin/ruff format .

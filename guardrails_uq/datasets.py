@@ -15,6 +15,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import yaml
 from filelock import FileLock
@@ -79,7 +80,7 @@ def package_file(package: str, member: str) -> bytes:
     return target.read_bytes()
 
 
-def advbench() -> list[dict[str, object]]:
+def advbench() -> list[dict[str, Any]]:
     """AdvBench's 520 harmful behaviours (from pyrit), each with its harm categories."""
     data = yaml.safe_load(package_file("pyrit", "pyrit/datasets/seed_datasets/local/adv_bench.prompt"))
     return [{"behavior": s["value"], "categories": s.get("harm_categories", [])} for s in data["seeds"]]

@@ -303,6 +303,10 @@ class Guard:
         t0 = time.perf_counter()
         model = self.policy.model
         provisional = False
+        action: Action
+        rule: str | None
+        message: str | None
+        reads: SignalMap
         if errors and model.on_error is not Action.ALLOW:
             action, rule, message, reads = (
                 model.on_error,

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
+from numpy.typing import ArrayLike
 
 
-def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
+def auroc(scores: ArrayLike, labels: ArrayLike) -> float:
     """Area under the ROC curve: probability that a positive scores above a negative (ties count half).
 
     Higher score = predicted positive. NaN when one class is absent.
@@ -27,7 +26,7 @@ def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
     return float((ranks[y].sum() - positives * (positives + 1) / 2.0) / (positives * negatives))
 
 
-def roc_points(scores: Sequence[float], labels: Sequence[bool]) -> list[dict[str, float]]:
+def roc_points(scores: ArrayLike, labels: ArrayLike) -> list[dict[str, float]]:
     """(threshold, true-positive rate, false-positive rate) for "score > threshold" at every distinct score."""
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels, dtype=bool)
@@ -58,7 +57,7 @@ def _rejection_area(uncertainty: np.ndarray, quality: np.ndarray, max_rejection:
     return float(retained.sum() / rejected)
 
 
-def prr(uncertainty: Sequence[float], quality: Sequence[float], *, max_rejection: float = 1.0) -> float:
+def prr(uncertainty: ArrayLike, quality: ArrayLike, *, max_rejection: float = 1.0) -> float:
     """Prediction-Rejection Ratio (Malinin et al. 2017; LM-Polygraph's definition):
     (AUC_unc - AUC_random) / (AUC_oracle - AUC_random) over rejection rates up to ``max_rejection``.
 
@@ -74,7 +73,7 @@ def prr(uncertainty: Sequence[float], quality: Sequence[float], *, max_rejection
 
 
 def deferral_curve(
-    uncertainty: Sequence[float], small_correct: Sequence[bool], large_correct: Sequence[bool] | None = None
+    uncertainty: ArrayLike, small_correct: ArrayLike, large_correct: ArrayLike | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(deferral rates, accuracy): defer the most uncertain fraction to the large model.
 
@@ -89,9 +88,7 @@ def deferral_curve(
     return rates, (small.sum() + gain) / n
 
 
-def deferral_auc(
-    uncertainty: Sequence[float], small_correct: Sequence[bool], large_correct: Sequence[bool] | None = None
-) -> float:
+def deferral_auc(uncertainty: ArrayLike, small_correct: ArrayLike, large_correct: ArrayLike | None = None) -> float:
     """Area under the deferral curve (trapezoid over deferral rates 0..1); higher is better."""
     rates, accuracy = deferral_curve(uncertainty, small_correct, large_correct)
     return float(np.sum((accuracy[1:] + accuracy[:-1]) / 2 * np.diff(rates)))

@@ -76,7 +76,7 @@ def _summarise(results: Iterable[dict[str, Any]]) -> dict[str, Any]:
     transitions: Counter[str] = Counter()
     errors: Counter[str] = Counter()
     total = changed = 0
-    examples = []
+    examples: list[str] = []
     for r in results:
         total += 1
         old, new = tuple(r["old"]), tuple(r["new"])

@@ -152,7 +152,7 @@ def _messages(body: dict[str, Any]) -> list[Message]:
         if not isinstance(m, dict) or m.get("role") not in roles:
             raise ValueError(f"messages[{i}] needs a role of {sorted(roles)}")
         role = "system" if m["role"] == "developer" else m["role"]
-        out.append(Message(role=role, content=_text(m.get("content"))))
+        out.append(Message.model_validate({"role": role, "content": _text(m.get("content"))}))
     return out
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 #: A signal value: what a check measures and a rule reads.
 SignalValue: TypeAlias = bool | int | float | str | list[str] | list[float] | list[int] | None
@@ -12,4 +12,4 @@ SignalMap: TypeAlias = dict[str, SignalValue]
 Phase: TypeAlias = Literal["input", "retrieval", "output"]
 PHASES: tuple[Phase, ...] = ("input", "retrieval", "output")
 #: JSON-compatible evidence attached to a Decision.
-Evidence: TypeAlias = dict[str, object]
+Evidence: TypeAlias = dict[str, Any]

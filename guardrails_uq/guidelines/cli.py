@@ -77,15 +77,15 @@ def _cmd_refusals(args: argparse.Namespace) -> int:
     index = _index(args.library)
     model = default_model()
     rng = random.Random(args.seed)
-    harmful = rng.sample([r["behavior"] for r in datasets.advbench()], args.n)
-    benign = rng.sample([r["question"] for r in datasets.chatterbot() if r["category"] != "trivia"], args.n)
+    harmful = rng.sample([str(r["behavior"]) for r in datasets.advbench()], args.n)
+    benign = rng.sample([str(r["question"]) for r in datasets.chatterbot() if r["category"] != "trivia"], args.n)
 
     def generate(messages: list[dict[str, str]]) -> str:
         return model.generate(messages, max_tokens=args.max_tokens, top_logprobs=0).text
 
     def inject(messages: list[dict[str, str]]) -> list[dict[str, str]]:
         retrieved = index.search(messages[-1]["content"], top_k=args.top_k, min_score=args.min_score)
-        return [m.model_dump() for m in render_messages([Message(**m) for m in messages], retrieved)]
+        return [m.model_dump() for m in render_messages([Message.model_validate(m) for m in messages], retrieved)]
 
     report = {
         "n": args.n,

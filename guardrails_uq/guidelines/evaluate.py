@@ -135,16 +135,16 @@ def write_eval_data(out: str | Path) -> tuple[Path, Path]:
                 )
     adv = out / "advbench.jsonl"
     with open(adv, "w", encoding="utf-8") as handle:
-        for row in datasets.advbench():
+        for item in datasets.advbench():
             accepted = sorted(
                 {
                     c
-                    for label in row["categories"]
+                    for label in item["categories"]
                     for word, cats in ADVBENCH_KEYWORDS.items()
                     if word in label.lower()
                     for c in cats
                 }
             )
             if accepted:
-                handle.write(json.dumps({"prompt": row["behavior"], "categories": accepted}) + "\n")
+                handle.write(json.dumps({"prompt": item["behavior"], "categories": accepted}) + "\n")
     return harm, adv

@@ -15,6 +15,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -30,6 +31,7 @@ FORMAT_VERSION = 1
 def build_faiss(vectors: np.ndarray) -> faiss.Index:
     """Exact inner-product index, or IVF above EXACT_LIMIT vectors."""
     n, dim = vectors.shape
+    index: Any
     if n <= EXACT_LIMIT:
         index = faiss.IndexFlatIP(dim)
     else:

@@ -6,14 +6,14 @@ import gzip
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from ..errors import InputError
 
 
-def _open(path: Path) -> IO[bytes]:
+def _open(path: Path) -> IO[bytes]:  # a GzipFile is a binary IO too
     if path.suffix == ".gz":
-        return gzip.open(path, "rb")
+        return cast(IO[bytes], gzip.open(path, "rb"))
     return open(path, "rb")
 
 

@@ -13,6 +13,7 @@ import json
 import random
 import re
 from pathlib import Path
+from typing import Any
 
 from .. import datasets
 
@@ -28,7 +29,7 @@ _TAILS = (" Let me know if you need anything else.", " Hope this helps!", "", " 
 _SWAPS = {"write": "compose", "create": "make", "develop": "build", "how": "the way", "a": "one", "the": "that"}
 
 
-def unsafe_documents() -> list[dict[str, str]]:
+def unsafe_documents() -> list[dict[str, Any]]:
     """The corpus to index: AdvBench and HarmBench behaviours, and HarmBench contexts."""
     docs = [{"id": f"advbench-{i}", "text": row["behavior"]} for i, row in enumerate(datasets.advbench())]
     for split in ("test", "val"):

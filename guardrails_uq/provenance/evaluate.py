@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ..errors import InputError
 from ..jsonl import read_jsonl
@@ -25,7 +26,7 @@ def read_answers(path: str | Path) -> list[tuple[str, bool]]:
 
 def evaluate(
     index: CorpusIndex, answers: list[tuple[str, bool]], *, threshold: float = 20.0, min_span: int = 8
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Detection rate and false-positive rate of "bci_max > threshold", AUROC of bci_max, ROC points."""
     scores = [max((s.bci for s in find_spans(index, text, min_span=min_span)), default=0.0) for text, _ in answers]
     labels = [copied for _, copied in answers]

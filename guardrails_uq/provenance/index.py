@@ -30,7 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pydivsufsort
@@ -59,7 +59,7 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def _describe(path: Path) -> dict[str, object]:
+def _describe(path: Path) -> dict[str, Any]:
     return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
 
 
@@ -217,7 +217,7 @@ class _ShardBuffer:
         self.doc_ids: list[str] = []
         self.size = 0
 
-    def add(self, doc_ids: list[str], ids: np.ndarray, lengths: np.ndarray) -> list[dict[str, object]]:
+    def add(self, doc_ids: list[str], ids: np.ndarray, lengths: np.ndarray) -> list[dict[str, Any]]:
         """Buffer a block's documents; write a shard each time the buffer reaches the limit (a shard closes
         after the document that crosses it, so shard boundaries do not depend on block boundaries)."""
         written = []
@@ -236,7 +236,7 @@ class _ShardBuffer:
                 written.extend(self.flush())
         return written
 
-    def flush(self) -> list[dict[str, object]]:
+    def flush(self) -> list[dict[str, Any]]:
         if not self.doc_ids:
             return []
         entry = _write_shard(
@@ -247,7 +247,7 @@ class _ShardBuffer:
         return [entry]
 
 
-def _completed_shards(out: Path) -> list[dict[str, object]]:
+def _completed_shards(out: Path) -> list[dict[str, Any]]:
     shards = []
     index = 0
     while (out / f"shard-{index:05d}" / "shard.json").exists():
@@ -260,7 +260,7 @@ def _completed_shards(out: Path) -> list[dict[str, object]]:
 
 def _write_shard(
     out: Path, index: int, tokens: np.ndarray, lengths: np.ndarray, doc_ids: list[str], vocab: Vocabulary
-) -> dict[str, object]:
+) -> dict[str, Any]:
     folder = out / f"shard-{index:05d}"
     folder.mkdir(exist_ok=True)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
@@ -271,7 +271,7 @@ def _write_shard(
     _atomic_write(folder / "doc_ids.json", json.dumps(doc_ids).encode("utf-8"))
     words = sorted(vocab, key=vocab.__getitem__)
     _atomic_write(out / "vocab.txt", "\n".join(words).encode("utf-8"))
-    entry: dict[str, object] = {
+    entry: dict[str, Any] = {
         "name": folder.name,
         "documents": len(doc_ids),
         "tokens": len(tokens),
@@ -282,7 +282,7 @@ def _write_shard(
     return entry
 
 
-def _write_manifest(out: Path, shards: list[dict[str, object]], vocab: Vocabulary) -> None:
+def _write_manifest(out: Path, shards: list[dict[str, Any]], vocab: Vocabulary) -> None:
     counts = np.zeros(len(vocab) + 1, dtype=np.int64)
     for shard in shards:
         tokens = np.load(out / str(shard["name"]) / "tokens.npy", mmap_mode="r")

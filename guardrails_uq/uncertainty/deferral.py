@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -114,7 +115,7 @@ class PostHocDeferral:
             raise ArtifactError(path, "not a post-hoc deferral model of a supported format", fix="refit")
         if data.get("features") != list(FEATURES):
             raise ArtifactError(path, f"features {data.get('features')} differ from {list(FEATURES)}", fix="refit")
-        state = data.get("state")
+        state: Any = data.get("state")
         if hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest() != data.get("state_sha256"):
             raise ArtifactError(path, "deferral model is damaged (checksum mismatch)", fix="refit")
         model = cls(l2=data["l2"])
