@@ -17,8 +17,6 @@ Retrievers that return *distances* (lower = closer) are handled by negating scor
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 import warnings
@@ -29,6 +27,7 @@ from typing import Literal
 
 import numpy as np
 
+from ..artifacts import digest, read_artifact, write_artifact
 from ..call import ScoredDocument
 from ..errors import ArtifactError, InputError, NotFittedError
 
@@ -161,7 +160,6 @@ class ConformalCalibrator:
         from .. import __version__
 
         scores = [None if math.isinf(s) else s for s in self.scores_.tolist()]
-        body = json.dumps(scores)
         return {
             "format": FORMAT_VERSION,
             "kind": KIND,
@@ -172,36 +170,25 @@ class ConformalCalibrator:
             "fingerprint": self.fingerprint,
             "n": self.n_calibration_,
             "scores": scores,
-            "scores_sha256": hashlib.sha256(body.encode()).hexdigest(),
+            "scores_sha256": digest(scores),
         }
 
     def save(self, path: str | Path) -> Path:
         """Write the artifact (JSON; unretrieved queries' +inf scores are stored as null)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1), encoding="utf-8")
-        tmp.replace(path)
-        return path
+        return write_artifact(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> ConformalCalibrator:
         """Read an artifact; ArtifactError when it is missing, damaged or of another format."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ArtifactError(path, "calibration not found", fix="guardrails-uq calibrate conformal ...") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ArtifactError(path, f"calibration is not valid JSON: {exc}", fix="recalibrate") from None
-        if not isinstance(data, dict) or data.get("kind") != KIND or data.get("format") != FORMAT_VERSION:
-            raise ArtifactError(path, "not a conformal calibration of a supported format", fix="recalibrate")
+        data = read_artifact(
+            path, kind=KIND, version=FORMAT_VERSION, what="conformal calibration", checked="scores",
+            fix="recalibrate: guardrails-uq calibrate conformal ...",
+        )  # fmt: skip
         scores = data.get("scores")
-        if not isinstance(scores, list) or hashlib.sha256(json.dumps(scores).encode()).hexdigest() != data.get(
-            "scores_sha256"
-        ):
-            raise ArtifactError(path, "calibration scores are damaged (checksum mismatch)", fix="recalibrate")
-        if len(scores) != data.get("n") or not scores:
-            raise ArtifactError(path, f"calibration says n={data.get('n')} but holds {len(scores)} scores")
+        if not isinstance(scores, list) or len(scores) != data.get("n") or not scores:
+            held = len(scores) if isinstance(scores, list) else 0
+            raise ArtifactError(path, f"calibration says n={data.get('n')} but holds {held} scores", fix="recalibrate")
         try:
             calibrator = cls(
                 score_kind=data["score_kind"], direction=data["direction"], fingerprint=data["fingerprint"]

@@ -8,8 +8,6 @@ numpy; the artifact is JSON (weights, feature means and scales, training metrics
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -18,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..artifacts import digest, read_artifact, write_artifact
 from ..call import TokenLogprob
 from ..errors import ArtifactError, InputError, NotFittedError
 from ..jsonl import read_jsonl
@@ -96,28 +95,20 @@ class PostHocDeferral:
             "n_train": self.n_train_,
             "train_auroc": self.train_auroc_,
             "state": state,
-            "state_sha256": hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest(),
+            "state_sha256": digest(state),
         }
-        path = Path(path)
-        path.write_text(json.dumps(data, indent=1), encoding="utf-8")
-        return path
+        return write_artifact(path, data)
 
     @classmethod
     def load(cls, path: str | Path) -> PostHocDeferral:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ArtifactError(path, "deferral model not found", fix="guardrails-uq deferral fit ...") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ArtifactError(path, f"not valid JSON: {exc}", fix="refit") from None
-        if not isinstance(data, dict) or data.get("kind") != KIND or data.get("format") != FORMAT_VERSION:
-            raise ArtifactError(path, "not a post-hoc deferral model of a supported format", fix="refit")
+        data = read_artifact(
+            path, kind=KIND, version=FORMAT_VERSION, what="post-hoc deferral model", checked="state",
+            fix="refit: guardrails-uq deferral fit ...",
+        )  # fmt: skip
         if data.get("features") != list(FEATURES):
             raise ArtifactError(path, f"features {data.get('features')} differ from {list(FEATURES)}", fix="refit")
-        state: Any = data.get("state")
-        if hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest() != data.get("state_sha256"):
-            raise ArtifactError(path, "deferral model is damaged (checksum mismatch)", fix="refit")
+        state: Any = data["state"]
         model = cls(l2=data["l2"])
         model.weights_ = np.asarray(state["weights"])
         model.mean_ = np.asarray(state["mean"])

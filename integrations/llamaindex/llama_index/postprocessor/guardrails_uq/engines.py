@@ -46,6 +46,16 @@ def _blocked_by_retrieval(state: _context.CallState) -> Decision | None:
     return None
 
 
+def _bundle(step: ModelStep, question: str) -> QueryBundle:
+    """The wrapped engine's query: guided text for the synthesizer, the plain question for retrieval."""
+    return QueryBundle(query_str=_guided(step.messages, question), custom_embedding_strs=[question])
+
+
+def _abstained(decision: Decision) -> Response:
+    """The Response when the retrieval phase abstained: the policy's message, no sources."""
+    return Response(response=decision.message or "", source_nodes=[], metadata=_metadata(decision))
+
+
 class _RetrievalAbstained(Exception):
     def __init__(self, decision: Decision) -> None:
         self.decision = decision
@@ -91,6 +101,15 @@ class GuardedQueryEngine(BaseQueryEngine):
         tokens = from_llamaindex(state.logprobs[-1]) if state.logprobs else None
         return Generation(text=text, tokens=tokens)
 
+    def _model_result(self, response: Any, state: _context.CallState, sources: list[Any]) -> ModelResult:
+        """After the wrapped engine answered: keep its sources, stop if the retrieval phase abstained, and
+        carry the retrieval Decision into the output phase."""
+        sources.extend(response.source_nodes)
+        blocked = _blocked_by_retrieval(state)
+        if blocked is not None:
+            raise _RetrievalAbstained(blocked)
+        return ModelResult(self._generation(response, state), state.retrieval)
+
     def _response(self, outcome: Outcome, sources: list[Any]) -> Response:
         return Response(
             response=outcome.text,
@@ -107,16 +126,10 @@ class GuardedQueryEngine(BaseQueryEngine):
 
             def model(step: ModelStep) -> ModelResult:
                 state.before = step.context
-                response = self._engine.query(
-                    QueryBundle(query_str=_guided(step.messages, question), custom_embedding_strs=[question])
-                )
+                response = self._engine.query(_bundle(step, question))
                 if isinstance(response, StreamingResponse):
                     raise TypeError("use stream() for a streaming query engine")
-                sources.extend(response.source_nodes)
-                blocked = _blocked_by_retrieval(state)
-                if blocked is not None:
-                    raise _RetrievalAbstained(blocked)
-                return ModelResult(self._generation(response, state), state.retrieval)
+                return self._model_result(response, state, sources)
 
             def escalate_call(prompt: list[Message]) -> Generation:
                 return Generation(text=self._escalate_llm.complete(self._escalation_prompt(prompt, sources)).text)
@@ -131,9 +144,7 @@ class GuardedQueryEngine(BaseQueryEngine):
                     escalate,
                 )
             except _RetrievalAbstained as stop:
-                return Response(
-                    response=stop.decision.message or "", source_nodes=[], metadata=_metadata(stop.decision)
-                )
+                return _abstained(stop.decision)
             return self._response(outcome, sources)
         finally:
             _context.current.reset(token)
@@ -147,14 +158,7 @@ class GuardedQueryEngine(BaseQueryEngine):
 
             async def model(step: ModelStep) -> ModelResult:
                 state.before = step.context
-                response = await self._engine.aquery(
-                    QueryBundle(query_str=_guided(step.messages, question), custom_embedding_strs=[question])
-                )
-                sources.extend(response.source_nodes)
-                blocked = _blocked_by_retrieval(state)
-                if blocked is not None:
-                    raise _RetrievalAbstained(blocked)
-                return ModelResult(self._generation(response, state), state.retrieval)
+                return self._model_result(await self._engine.aquery(_bundle(step, question)), state, sources)
 
             async def escalate_call(prompt: list[Message]) -> Generation:
                 completion = await self._escalate_llm.acomplete(self._escalation_prompt(prompt, sources))
@@ -170,9 +174,7 @@ class GuardedQueryEngine(BaseQueryEngine):
                     escalate,
                 )
             except _RetrievalAbstained as stop:
-                return Response(
-                    response=stop.decision.message or "", source_nodes=[], metadata=_metadata(stop.decision)
-                )
+                return _abstained(stop.decision)
             return self._response(outcome, sources)
         finally:
             _context.current.reset(token)
