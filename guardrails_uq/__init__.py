@@ -12,8 +12,10 @@ from .checks import Check, CheckSpec, Signals, SignalSpec
 from .decision import Action, CheckFailure, Decision
 from .embeddings import Embedder, as_embedder
 from .errors import (
+    AbstainViolation,
     ArtifactError,
     CheckError,
+    EscalateViolation,
     GuardrailsError,
     GuardrailViolation,
     InputError,
@@ -21,6 +23,7 @@ from .errors import (
     NotFittedError,
     PolicyError,
     RuleEvaluationError,
+    violation_for,
 )
 from .guard import Guard
 from .policy import CompiledPolicy, load_policy, loads_policy
@@ -28,6 +31,7 @@ from .policy import CompiledPolicy, load_policy, loads_policy
 __version__ = "0.1.0"
 
 __all__ = [
+    "AbstainViolation",
     "Action",
     "ArtifactError",
     "Call",
@@ -38,6 +42,7 @@ __all__ = [
     "CompiledPolicy",
     "Decision",
     "Embedder",
+    "EscalateViolation",
     "Generation",
     "Guard",
     "GuardrailViolation",
@@ -58,5 +63,6 @@ __all__ = [
     "load_policy",
     "loads_policy",
     "open_audit",
+    "violation_for",
     "read_audit",
 ]

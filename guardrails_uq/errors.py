@@ -9,6 +9,8 @@ GuardrailsError                 base class; catch this to catch everything below
 ├── NotFittedError              a calibration object was applied before fit()
 ├── ModelError                  a generation backend failed (HTTP, auth, malformed body, local model)
 └── GuardrailViolation          raised by integrations to abort a run; carries the Decision
+    ├── AbstainViolation        the policy abstained (or failed closed): answer with the message, never fall back
+    └── EscalateViolation       the policy escalated: a larger model or a human may answer instead
 """
 
 from __future__ import annotations
@@ -122,3 +124,19 @@ class GuardrailViolation(GuardrailsError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.decision,))
+
+
+class AbstainViolation(GuardrailViolation):
+    """The policy abstained (a refusal, or on_error failing closed). Never answer from a fallback model."""
+
+
+class EscalateViolation(GuardrailViolation):
+    """The policy escalated: the one violation a fallback (larger model, human review) may answer."""
+
+
+def violation_for(decision: Decision) -> GuardrailViolation:
+    """The violation matching a non-allow Decision: EscalateViolation for escalate, AbstainViolation otherwise."""
+    from .decision import Action
+
+    cls = EscalateViolation if decision.action is Action.ESCALATE else AbstainViolation
+    return cls(decision)
