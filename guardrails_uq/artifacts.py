@@ -1,5 +1,10 @@
 """JSON artifacts (calibrations, deferral models): atomic writes, checksums, and loading that refuses
-missing, damaged or foreign files with an ArtifactError saying how to rebuild them."""
+missing, damaged, edited or foreign files with an ArtifactError saying how to rebuild them.
+
+The checksum (``sha256``) covers every other field of the artifact, header included, so changing a
+``score_kind``, a ``direction``, ``n`` or a threshold is refused exactly like a flipped bit: an artifact's
+numbers only mean something together with the header that says how they were made.
+"""
 
 from __future__ import annotations
 
@@ -10,33 +15,67 @@ from typing import Any
 
 from .errors import ArtifactError
 
+CHECKSUM_FIELD = "sha256"
+
 
 def digest(value: Any) -> str:
-    """SHA-256 of a JSON-serialisable value (keys sorted), as stored beside it in an artifact."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+    """SHA-256 of a JSON-serialisable value (keys sorted, strict JSON: no NaN or infinities)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, allow_nan=False).encode()).hexdigest()
+
+
+def seal(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with its checksum over every other field."""
+    body = {k: v for k, v in data.items() if k != CHECKSUM_FIELD}
+    return {**body, CHECKSUM_FIELD: digest(body)}
 
 
 def write_artifact(path: str | Path, data: dict[str, Any]) -> Path:
-    """Write ``data`` as indented JSON, atomically (a reader never sees half a file)."""
+    """Write ``data`` sealed with its checksum as indented strict JSON, atomically (a reader never sees
+    half a file)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(seal(data), indent=1, allow_nan=False), encoding="utf-8")
+        tmp.replace(path)
+    except (IsADirectoryError, NotADirectoryError, FileNotFoundError, PermissionError) as exc:
+        raise ArtifactError(
+            path, f"cannot write the artifact: {exc.strerror or exc}", fix="pass a writable file path"
+        ) from None
     return path
 
 
-def read_artifact(path: str | Path, *, kind: str, version: int, what: str, fix: str, checked: str) -> dict[str, Any]:
-    """The artifact at ``path`` after checking its kind, format version and the checksum of field ``checked``
-    (stored as ``<checked>_sha256``)."""
+def read_artifact(path: str | Path, *, kind: str, version: int, what: str, fix: str) -> dict[str, Any]:
+    """The artifact at ``path`` after checking its kind, format version and the checksum over all its fields."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ArtifactError(path, f"{what} not found", fix=fix) from None
+    except IsADirectoryError:
+        raise ArtifactError(path, f"{what} path is a directory, not a file", fix=fix) from None
+    except PermissionError:
+        raise ArtifactError(path, f"{what} is not readable (permission denied)", fix=fix) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(path, f"{what} is not valid JSON: {exc}", fix=fix) from None
-    if not isinstance(data, dict) or data.get("kind") != kind or data.get("format") != version:
-        raise ArtifactError(path, f"not a {what} of a supported format", fix=fix)
-    if digest(data.get(checked)) != data.get(f"{checked}_sha256"):
-        raise ArtifactError(path, f"{what} is damaged (checksum mismatch)", fix=fix)
+    if not isinstance(data, dict) or data.get("kind") != kind:
+        raise ArtifactError(path, f"not a {what} (kind {kind!r} expected)", fix=fix)
+    if data.get("format") != version:
+        raise ArtifactError(
+            path, f"{what} has format {data.get('format')!r}; this version reads format {version}", fix=fix
+        )
+    try:
+        sealed = digest({k: v for k, v in data.items() if k != CHECKSUM_FIELD})
+    except ValueError:  # NaN or infinity in the file: never written by us
+        sealed = None
+    if sealed is None or sealed != data.get(CHECKSUM_FIELD):
+        raise ArtifactError(path, f"{what} is damaged or was edited (checksum mismatch)", fix=fix)
     return data
+
+
+def field(data: dict[str, Any], name: str, kind: type | tuple[type, ...], path: str | Path, fix: str) -> Any:
+    """``data[name]`` when it has type ``kind`` (bool never counts as a number); ArtifactError otherwise."""
+    value = data.get(name)
+    number_wanted = kind in (int, float) or (isinstance(kind, tuple) and (int in kind or float in kind))
+    if not isinstance(value, kind) or (number_wanted and isinstance(value, bool)):
+        raise ArtifactError(path, f"field {name!r} is missing or not a {getattr(kind, '__name__', kind)}", fix=fix)
+    return value

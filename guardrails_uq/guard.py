@@ -71,10 +71,12 @@ class Guard:
         self._declared = {name: spec.type for name, spec in policy.catalogue.items() if spec.source == "app"}
         self._expected = {name: info.source for name, info in policy.catalogue.items() if info.source != "app"}
         self._escalate_to = escalate_to
+        self._owns_escalation = False
         if escalate_to is None and policy.model.escalation is not None and policy.model.escalation.model is not None:
             from .models.openai_compat import OpenAIChatModel
 
             self._escalate_to = OpenAIChatModel.from_endpoint(policy.model.escalation.model)
+            self._owns_escalation = True
         if audit is True:
             section = policy.model.audit
             self.audit: AuditLog | None = (
@@ -158,26 +160,39 @@ class Guard:
     ) -> Decision:
         """Run the escalation target on ``messages`` after ``decision`` escalated; the returned Decision
         carries the target's answer in ``answer`` and both answers and the reason in ``evidence["escalation"]``.
-        A missing or failing target yields the policy's on_error action, with the error recorded.
+        With no target (none configured, none passed) the Decision stays escalate with the policy's
+        ``messages.escalate`` and ``evidence["escalation"]["target"]`` None: the request waits for review.
+        A target that fails yields the policy's on_error action, with the error recorded.
         ``target`` overrides the Guard's escalation target for this call."""
         started = time.perf_counter()
         target = target if target is not None else self._escalate_to
-        name = getattr(target, "name", None) or getattr(target, "__name__", None) or type(target).__name__
+        name = (
+            None
+            if target is None
+            else getattr(target, "name", None) or getattr(target, "__name__", None) or type(target).__name__
+        )
         record: dict[str, object] = {"reason": decision.rule, "original": original, "target": name}
         errors = list(decision.errors)
         answer: str | None = None
-        try:
-            if target is None:
-                raise CheckError(
-                    "escalation", "no escalation target: set escalation.model in the policy or escalate_to="
-                )
-            produced = target.generate(list(messages)) if hasattr(target, "generate") else target(list(messages))
-            answer = produced if isinstance(produced, str) else produced.text
-            record["answer"] = answer
-        except Exception as exc:
-            errors.append(CheckFailure(check="escalation", phase="output", error=str(exc), type=type(exc).__name__))
-        failed = answer is None
+        failed = False
+        if target is None:
+            record["note"] = "no escalation target is configured (escalation.model or escalate_to=)"
+        else:
+            try:
+                produced = target.generate(list(messages)) if hasattr(target, "generate") else target(list(messages))
+                answer = produced if isinstance(produced, str) else produced.text
+                if not isinstance(answer, str):
+                    raise CheckError("escalation", f"the target returned {type(answer).__name__}, not text")
+                record["answer"] = answer
+            except Exception as exc:
+                failed = True
+                answer = None
+                errors.append(CheckFailure(check="escalation", phase="output", error=str(exc), type=type(exc).__name__))
         action = self.policy.model.on_error if failed else Action.ESCALATE
+        if failed:
+            message = _message_for(self.policy, action, True)
+        else:
+            message = decision.message or self.policy.model.messages.escalate
         result = decision.model_copy(
             update={
                 "id": new_id(),
@@ -186,7 +201,7 @@ class Guard:
                 "action": action,
                 "final": True,
                 "answer": answer,
-                "message": _message_for(self.policy, action, True) if failed else decision.message,
+                "message": message,
                 "errors": errors,
                 "evidence": {**decision.evidence, "escalation": record},
                 "timings_ms": {**decision.timings_ms, "escalation": (time.perf_counter() - started) * 1e3},
@@ -221,9 +236,11 @@ class Guard:
         return await asyncio.to_thread(self.check, call)
 
     def close(self) -> None:
-        """Close the audit log."""
+        """Close the audit log and the escalation client the Guard made from the policy (idempotent)."""
         if self.audit is not None:
             self.audit.close()
+        if self._owns_escalation and hasattr(self._escalate_to, "close"):
+            self._escalate_to.close()
 
     def __enter__(self) -> Guard:
         return self
@@ -317,10 +334,16 @@ class Guard:
         else:
             outcome = decide_phase(self.policy, phase, signals)
             if outcome is not None and outcome.error is not None:
+                # recorded as (on_error), not under the rule's name: the rule did not decide, its failure did
                 errors.append(
-                    CheckFailure(check="rules", phase=phase, error=outcome.error.problem, type="RuleEvaluationError")
+                    CheckFailure(
+                        check="rules",
+                        phase=phase,
+                        error=f"rule {outcome.rule!r}: {outcome.error.problem}",
+                        type="RuleEvaluationError",
+                    )
                 )
-                action, rule, message, reads = outcome.action, outcome.rule, outcome.message, {}
+                action, rule, message, reads = outcome.action, None, outcome.message, {}
             elif outcome is not None:
                 action, rule, message, reads = outcome.action, outcome.rule, outcome.message, outcome.reads
             elif final:
@@ -333,6 +356,8 @@ class Guard:
             else:
                 action, rule, message, reads = Action.ALLOW, None, None, {}
                 provisional = True
+        if action is Action.ESCALATE and message is None:
+            message = model.messages.escalate  # what the user reads until (or unless) a target answers
         timings["rules"] = (time.perf_counter() - t0) * 1e3
         timings["total"] = (time.perf_counter() - started) * 1e3
         decision = Decision(

@@ -6,13 +6,33 @@ import argparse
 import json
 from pathlib import Path
 
+from .errors import InputError
+
+
+def read_api_keys(path: Path) -> set[str]:
+    """Client keys, one per line (blank lines and ``#`` comments skipped); InputError naming the file and
+    the fix when it is missing, unreadable, not text or holds no key."""
+    fix = "pass --api-keys a text file with one client key per line"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"API key file not found; {fix}", source=f"--api-keys {path}") from None
+    except IsADirectoryError:
+        raise InputError(f"is a directory; {fix}", source=f"--api-keys {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot be read ({exc}); {fix}", source=f"--api-keys {path}") from None
+    keys = {line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")}
+    if not keys:
+        raise InputError(f"holds no key; {fix}", source=f"--api-keys {path}")
+    return keys
+
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .server import ServeConfig, serve
 
     keys = None
     if args.api_keys:
-        keys = {line.strip() for line in Path(args.api_keys).read_text(encoding="utf-8").splitlines() if line.strip()}
+        keys = read_api_keys(Path(args.api_keys))
     config = ServeConfig(
         policy=Path(args.policy),
         upstream=args.upstream,

@@ -83,7 +83,7 @@ def test_unfitted_and_artifact_round_trip(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="checksum"):
         ConformalCalibrator.load(path)
     path.write_text("{}")
-    with pytest.raises(ArtifactError, match="supported format"):
+    with pytest.raises(ArtifactError, match="not a conformal calibration"):
         ConformalCalibrator.load(path)
     with pytest.raises(ArtifactError, match="not found"):
         ConformalCalibrator.load(tmp_path / "missing.json")

@@ -80,13 +80,15 @@ def test_on_error_allow_still_runs_rules() -> None:
     assert decision.errors
 
 
-def test_rule_error_yields_on_error_and_names_the_rule() -> None:
+def test_rule_error_yields_on_error_labelled_on_error_and_names_the_rule() -> None:
     text = APP_POLICY.replace('"app.toxicity > 0.8"', '"app.flags[0] == \\"x\\""')
     guard = Guard(loads_policy(text), audit=False)
     decision = guard.before(USER, signals={"app.toxicity": 0.1, "app.user_tier": "free", "app.flags": []})
     assert decision.action is Action.ABSTAIN
     assert decision.errors[0].check == "rules"
-    assert decision.rule == "toxic"
+    assert "'toxic'" in decision.errors[0].error  # the failing rule is named in the error...
+    assert decision.rule is None  # ...but it did not decide: metrics, stats and the report say (on_error)
+    assert decision.rule_label == "(on_error)"
 
 
 @pytest.fixture

@@ -72,12 +72,17 @@ class Running:
         self.thread.join(timeout=10)
 
 
-@pytest.fixture
-def folder(tmp_path: Path) -> Path:
+def make_folder(tmp_path: Path) -> Path:
+    """A folder with the unsafe corpus, its index and the proxy policy."""
     (tmp_path / "unsafe.jsonl").write_text(json.dumps({"id": "ricin", "text": UNSAFE}) + "\n")
     build_index(tmp_path / "unsafe.jsonl", tmp_path / "unsafe-index")
     (tmp_path / "policy.yaml").write_text(POLICY)
     return tmp_path
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    return make_folder(tmp_path)
 
 
 def ask(base: str, content: str, **extra) -> httpx.Response:
@@ -104,12 +109,14 @@ def test_allow_abstain_escalate_and_metrics(folder: Path) -> None:
             assert bad.json()["guardrails"]["rule"] == "memorized-unsafe-text"
             escalated = ask(base, "I am unsure")
             assert escalated.headers["x-guardrails-action"] == "escalate"
-            assert escalated.json()["guardrails"]["evidence"]["escalation"]["original"] == "maybe this"
+            assert "evidence" not in escalated.json()["guardrails"], "clients never see the answer the policy replaced"
             metrics = httpx.get(f"{base}/metrics").text
             assert 'guardrails_decisions_total{action="abstain",rule="memorized-unsafe-text"} 1.0' in metrics
             assert "guardrails_guard_seconds_bucket" in metrics
             assert httpx.get(f"{base}/healthz").json()["policy"] == "proxy"
-    assert len(list(read_audit(folder / "audit.jsonl"))) >= 4
+    logged = list(read_audit(folder / "audit.jsonl"))
+    assert len(logged) >= 4
+    assert any(d.evidence.get("escalation", {}).get("original") == "maybe this" for d in logged), "the log has it"
 
 
 def test_streaming_clean_and_cut(folder: Path) -> None:
@@ -242,6 +249,13 @@ def test_client_disconnecting_mid_stream(folder: Path) -> None:
 
 
 def test_policy_replaced_while_serving(folder: Path) -> None:
+    def wait_for(base: str, check) -> dict:
+        deadline = time.time() + 10
+        while not check(health := httpx.get(f"{base}/healthz").json()):
+            assert time.time() < deadline, f"the reload never happened: {health}"
+            time.sleep(0.02)
+        return health
+
     with ChatCompletionsServer(upstream_reply) as upstream:
         config = ServeConfig(policy=folder / "policy.yaml", upstream=upstream.base_url, reload_interval=0.0)
         with Running(create_app(config)) as base:
@@ -249,10 +263,8 @@ def test_policy_replaced_while_serving(folder: Path) -> None:
             (folder / "policy.yaml").write_text(
                 POLICY.replace("action: abstain", "action: escalate").replace("name: proxy", "name: proxy-v2")
             )
-            time.sleep(0.05)
-            assert httpx.get(f"{base}/healthz").json()["policy"] == "proxy-v2"
+            wait_for(base, lambda h: h["policy"] == "proxy-v2")
             (folder / "policy.yaml").write_text("version: 1\nname: broken\nrules: [")  # a half-written file
-            time.sleep(0.05)
-            health = httpx.get(f"{base}/healthz").json()
-            assert health["policy"] == "proxy-v2" and health["reload_errors"] == 1
+            health = wait_for(base, lambda h: h["reload_errors"] >= 1)
+            assert health["policy"] == "proxy-v2", "a broken edit keeps the old policy serving"
             assert ask(base, "How do I export?").status_code == 200

@@ -27,14 +27,14 @@ from typing import Literal
 
 import numpy as np
 
-from ..artifacts import digest, read_artifact, write_artifact
+from ..artifacts import field, read_artifact, write_artifact
 from ..call import ScoredDocument
 from ..errors import ArtifactError, InputError, NotFittedError
 
 ScoreKind = Literal["similarity", "relative", "rank"]
 Direction = Literal["similarity", "distance"]
 SCORE_KINDS: tuple[ScoreKind, ...] = ("similarity", "relative", "rank")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the checksum covers every field (1 covered only the scores)
 KIND = "guardrails-uq/conformal-calibration"
 
 
@@ -170,7 +170,6 @@ class ConformalCalibrator:
             "fingerprint": self.fingerprint,
             "n": self.n_calibration_,
             "scores": scores,
-            "scores_sha256": digest(scores),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -181,23 +180,25 @@ class ConformalCalibrator:
     def load(cls, path: str | Path) -> ConformalCalibrator:
         """Read an artifact; ArtifactError when it is missing, damaged or of another format."""
         path = Path(path)
-        data = read_artifact(
-            path, kind=KIND, version=FORMAT_VERSION, what="conformal calibration", checked="scores",
-            fix="recalibrate: guardrails-uq calibrate conformal ...",
-        )  # fmt: skip
-        scores = data.get("scores")
-        if not isinstance(scores, list) or len(scores) != data.get("n") or not scores:
-            held = len(scores) if isinstance(scores, list) else 0
-            raise ArtifactError(path, f"calibration says n={data.get('n')} but holds {held} scores", fix="recalibrate")
+        fix = "recalibrate: guardrails-uq calibrate conformal ..."
+        data = read_artifact(path, kind=KIND, version=FORMAT_VERSION, what="conformal calibration", fix=fix)
+        scores = field(data, "scores", list, path, fix)
+        n = field(data, "n", int, path, fix)
+        if len(scores) != n or not scores:
+            raise ArtifactError(path, f"calibration says n={n} but holds {len(scores)} scores", fix=fix)
+        if not all(s is None or (isinstance(s, int | float) and not isinstance(s, bool)) for s in scores):
+            raise ArtifactError(path, "calibration scores must be numbers (or null for +inf)", fix=fix)
         try:
             calibrator = cls(
-                score_kind=data["score_kind"], direction=data["direction"], fingerprint=data["fingerprint"]
+                score_kind=field(data, "score_kind", str, path, fix),
+                direction=field(data, "direction", str, path, fix),
+                fingerprint=field(data, "fingerprint", str, path, fix),
             )
-        except (KeyError, InputError) as exc:
-            raise ArtifactError(path, f"calibration header is invalid: {exc}", fix="recalibrate") from None
+        except InputError as exc:
+            raise ArtifactError(path, f"calibration header is invalid: {exc}", fix=fix) from None
         calibrator.scores_ = np.sort(np.asarray([math.inf if s is None else s for s in scores], dtype=np.float64))
-        calibrator.n_calibration_ = len(scores)
-        calibrator.created_ = float(data.get("created", 0.0))
+        calibrator.n_calibration_ = n
+        calibrator.created_ = float(field(data, "created", (int, float), path, fix))
         return calibrator
 
     def __repr__(self) -> str:

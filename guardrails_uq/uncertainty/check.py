@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..call import Call
+from ..call import Call, TokenLogprob
 from ..checks import Signals
+from ..errors import CheckError
 from .deferral import PostHocDeferral
 from .sample_scores import sample_scores
 from .token_scores import TOKEN_SCORE_NAMES, token_scores
 
 _SAMPLE_NAMES = ("num_sem_sets", "eigv", "deg", "ecc")
+#: A log-probability above 0 is a probability above 1; providers round, so allow this much above 0.
+LOGPROB_TOLERANCE = 1e-4
+
+
+def validate_tokens(tokens: Sequence[TokenLogprob]) -> None:
+    """Raise CheckError when token logprobs cannot be a model's: a logprob (chosen or alternative) that is
+    not finite or above ``LOGPROB_TOLERANCE`` (a probability above 1)."""
+    for i, token in enumerate(tokens):
+        for where, value in (("logprob", token.logprob), *(("top alternative", a.logprob) for a in token.top)):
+            if not math.isfinite(value) or value > LOGPROB_TOLERANCE:
+                raise CheckError(
+                    "uncertainty",
+                    f"malformed model output: token {i} ({token.token!r}) has {where} {value!r}; "
+                    "a log-probability must be finite and <= 0",
+                )
 
 
 class UncertaintyCheck:
@@ -40,6 +58,7 @@ class UncertaintyCheck:
         values: dict[str, Any] = {"uncertainty.available": bool(tokens), "uncertainty.tokens": len(tokens or [])}
         evidence: dict[str, Any] = {}
         if tokens:
+            validate_tokens(tokens)
             scores = token_scores(tokens)
             values.update({f"uncertainty.{k}": v for k, v in scores.items()})
             values["uncertainty.score"] = scores[self.score]

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import digest, read_artifact, write_artifact
+from ..artifacts import field, read_artifact, write_artifact
 from ..call import TokenLogprob
 from ..errors import ArtifactError, InputError, NotFittedError
 from ..jsonl import read_jsonl
@@ -24,7 +24,7 @@ from ..metrics import auroc
 from .token_scores import QUANTILES, arrays, nll_quantiles, quantile_name
 
 KIND = "guardrails-uq/post-hoc-deferral"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the checksum covers every field (1 covered only the state)
 FEATURES: tuple[str, ...] = (*(quantile_name(q) for q in QUANTILES), "log_length")
 
 
@@ -95,27 +95,31 @@ class PostHocDeferral:
             "n_train": self.n_train_,
             "train_auroc": self.train_auroc_,
             "state": state,
-            "state_sha256": digest(state),
         }
         return write_artifact(path, data)
 
     @classmethod
     def load(cls, path: str | Path) -> PostHocDeferral:
         path = Path(path)
-        data = read_artifact(
-            path, kind=KIND, version=FORMAT_VERSION, what="post-hoc deferral model", checked="state",
-            fix="refit: guardrails-uq deferral fit ...",
-        )  # fmt: skip
+        fix = "refit: guardrails-uq deferral fit ..."
+        data = read_artifact(path, kind=KIND, version=FORMAT_VERSION, what="post-hoc deferral model", fix=fix)
         if data.get("features") != list(FEATURES):
-            raise ArtifactError(path, f"features {data.get('features')} differ from {list(FEATURES)}", fix="refit")
-        state: Any = data["state"]
-        model = cls(l2=data["l2"])
-        model.weights_ = np.asarray(state["weights"])
-        model.mean_ = np.asarray(state["mean"])
-        model.scale_ = np.asarray(state["scale"])
-        model.n_train_ = data["n_train"]
-        model.train_auroc_ = data["train_auroc"]
-        model.created_ = data["created"]
+            raise ArtifactError(path, f"features {data.get('features')} differ from {list(FEATURES)}", fix=fix)
+        state: dict[str, Any] = field(data, "state", dict, path, fix)
+        arrays = {}
+        for name, size in (("weights", len(FEATURES) + 1), ("mean", len(FEATURES)), ("scale", len(FEATURES))):
+            try:
+                array = np.asarray(state.get(name), dtype=np.float64)
+            except (TypeError, ValueError):
+                array = np.empty(0)
+            if array.shape not in ((size,),) or not np.all(np.isfinite(array)):
+                raise ArtifactError(path, f"state.{name} must hold {size} finite numbers", fix=fix)
+            arrays[name] = array
+        model = cls(l2=float(field(data, "l2", (int, float), path, fix)))
+        model.weights_, model.mean_, model.scale_ = arrays["weights"], arrays["mean"], arrays["scale"]
+        model.n_train_ = field(data, "n_train", int, path, fix)
+        model.train_auroc_ = field(data, "train_auroc", (int, float, type(None)), path, fix)
+        model.created_ = float(field(data, "created", (int, float), path, fix))
         return model
 
 

@@ -1,0 +1,144 @@
+"""The proxy app: routes, the request pipeline (auth and limits, parsing, the guarded exchange), access log.
+
+client ──▶ auth, rate, body size ──▶ parse ──▶ input phase ──(blocked: policy message, never forwarded)
+                                                  │ allowed (guidelines injected, logprobs requested)
+                                                  ▼
+                                             upstream model ──▶ output phase, every choice / chunk
+                                                                 ──▶ allow | abstain | escalate
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import PlainTextResponse, Response
+from prometheus_client import generate_latest
+
+from ..guard import Guard
+from . import wire
+from .config import ServeConfig
+from .exchange import Exchange, ProxyMetrics
+from .holder import PolicyHolder
+from .limits import RateLimiter, RequestRefused, client_key, read_body
+
+access_log = logging.getLogger("guardrails_uq.access")
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+
+
+class AccessLog:
+    """ASGI middleware: one log line per request with method, path, status and time, never the query string
+    (clients put keys there; ``?api_key=`` is refused, and must not be written to a log either)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]) -> None:  # fmt: skip
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [0]
+
+        async def sending(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            client = scope.get("client") or ("-", 0)
+            access_log.info(
+                '%s - "%s %s" %d %.1fms', client[0], scope["method"], scope["path"], status[0],
+                (time.perf_counter() - started) * 1e3,
+            )  # fmt: skip
+
+
+def create_app(config: ServeConfig, *, guard: Guard | None = None) -> FastAPI:
+    """The proxy as a FastAPI app (``guard`` fixes the Guard, for tests; otherwise it follows the file)."""
+    holder = PolicyHolder(config.policy, guard, config.reload_interval)
+    limiter = RateLimiter(config.rate_per_second, config.burst)
+    metrics = ProxyMetrics.create()
+    clients: dict[str, httpx.AsyncClient] = {}
+
+    def client() -> httpx.AsyncClient:
+        if "upstream" not in clients:
+            clients["upstream"] = httpx.AsyncClient(
+                timeout=config.timeout, limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)
+            )
+        return clients["upstream"]
+
+    exchange = Exchange(config, client, metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        holder.start()
+        try:
+            yield
+        finally:
+            if "upstream" in clients:
+                await clients["upstream"].aclose()
+            holder.close()
+
+    app = FastAPI(title="guardrails-uq proxy", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.add_middleware(AccessLog)  # type: ignore[arg-type]
+    app.state.holder = holder
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "policy": holder.current().policy.name, "reload_errors": holder.reload_errors}
+
+    @app.get("/metrics")
+    async def prometheus() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(metrics.registry).decode(), media_type="text/plain; version=0.0.4")
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(request: Request) -> Response:
+        try:
+            key = client_key(request, config.api_keys)
+            if not limiter.allow(key):
+                raise RequestRefused(429, "rate limit exceeded", "rate_limit_error")
+            raw = await read_body(request, config.max_body_bytes)
+        except RequestRefused as exc:  # before the Guard: not a decision about content
+            return wire.error_response(exc.status, str(exc), exc.kind)
+        stack = contextlib.ExitStack()
+        guard = stack.enter_context(holder.lease())
+        released = threading.Event()
+
+        def release() -> None:
+            if not released.is_set():
+                released.set()
+                stack.close()
+
+        try:
+            parsed = wire.parse_request(raw, max_choices=config.max_choices)
+        except RequestRefused as exc:  # a malformed request still leaves a Decision in the log
+            decision = exchange.refused(guard, exc)
+            release()
+            return wire.error_response(exc.status, str(exc), exc.kind, decision)
+        try:
+            return await exchange.respond(guard, parsed, release)
+        except BaseException:
+            release()
+            raise
+
+    return app
+
+
+def serve(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Run the proxy with uvicorn (blocking). uvicorn's own access log is off: it writes query strings."""
+    import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
+
+    log_config = {**LOGGING_CONFIG, "loggers": {**LOGGING_CONFIG["loggers"]}}
+    log_config["loggers"]["guardrails_uq"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    uvicorn.run(create_app(config), host=host, port=port, log_level="info", access_log=False, log_config=log_config)

@@ -1,0 +1,28 @@
+"""The proxy's settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class ServeConfig:
+    """Proxy settings. ``api_keys`` None: no client authentication (loopback use only).
+
+    ``max_body_bytes`` bounds a request body however it is sent (Content-Length or chunked);
+    ``max_choices`` bounds the ``n`` a client may ask for (each choice passes the output phase).
+    """
+
+    policy: Path
+    upstream: str
+    upstream_api_key_env: str | None = None
+    api_keys: set[str] | None = None
+    max_body_bytes: int = 1_000_000
+    rate_per_second: float = 50.0
+    burst: int = 100
+    timeout: float = 30.0
+    top_logprobs: int = 5
+    stream_window: int = 16
+    reload_interval: float = 1.0
+    max_choices: int = 8

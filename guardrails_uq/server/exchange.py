@@ -1,0 +1,344 @@
+"""The guarded exchange: input phase, upstream call, output phase for every choice or stream chunk.
+
+Every path that returns model text runs the output phase on exactly that text first: each choice of a
+completion gets its own Decision (a blocked one is replaced by the policy's message, with its tool calls
+dropped); a stream is held back by a :class:`~guardrails_uq.streaming.StreamGate` and only one choice may
+stream. Whatever cannot be checked (the input check raising, an upstream error, a malformed body, choice,
+chunk or logprob) becomes an on_error Decision that is recorded in the audit log, counted, and returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from fastapi.responses import Response, StreamingResponse
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from ..call import Message
+from ..decision import Action, CheckFailure, Decision
+from ..errors import InputError
+from ..guard import Guard, _message_for
+from ..streaming import StreamGate
+from . import wire
+from .config import ServeConfig
+
+
+class UpstreamFailure(Exception):
+    """The upstream could not answer: the HTTP status to return, the metrics label, a message."""
+
+    def __init__(self, status: int, kind: str, message: str) -> None:
+        self.status = status
+        self.kind = kind
+        super().__init__(message)
+
+
+@dataclass
+class ProxyMetrics:
+    """Prometheus instruments of one proxy app."""
+
+    registry: CollectorRegistry
+    decisions: Counter
+    upstream_errors: Counter
+    latency: Histogram
+    overhead: Histogram
+
+    @classmethod
+    def create(cls) -> ProxyMetrics:
+        registry = CollectorRegistry()
+        return cls(
+            registry=registry,
+            decisions=Counter("guardrails_decisions_total", "Final decisions", ["action", "rule"], registry=registry),
+            upstream_errors=Counter(
+                "guardrails_upstream_errors_total", "Upstream failures", ["kind"], registry=registry
+            ),
+            latency=Histogram("guardrails_request_seconds", "Request latency", ["stream"], registry=registry),
+            overhead=Histogram(
+                "guardrails_guard_seconds",
+                "Time spent in the Guard per request",
+                registry=registry,
+                buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+            ),
+        )
+
+    def count(self, decision: Decision) -> None:
+        self.decisions.labels(decision.action.value, decision.rule_label).inc()
+
+
+class Exchange:
+    """Runs one client request through the Guard and the upstream. Shared by all requests of an app."""
+
+    def __init__(self, config: ServeConfig, client: Callable[[], httpx.AsyncClient], metrics: ProxyMetrics) -> None:
+        import os
+
+        self.config = config
+        self.client = client
+        self.metrics = metrics
+        self.url = f"{config.upstream.rstrip('/')}/chat/completions"
+        key = os.environ.get(config.upstream_api_key_env) if config.upstream_api_key_env else None
+        self.upstream_headers = {"Authorization": f"Bearer {key}"} if key else {}
+
+    # -- decisions the proxy makes itself ---------------------------------------------------------------------
+
+    def failed(
+        self, guard: Guard, phase: str, where: str, exc: BaseException, request: str | None, *, count: bool = True
+    ) -> Decision:
+        """The on_error Decision for what the proxy could not check or serve (recorded; counted unless
+        ``count`` is False, for callers that count it themselves)."""
+        action = guard.policy.model.on_error
+        decision = Decision(
+            policy=guard.policy.name,
+            phase=phase,  # type: ignore[arg-type]
+            action=action,
+            message=_message_for(guard.policy, action, True),
+            errors=[CheckFailure(check=where, phase=phase, error=str(exc), type=type(exc).__name__)],  # type: ignore[arg-type]
+            metadata={"request": request} if request else {},
+        )
+        guard.record(decision)
+        if count:
+            self.metrics.count(decision)
+        return decision
+
+    def refused(self, guard: Guard, exc: Exception, request_text: str | None = None) -> Decision:
+        """Record a request refused as malformed (the response is a 4xx; the log still has it)."""
+        return self.failed(guard, "input", "request", exc, request_text)
+
+    # -- the exchange ---------------------------------------------------------------------------------------
+
+    async def respond(self, guard: Guard, request: wire.ChatRequest, release: Callable[[], None]) -> Response:
+        """The response to a validated request. ``release`` ends the Guard lease once the response is done
+        (at once for JSON, at the end of the stream for streams)."""
+        started = time.perf_counter()
+        user = next((m.content for m in reversed(request.messages) if m.role == "user"), None)
+        try:
+            before = await guard.abefore(request.messages)
+        except Exception as exc:  # could not check: on_error, never forwarded
+            return self._answer_alone(request, self.failed(guard, "input", "input", exc, user), release)
+        spent = time.perf_counter() - started
+        if before.final and before.action is not Action.ALLOW:
+            self.metrics.count(before)
+            self.metrics.overhead.observe(spent)
+            return self._answer_alone(request, before, release)
+        prompt = before.messages if before.messages is not None else request.messages
+        forward = {
+            **request.body,
+            "messages": [m.model_dump() for m in prompt],
+            "logprobs": True,
+            "top_logprobs": request.top_logprobs or self.config.top_logprobs,
+        }
+        if request.stream:
+            events = self._stream(guard, request, forward, prompt, before, spent, release)
+            return StreamingResponse(
+                events, media_type="text/event-stream", headers={"X-Guardrails-Input": before.action.value}
+            )
+        try:
+            return await self._complete(guard, request, forward, prompt, before, spent, started, user)
+        finally:
+            release()
+
+    def _answer_alone(self, request: wire.ChatRequest, decision: Decision, release: Callable[[], None]) -> Response:
+        """The guard's own answer (the policy message), in the form the client asked for."""
+        release()
+        text = decision.message or ""
+        headers = wire.headers(decision)
+        if request.stream:
+
+            async def events() -> AsyncIterator[bytes]:
+                for event in wire.blocked_stream(text, request.model, decision):
+                    yield event
+
+            return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+        choices = [wire.choice_json(i, text) for i in range(request.n)]
+        return wire.json_response(wire.completion_json(choices, request.model, decision), extra_headers=headers)
+
+    async def _post(self, forward: dict[str, Any]) -> Any:
+        try:
+            try:
+                response = await self.client().post(self.url, json=forward, headers=self.upstream_headers)
+            except (httpx.ConnectError, httpx.RemoteProtocolError):  # a stale pooled connection: one retry
+                self.metrics.upstream_errors.labels("retried").inc()
+                response = await self.client().post(self.url, json=forward, headers=self.upstream_headers)
+        except httpx.TimeoutException:
+            raise UpstreamFailure(504, "timeout", "upstream timed out") from None
+        except httpx.TransportError as exc:
+            raise UpstreamFailure(502, "connection", f"upstream connection failed: {exc}") from None
+        if response.status_code >= 400:
+            raise UpstreamFailure(
+                502,
+                f"status_{response.status_code}",
+                f"upstream returned {response.status_code}: {response.text[:200]}",
+            )
+        try:
+            return json.loads(response.content)
+        except (ValueError, RecursionError) as exc:
+            raise UpstreamFailure(502, "malformed", f"upstream returned a body that is not JSON: {exc}") from None
+
+    async def _complete(
+        self,
+        guard: Guard,
+        request: wire.ChatRequest,
+        forward: dict[str, Any],
+        prompt: list[Message],
+        before: Decision,
+        spent: float,
+        started: float,
+        user: str | None,
+    ) -> Response:
+        try:
+            answer = await self._post(forward)
+            choices = wire.parse_choices(answer)
+        except (UpstreamFailure, InputError) as exc:
+            status, kind = (exc.status, exc.kind) if isinstance(exc, UpstreamFailure) else (502, "malformed")
+            self.metrics.upstream_errors.labels(kind).inc()
+            decision = self.failed(guard, "output", "upstream", exc, user)
+            return wire.error_response(status, str(exc), "upstream_error", decision)
+        t0 = time.perf_counter()
+        several = len(choices[: request.n]) > 1
+        out, decisions = [], []
+        for index, choice in enumerate(choices[: request.n]):  # extra choices are never shown
+            body, decision = await self._decide_choice(guard, index, choice, prompt, before, request, user)
+            if several:
+                body["guardrails"] = wire.decision_json(decision)
+            out.append(body)
+            decisions.append(decision)
+        self.metrics.overhead.observe(spent + time.perf_counter() - t0)
+        for decision in decisions:
+            self.metrics.count(decision)
+        verdict = next((d for d in decisions if d.action is not Action.ALLOW), decisions[0])
+        self.metrics.latency.labels("false").observe(time.perf_counter() - started)
+        body = wire.completion_json(out, request.model, verdict, answer)
+        return wire.json_response(body, extra_headers=wire.headers(verdict))
+
+    async def _decide_choice(
+        self,
+        guard: Guard,
+        index: int,
+        choice: wire.ChoiceOutput | InputError,
+        prompt: list[Message],
+        before: Decision,
+        request: wire.ChatRequest,
+        user: str | None,
+    ) -> tuple[dict[str, Any], Decision]:
+        """The output phase (and escalation) for one choice, and the choice the client will see."""
+        if isinstance(choice, InputError):
+            self.metrics.upstream_errors.labels("malformed").inc()
+            decision = self.failed(guard, "output", f"choices[{index}]", choice, user, count=False)
+            return wire.choice_json(index, decision.message or ""), decision
+        try:
+            decision = await guard.aafter(choice.generation(), messages=prompt, context=before)
+            if decision.action is Action.ESCALATE:
+                decision = await guard.aescalate(prompt, decision, original=choice.checked_text)
+        except Exception as exc:
+            decision = self.failed(guard, "output", "output", exc, user, count=False)
+        if decision.action is Action.ALLOW:
+            return wire.choice_json(
+                index,
+                choice.content,
+                tool_calls=choice.tool_calls,
+                finish_reason=choice.finish_reason or "stop",
+                logprobs=choice.tokens if request.wants_logprobs else None,
+            ), decision
+        if decision.action is Action.ESCALATE and decision.answer is not None:
+            return wire.choice_json(index, decision.answer), decision
+        return wire.choice_json(index, decision.message or ""), decision
+
+    async def _stream(
+        self,
+        guard: Guard,
+        request: wire.ChatRequest,
+        forward: dict[str, Any],
+        prompt: list[Message],
+        before: Decision,
+        spent: float,
+        release: Callable[[], None],
+    ) -> AsyncIterator[bytes]:
+        started = time.perf_counter()
+        gate = StreamGate(guard, prompt, context=before, window=self.config.stream_window)
+        stream_id = f"guardrails-{before.id}"
+        model = request.model
+        user = before.metadata.get("request")
+        decided = False
+
+        def closing(text: str, decision: Decision) -> list[bytes]:
+            delta = {"content": text} if text else {}
+            return [wire.sse(wire.chunk_json(stream_id, model, delta, finish_reason="stop", decision=decision)),
+                    wire.SSE_DONE]  # fmt: skip
+
+        try:
+            try:
+                async with self.client().stream("POST", self.url, json=forward, headers=self.upstream_headers) as resp:
+                    if resp.status_code >= 400:
+                        raise UpstreamFailure(
+                            502, f"status_{resp.status_code}", f"upstream returned {resp.status_code}"
+                        )
+                    async for line in resp.aiter_lines():
+                        if not line.startswith("data:"):
+                            continue  # SSE comments, event names, keep-alive blank lines
+                        data = line[5:].strip()
+                        if data == "[DONE]":
+                            break
+                        delta = wire.parse_chunk(json.loads(data))
+                        if delta.empty:
+                            continue
+                        fields: dict[str, Any] = {}
+                        if delta.role is not None:
+                            fields["role"] = "assistant"
+                        if delta.content:
+                            fields["content"] = delta.content
+                        if delta.tool_calls:
+                            fields["tool_calls"] = delta.tool_calls
+                        payload = wire.chunk_json(
+                            stream_id, model, fields, logprobs=delta.tokens if request.wants_logprobs else None
+                        )
+                        for released in gate.push(delta.piece, payload, delta.tokens):
+                            yield wire.sse(released)
+                        if gate.cut is not None:
+                            break
+            except (httpx.TransportError, UpstreamFailure, InputError, ValueError, RecursionError) as exc:
+                kind = exc.kind if isinstance(exc, UpstreamFailure) else "stream"
+                self.metrics.upstream_errors.labels(kind).inc()
+                decision = self.failed(guard, "output", "upstream", exc, user)  # type: ignore[arg-type]
+                decided = True
+                for event in closing(decision.message or "", decision):
+                    yield event
+                return
+            t0 = time.perf_counter()
+            try:
+                released, decision = await asyncio.to_thread(gate.finish)
+                if decision.action is Action.ESCALATE:
+                    decision = await guard.aescalate(prompt, decision, original=gate.text)
+            except Exception as exc:
+                released, decision = [], self.failed(guard, "output", "output", exc, user, count=False)  # type: ignore[arg-type]
+            decided = True
+            self.metrics.overhead.observe(spent + time.perf_counter() - t0)
+            self.metrics.count(decision)
+            for chunk in released:
+                yield wire.sse(chunk)
+            if decision.action is Action.ALLOW:
+                for event in closing("", decision):
+                    yield event
+            else:
+                text = decision.answer if decision.answer is not None else (decision.message or "")
+                for event in closing(("\n\n" if gate.text and released else "") + text, decision):
+                    yield event
+            self.metrics.latency.labels("true").observe(time.perf_counter() - started)
+        except (GeneratorExit, asyncio.CancelledError):
+            if not decided:  # the client went away mid-stream: keep a record of what was streamed
+                guard.record(
+                    Decision(
+                        policy=guard.policy.name,
+                        phase="output",
+                        action=Action.ALLOW,
+                        final=False,
+                        generated=gate.text,
+                        metadata={"client_disconnected": True, "request": user},
+                    )
+                )
+            raise
+        finally:
+            release()

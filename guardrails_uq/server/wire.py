@@ -1,0 +1,384 @@
+"""The OpenAI chat-completions wire format, read strictly and written from what the Guard checked.
+
+Reading: a request body becomes a :class:`ChatRequest` (or RequestRefused(400) naming the field); an
+upstream choice becomes a :class:`ChoiceOutput` (or InputError: malformed model output, which the exchange
+turns into an on_error Decision). Writing: responses and stream events are rebuilt from allow-listed fields,
+never passed through, so nothing the output phase did not see (another choice, a tool call, a stray field)
+reaches the client; every body is strict JSON (:mod:`guardrails_uq.jsonsafe`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi.responses import Response
+
+from ..call import Generation, Message, TokenLogprob
+from ..decision import Decision
+from ..errors import InputError
+from ..jsonsafe import clean_text, dumpb
+from ..models.logprobs import from_openai_chat
+from .limits import RequestRefused
+
+_ROLES = {"system", "user", "assistant", "tool", "developer"}
+_TEXT_PARTS = {"text", "input_text"}
+
+
+@dataclass
+class ChatRequest:
+    """A client's chat-completions request, validated."""
+
+    body: dict[str, Any]
+    messages: list[Message]
+    stream: bool
+    n: int
+    wants_logprobs: bool
+    top_logprobs: int | None
+    model: str | None
+
+
+@dataclass
+class ChoiceOutput:
+    """One upstream choice as the Guard sees it: the text checked (content, then any tool calls written out),
+    the content alone, token logprobs, tool calls, finish reason."""
+
+    index: int
+    content: str
+    tokens: list[TokenLogprob] | None
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    finish_reason: str | None = None
+
+    @property
+    def checked_text(self) -> str:
+        """What the output phase reads: the content and every tool call's name and arguments."""
+        calls = [f"{c['function']['name']}({c['function']['arguments']})" for c in self.tool_calls]
+        return "\n".join([self.content, *calls]) if calls else self.content
+
+    def generation(self) -> Generation:
+        return Generation(text=self.checked_text, tokens=self.tokens)
+
+
+def _content(value: Any, where: str) -> str:
+    """Text of a message content: a string, null, or a list of text parts. Other parts (images, audio) are
+    refused: the guard cannot check what it cannot read."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, list):
+        texts = []
+        for i, part in enumerate(value):
+            if (
+                not isinstance(part, Mapping)
+                or part.get("type") not in _TEXT_PARTS
+                or not isinstance(part.get("text"), str)
+            ):
+                kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
+                raise ValueError(f"{where}[{i}] is a {kind!r} part; only text parts can be checked")
+            texts.append(clean_text(part["text"]))
+        return "".join(texts)
+    raise ValueError(f"{where} must be a string, null or a list of text parts, not {type(value).__name__}")
+
+
+def _integer(body: Mapping[str, Any], name: str, default: int | None, low: int, high: int) -> int | None:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise RequestRefused(400, f"invalid request: '{name}' must be an integer from {low} to {high}")
+    return value
+
+
+def parse_request(raw: bytes, *, max_choices: int) -> ChatRequest:
+    """Validate a request body; RequestRefused(400) naming the field otherwise."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise RequestRefused(400, f"invalid request: the body is not JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise RequestRefused(400, "invalid request: the body must be a JSON object")
+    raw_messages = body.get("messages")
+    if not isinstance(raw_messages, list) or not raw_messages:
+        raise RequestRefused(400, "invalid request: 'messages' must be a non-empty list")
+    messages = []
+    for i, m in enumerate(raw_messages):
+        if not isinstance(m, Mapping) or m.get("role") not in _ROLES:
+            raise RequestRefused(400, f"invalid request: messages[{i}] needs a role of {sorted(_ROLES)}")
+        try:
+            content = _content(m.get("content"), f"messages[{i}].content")
+        except ValueError as exc:
+            raise RequestRefused(400, f"invalid request: {exc}") from None
+        role = "system" if m["role"] == "developer" else m["role"]
+        messages.append(Message.model_validate({"role": role, "content": content}))
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool) and stream is not None:
+        raise RequestRefused(400, "invalid request: 'stream' must be true or false")
+    n = _integer(body, "n", 1, 1, max_choices) or 1
+    if stream and n > 1:
+        raise RequestRefused(
+            400, "invalid request: 'n' > 1 cannot be streamed through the guard (each choice must pass the "
+            "output phase before it is shown); send n=1 or stream=false",
+        )  # fmt: skip
+    model = body.get("model")
+    return ChatRequest(
+        body=body,
+        messages=messages,
+        stream=bool(stream),
+        n=n,
+        wants_logprobs=bool(body.get("logprobs")),
+        top_logprobs=_integer(body, "top_logprobs", None, 0, 20),
+        model=model if isinstance(model, str) else None,
+    )
+
+
+def _tool_calls(value: Any, where: str) -> list[dict[str, Any]]:
+    """Tool calls reduced to the fields a client needs; InputError when malformed."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InputError(f"{where}.tool_calls must be a list", source="upstream")
+    calls = []
+    for i, call in enumerate(value):
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
+            raise InputError(f"{where}.tool_calls[{i}] needs function.name", source="upstream")
+        arguments = function.get("arguments", "")
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments)
+        calls.append(
+            {
+                "id": str(call.get("id", "")),
+                "type": "function",
+                "function": {"name": clean_text(function["name"]), "arguments": clean_text(arguments)},
+            }
+        )
+    return calls
+
+
+def _logprobs(value: Any, where: str) -> list[TokenLogprob] | None:
+    if value is not None and not isinstance(value, Mapping):
+        raise InputError(f"{where}.logprobs must be an object with 'content'", source="upstream")
+    try:
+        return from_openai_chat(value)
+    except (TypeError, AttributeError, KeyError) as exc:
+        raise InputError(f"{where}.logprobs is malformed: {exc}", source="upstream") from None
+
+
+def parse_choices(answer: Any) -> list[ChoiceOutput | InputError]:
+    """Every choice of an upstream completion (a malformed one as its InputError, so it still gets a
+    Decision); InputError when the body itself has no usable choices."""
+    if not isinstance(answer, Mapping) or not isinstance(answer.get("choices"), list) or not answer["choices"]:
+        raise InputError("the upstream body has no 'choices' list", source="upstream")
+    out: list[ChoiceOutput | InputError] = []
+    for position, choice in enumerate(answer["choices"]):
+        where = f"choices[{position}]"
+        try:
+            if not isinstance(choice, Mapping) or not isinstance(choice.get("message"), Mapping):
+                raise InputError(f"{where} needs a 'message' object", source="upstream")
+            message = choice["message"]
+            try:
+                content = _content(message.get("content"), f"{where}.message.content")
+            except ValueError as exc:
+                raise InputError(str(exc), source="upstream") from None
+            refusal = message.get("refusal")
+            if isinstance(refusal, str) and refusal:
+                content = f"{content}\n{clean_text(refusal)}" if content else clean_text(refusal)
+            finish = choice.get("finish_reason")
+            out.append(
+                ChoiceOutput(
+                    index=position,
+                    content=content,
+                    tokens=_logprobs(choice.get("logprobs"), where),
+                    tool_calls=_tool_calls(message.get("tool_calls"), f"{where}.message"),
+                    finish_reason=finish if isinstance(finish, str) else None,
+                )
+            )
+        except InputError as exc:
+            out.append(exc)
+    return out
+
+
+@dataclass
+class ChunkDelta:
+    """One streamed chunk of choice 0: the text it adds (content, then tool-call argument fragments), the
+    content, tool-call fragments, token logprobs. ``empty`` chunks (usage, keep-alives) carry nothing."""
+
+    piece: str
+    content: str
+    tool_calls: list[dict[str, Any]]
+    tokens: list[TokenLogprob] | None
+    role: str | None
+
+    @property
+    def empty(self) -> bool:
+        return not self.piece and not self.tool_calls and self.role is None
+
+
+def parse_chunk(chunk: Any) -> ChunkDelta:
+    """A streamed chunk of a one-choice stream; InputError for anything else (another choice index, an
+    error event, a malformed delta): the stream then fails closed."""
+    if not isinstance(chunk, Mapping):
+        raise InputError("a stream event is not a JSON object", source="upstream")
+    if "error" in chunk:
+        raise InputError(f"the upstream sent an error event: {str(chunk['error'])[:200]}", source="upstream")
+    choices = chunk.get("choices")
+    if not isinstance(choices, list):
+        raise InputError("a stream chunk has no 'choices' list", source="upstream")
+    if not choices:
+        return ChunkDelta("", "", [], None, None)  # a usage-only chunk
+    if len(choices) != 1 or not isinstance(choices[0], Mapping) or choices[0].get("index", 0) != 0:
+        raise InputError("a stream chunk carries a choice other than index 0 (n=1 was asked)", source="upstream")
+    choice = choices[0]
+    delta = choice.get("delta") or {}
+    if not isinstance(delta, Mapping):
+        raise InputError("a stream chunk's delta is not an object", source="upstream")
+    try:
+        content = _content(delta.get("content"), "delta.content")
+    except ValueError as exc:
+        raise InputError(str(exc), source="upstream") from None
+    fragments = []
+    for i, call in enumerate(delta.get("tool_calls") or []):
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if not isinstance(function, Mapping):
+            raise InputError(f"delta.tool_calls[{i}] needs a function object", source="upstream")
+        name, arguments = function.get("name"), function.get("arguments")
+        if (name is not None and not isinstance(name, str)) or (
+            arguments is not None and not isinstance(arguments, str)
+        ):
+            raise InputError(f"delta.tool_calls[{i}].function fields must be strings", source="upstream")
+        fragment: dict[str, Any] = {"index": call.get("index", i) if isinstance(call.get("index"), int) else i}
+        if call.get("id") is not None:
+            fragment["id"] = str(call["id"])
+            fragment["type"] = "function"
+        fragment["function"] = {
+            k: clean_text(v) for k, v in (("name", name), ("arguments", arguments)) if v is not None
+        }
+        fragments.append(fragment)
+    piece = content + "".join(f["function"].get("name", "") + f["function"].get("arguments", "") for f in fragments)
+    role = delta.get("role")
+    return ChunkDelta(
+        piece=piece,
+        content=content,
+        tool_calls=fragments,
+        tokens=_logprobs(choice.get("logprobs"), "delta"),
+        role=role if isinstance(role, str) else None,
+    )
+
+
+# -- writing -------------------------------------------------------------------------------------------------
+
+
+#: What a client is shown of a Decision. Never the blocked answer (``generated``), the evidence (copied
+#: spans, the escalated-from answer), the injected prompt or the retrieved chunks: a refusal that carried the
+#: refused text would be no refusal. The audit log keeps the whole Decision under the same ``id``.
+CLIENT_FIELDS = frozenset(
+    {"format", "id", "time", "policy", "phase", "action", "final", "rule", "message", "inputs", "signals", "errors",
+     "timings_ms", "answer"}
+)  # fmt: skip
+
+
+def decision_json(decision: Decision) -> dict[str, Any]:
+    """The client's view of a Decision (:data:`CLIENT_FIELDS`) as a JSON-ready dict; strictness is applied
+    when the body is encoded."""
+    return decision.model_dump(mode="json", include=set(CLIENT_FIELDS))
+
+
+def headers(decision: Decision) -> dict[str, str]:
+    return {"X-Guardrails-Action": decision.action.value, "X-Guardrails-Decision": decision.id}
+
+
+def json_response(body: Any, status: int = 200, extra_headers: Mapping[str, str] | None = None) -> Response:
+    """A strict-JSON response (never NaN/Infinity, never an encoding error)."""
+    return Response(dumpb(body), status_code=status, media_type="application/json", headers=dict(extra_headers or {}))
+
+
+def error_response(status: int, message: str, kind: str, decision: Decision | None = None) -> Response:
+    body: dict[str, Any] = {"error": {"message": message, "type": kind}}
+    if decision is not None:
+        body["guardrails"] = decision_json(decision)
+    return json_response(body, status, headers(decision) if decision is not None else None)
+
+
+def choice_json(
+    index: int, content: str, *, tool_calls: list[dict[str, Any]] = (), finish_reason: str = "stop",  # type: ignore[assignment]
+    logprobs: list[TokenLogprob] | None = None, decision: Decision | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """One response choice; tool calls and logprobs only when the choice was allowed as is."""
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if tool_calls:
+        message["tool_calls"] = list(tool_calls)
+    choice: dict[str, Any] = {"index": index, "message": message, "finish_reason": finish_reason}
+    if logprobs is not None:
+        choice["logprobs"] = {"content": [token_json(t) for t in logprobs]}
+    if decision is not None:
+        choice["guardrails"] = decision_json(decision)
+    return choice
+
+
+def token_json(token: TokenLogprob) -> dict[str, Any]:
+    return {
+        "token": token.token,
+        "logprob": token.logprob,
+        "top_logprobs": [{"token": a.token, "logprob": a.logprob} for a in token.top],
+    }
+
+
+def completion_json(
+    choices: list[dict[str, Any]], model: str | None, decision: Decision, upstream: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """A chat.completion body carrying the request's verdict in ``guardrails``."""
+    upstream = upstream or {}
+    body: dict[str, Any] = {
+        "id": str(upstream.get("id") or f"guardrails-{decision.id}"),
+        "object": "chat.completion",
+        "created": upstream.get("created") if isinstance(upstream.get("created"), int) else int(time.time()),
+        "model": str(upstream.get("model") or model or "guardrails"),
+        "choices": choices,
+        "guardrails": decision_json(decision),
+    }
+    if isinstance(upstream.get("usage"), Mapping):
+        body["usage"] = upstream["usage"]
+    return body
+
+
+def sse(payload: Mapping[str, Any]) -> bytes:
+    """One server-sent event (strict JSON)."""
+    return b"data: " + dumpb(payload) + b"\n\n"
+
+
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+def chunk_json(
+    stream_id: str, model: str | None, delta: dict[str, Any], *, finish_reason: str | None = None,
+    logprobs: list[TokenLogprob] | None = None, decision: Decision | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """A chat.completion.chunk for choice 0."""
+    choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+    if logprobs is not None:
+        choice["logprobs"] = {"content": [token_json(t) for t in logprobs]}
+    body: dict[str, Any] = {
+        "id": stream_id,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model or "guardrails",
+        "choices": [choice],
+    }
+    if decision is not None:
+        body["guardrails"] = decision_json(decision)
+    return body
+
+
+def blocked_stream(text: str, model: str | None, decision: Decision) -> list[bytes]:
+    """The events of a stream the guard answered itself (input blocked, or not checkable): the policy
+    message, the Decision, ``[DONE]``; what an OpenAI SDK or ChatOpenAI client expects from ``stream=True``."""
+    stream_id = f"guardrails-{decision.id}"
+    return [
+        sse(chunk_json(stream_id, model, {"role": "assistant", "content": text})),
+        sse(chunk_json(stream_id, model, {}, finish_reason="stop", decision=decision)),
+        SSE_DONE,
+    ]
