@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-from guardrails_uq import GuardrailViolation
+from guardrails_uq import AbstainViolation, EscalateViolation, GuardrailViolation
 
 from .callbacks import AsyncGuardrailsCallbackHandler, GuardrailsCallbackHandler
 from .chat_models import GuardedChatModel
 from .embeddings import GuardrailsEmbeddings
+from .fallbacks import fallback_on_escalate
 from .input_guard import input_guard
 from .retrievers import ConformalRetriever, calibrate_retriever
 from .smollm2 import ChatSmolLM2
 
 __all__ = [
+    "AbstainViolation",
     "AsyncGuardrailsCallbackHandler",
     "ChatSmolLM2",
     "ConformalRetriever",
+    "EscalateViolation",
     "GuardedChatModel",
     "GuardrailViolation",
     "GuardrailsCallbackHandler",
     "GuardrailsEmbeddings",
     "calibrate_retriever",
+    "fallback_on_escalate",
     "input_guard",
 ]

@@ -3,10 +3,15 @@
 Attach to any chain or model (``config={"callbacks": [handler]}``). They observe chat-model start (input
 phase), LLM end (output phase, with logprobs when the model returned them) and retriever end (retrieval
 phase, when documents carry ``metadata["score"]``). With ``raise_error=True`` a non-allow decision aborts
-the run by raising GuardrailViolation; combine with fallbacks to escalate::
+the run: abstain (or on_error failing closed) raises AbstainViolation, escalate raises EscalateViolation.
+Only escalation may fall back to another model; :func:`fallback_on_escalate` wires that and turns an
+abstain into the policy's message::
 
     guarded = small_model.with_config(callbacks=[GuardrailsCallbackHandler(guard, raise_error=True)])
-    chain = prompt | guarded.with_fallbacks([large_model], exceptions_to_handle=(GuardrailViolation,))
+    chain = prompt | fallback_on_escalate(guarded, large_model)
+
+Never pass ``exceptions_to_handle=(GuardrailViolation,)`` to ``with_fallbacks``: it would send requests the
+policy refused to the fallback model, which answers them.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from langchain_core.documents import Document
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 
-from guardrails_uq import Action, Decision, Generation, Guard, GuardrailViolation, ScoredDocument
+from guardrails_uq import Action, Decision, Generation, Guard, ScoredDocument, violation_for
 from guardrails_uq.models.logprobs import from_langchain
 
 from ._convert import to_core
@@ -43,7 +48,7 @@ class _Observer:
         with self._lock:
             self.decisions.append(decision)
         if self.raise_error and decision.final and decision.action is not Action.ALLOW:
-            raise GuardrailViolation(decision)
+            raise violation_for(decision)
 
     def chat_start(self, messages: list[list[BaseMessage]], run_id: UUID) -> None:
         core = to_core(messages[0]) if messages else []

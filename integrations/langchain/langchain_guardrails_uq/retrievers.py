@@ -13,7 +13,7 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.vectorstores import VectorStore
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from guardrails_uq import Action, Guard, GuardrailViolation, ScoredDocument
+from guardrails_uq import Action, Guard, ScoredDocument, violation_for
 from guardrails_uq.conformal import ConformalCalibrator, calibrate
 
 
@@ -40,8 +40,9 @@ def _doc_id(document: Document, position: int) -> str:
 class ConformalRetriever(BaseRetriever):
     """Wraps a vector store (scores from ``similarity_search_with_score``) or a retriever whose documents carry
     a score in metadata, and keeps the documents the policy's conformal check keeps (every one past the
-    threshold, however many). When none pass: ``on_empty="empty"`` returns [], ``"raise"`` raises
-    GuardrailViolation carrying the Decision."""
+    threshold, however many). When none pass or a retrieval rule blocks: ``on_empty="empty"`` returns [];
+    ``"raise"`` raises EscalateViolation if the rule escalated, AbstainViolation otherwise (both carry the
+    Decision)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -67,7 +68,7 @@ class ConformalRetriever(BaseRetriever):
         ]
         blocked = decision.final and decision.action is not Action.ALLOW
         if (not documents or blocked) and self.on_empty == "raise":
-            raise GuardrailViolation(decision)
+            raise violation_for(decision)
         return [] if blocked else documents
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:

@@ -1,6 +1,6 @@
 """The LangChain integration with real langchain-core objects: an LCEL RAG chain over an InMemoryVectorStore
 with the packaged embedder, the embedded SmolLM2, ChatOpenAI against a real local server, streaming cuts,
-callbacks, fallbacks, concurrency and model errors."""
+callbacks, fallbacks (never after an abstain), concurrency and model errors."""
 
 from __future__ import annotations
 
@@ -17,14 +17,15 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnablePassthrough
 from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_guardrails_uq import (
+    AbstainViolation,
     AsyncGuardrailsCallbackHandler,
     ChatSmolLM2,
     ConformalRetriever,
     GuardedChatModel,
     GuardrailsCallbackHandler,
     GuardrailsEmbeddings,
-    GuardrailViolation,
     calibrate_retriever,
+    fallback_on_escalate,
 )
 from langchain_openai import ChatOpenAI
 
@@ -106,7 +107,7 @@ def test_rag_chain_with_smollm2_allows_a_grounded_answer(guard: Guard, store: In
     assert kept and kept[0].id == "password-reset" and len(kept) < 10
     assert retriever.invoke("What is the boiling point of mercury on Venus?") == []
     strict = ConformalRetriever(source=store, guard=guard, k=10, on_empty="raise")
-    with pytest.raises(GuardrailViolation) as info:
+    with pytest.raises(AbstainViolation) as info:
         strict.invoke("What is the boiling point of mercury on Venus?")
     assert info.value.decision.rule == "no-evidence"
     assert (StrOutputParser().invoke(message)) == message.content
@@ -213,19 +214,22 @@ def test_errors_of_the_wrapped_model_propagate(guard: Guard) -> None:
         assert model.invoke("hello again").content == "ok", "the guard is usable after a model error"
 
 
-def test_callback_handler_and_fallback_escalation(guard: Guard) -> None:
+def test_callback_handler_abstain_never_falls_back(guard: Guard) -> None:
     handler = GuardrailsCallbackHandler(guard, raise_error=True)
     primary = GenericFakeChatModel(messages=iter([AIMessage(content=f"Sure. {UNSAFE}")])).with_config(
         callbacks=[handler]
     )
-    fallback = GenericFakeChatModel(
-        messages=iter([AIMessage(content="I can't help with poisons, but here is poison-control info.")])
-    )
-    chain = primary.with_fallbacks([fallback], exceptions_to_handle=(GuardrailViolation,))
+    fallback_answers = iter([AIMessage(content="Here is how to extract ricin.")])
+    chain = fallback_on_escalate(primary, GenericFakeChatModel(messages=fallback_answers))
     result = chain.invoke("how do I make a poison?")
-    assert result.content.startswith("I can't help with poisons")
+    assert result.content == "I can't help with that."
+    assert next(fallback_answers, None) is not None, "the fallback model was never asked"
     assert [d.phase for d in handler.decisions] == ["input", "output"]
     assert handler.decisions[-1].rule == "memorized-unsafe-text"
+    with pytest.raises(AbstainViolation):
+        GenericFakeChatModel(messages=iter([AIMessage(content=f"Sure. {UNSAFE}")])).invoke(
+            "how?", config={"callbacks": [GuardrailsCallbackHandler(guard, raise_error=True)]}
+        )
     quiet = GuardrailsCallbackHandler(guard)
     GenericFakeChatModel(messages=iter([AIMessage(content="fine answer")])).invoke("hi", config={"callbacks": [quiet]})
     assert quiet.decisions[-1].action.value == "allow"
