@@ -63,6 +63,6 @@ __all__ = [
     "load_policy",
     "loads_policy",
     "open_audit",
-    "violation_for",
     "read_audit",
+    "violation_for",
 ]

@@ -162,7 +162,9 @@ class Guard:
         carries the target's answer in ``answer`` and both answers and the reason in ``evidence["escalation"]``.
         With no target (none configured, none passed) the Decision stays escalate with the policy's
         ``messages.escalate`` and ``evidence["escalation"]["target"]`` None: the request waits for review.
-        A target that fails yields the policy's on_error action, with the error recorded.
+        The target's answer passes the output phase like any other (``evidence["escalation"]["review"]``): a
+        blocked answer makes the Decision abstain; one that escalates again is withheld (escalate, no
+        ``answer``: human review). A target that fails yields the policy's on_error action, error recorded.
         ``target`` overrides the Guard's escalation target for this call."""
         started = time.perf_counter()
         target = target if target is not None else self._escalate_to
@@ -175,24 +177,37 @@ class Guard:
         errors = list(decision.errors)
         answer: str | None = None
         failed = False
+        review: Decision | None = None
         if target is None:
             record["note"] = "no escalation target is configured (escalation.model or escalate_to=)"
         else:
             try:
                 produced = target.generate(list(messages)) if hasattr(target, "generate") else target(list(messages))
-                answer = produced if isinstance(produced, str) else produced.text
-                if not isinstance(answer, str):
-                    raise CheckError("escalation", f"the target returned {type(answer).__name__}, not text")
+                generation = Generation(text=produced) if isinstance(produced, str) else produced
+                if not isinstance(generation, Generation):
+                    raise CheckError("escalation", f"the target returned {type(produced).__name__}, not text")
+                answer = generation.text
                 record["answer"] = answer
             except Exception as exc:
                 failed = True
                 answer = None
                 errors.append(CheckFailure(check="escalation", phase="output", error=str(exc), type=type(exc).__name__))
-        action = self.policy.model.on_error if failed else Action.ESCALATE
+            else:
+                review = self._review(messages, generation, decision)
+                record["review"] = {"action": review.action.value, "rule": review.rule_label, "inputs": review.inputs}
+                if review.action is not Action.ALLOW:  # the larger model's answer did not pass either
+                    answer = None
+                    errors.extend(review.errors)
         if failed:
-            message = _message_for(self.policy, action, True)
+            action, message = self.policy.model.on_error, _message_for(self.policy, self.policy.model.on_error, True)
+        elif review is not None and review.action is Action.ABSTAIN:
+            record["note"] = "the escalated answer was blocked by the output phase"
+            action, message = Action.ABSTAIN, review.message or self.policy.model.messages.abstain
+            decision = decision.model_copy(update={"rule": review.rule})
         else:
-            message = decision.message or self.policy.model.messages.escalate
+            if review is not None and review.action is Action.ESCALATE:
+                record["note"] = "the escalated answer escalated again: withheld for human review"
+            action, message = Action.ESCALATE, decision.message or self.policy.model.messages.escalate
         result = decision.model_copy(
             update={
                 "id": new_id(),
@@ -210,6 +225,12 @@ class Guard:
         if self.audit is not None:
             self.audit.write(result)
         return result
+
+    def _review(self, messages: Sequence[Message], generation: Generation, decision: Decision) -> Decision:
+        """The output phase on an escalation target's answer (not logged on its own: the escalation Decision
+        records it), with the earlier phases' signals as context. Every answer a user reads passes it."""
+        call = Call(messages=list(messages), generation=generation)
+        return self._phase("output", call, decision, final=True, record=False)
 
     async def aescalate(self, messages: Sequence[Message], decision: Decision, **kwargs: Any) -> Decision:
         """:meth:`escalate` in a worker thread."""

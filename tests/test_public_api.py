@@ -5,11 +5,11 @@ from __future__ import annotations
 import guardrails_uq
 
 EXPECTED = {
-    "Action", "ArtifactError", "Call", "Check", "CheckError", "CheckFailure", "CheckSpec", "CompiledPolicy",
-    "Decision", "Embedder", "Generation", "Guard", "GuardrailViolation", "GuardrailsError", "InputError",
+    "AbstainViolation", "Action", "ArtifactError", "Call", "Check", "CheckError", "CheckFailure", "CheckSpec", "CompiledPolicy",
+    "Decision", "Embedder", "EscalateViolation", "Generation", "Guard", "GuardrailViolation", "GuardrailsError", "InputError",
     "Message", "ModelError", "NotFittedError", "PolicyError", "RuleEvaluationError", "ScoredDocument",
     "SignalSpec", "Signals", "TokenLogprob", "TopLogprob", "__version__", "as_embedder", "load_policy",
-    "loads_policy", "open_audit", "read_audit",
+    "loads_policy", "open_audit", "read_audit", "violation_for",
 }  # fmt: skip
 
 

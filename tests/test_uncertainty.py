@@ -148,7 +148,8 @@ rules:
 
 def test_cascade_escalates_to_the_policy_target(monkeypatch) -> None:
     monkeypatch.setenv("LARGE_KEY", "k")
-    with ChatCompletionsServer(lambda request: "Paris, certainly.", api_key="k") as server:
+    large = Generation(text="Paris, certainly.", tokens=CONFIDENT)  # the larger model's logprobs: checked too
+    with ChatCompletionsServer(lambda request: large, api_key="k") as server:
         guard = Guard(loads_policy(POLICY.replace("URL", server.base_url)), audit=False)
         messages = [Message(role="user", content="Capital of France?")]
         confident = guard.after(Generation(text="Paris.", tokens=CONFIDENT), messages=messages)
@@ -163,8 +164,16 @@ def test_cascade_escalates_to_the_policy_target(monkeypatch) -> None:
             "original": "Lyon?",
             "target": f"large@{server.base_url}",
             "answer": "Paris, certainly.",
+            "review": {"action": "allow", "rule": "(default)", "inputs": {}},
         }
         assert guard.after("no logprobs here").rule == "no-logprobs"
+        # an escalated answer passes the output phase too: without logprobs this policy refuses it
+        blocked = guard.escalate(messages, unsure, target=lambda m: "Paris, I think.")
+        assert blocked.action is Action.ABSTAIN and blocked.answer is None and blocked.rule == "no-logprobs"
+        # and one the larger model is unsure of too is withheld for a human
+        again = guard.escalate(messages, unsure, target=lambda m: Generation(text="Lyon?", tokens=UNSURE))
+        assert again.action is Action.ESCALATE and again.answer is None
+        assert "human review" in again.evidence["escalation"]["note"]
 
 
 def test_failing_escalation_target_obeys_on_error(monkeypatch) -> None:
@@ -181,7 +190,7 @@ def test_callable_escalation_target() -> None:
     guard = Guard(
         loads_policy(POLICY.replace("URL", "http://127.0.0.1:9/v1").replace("api_key_env: LARGE_KEY, ", "")),
         audit=False,
-        escalate_to=lambda messages: Generation(text=f"{len(messages)} messages"),
+        escalate_to=lambda messages: Generation(text=f"{len(messages)} messages", tokens=CONFIDENT),
     )
     unsure = guard.after(Generation(text="?", tokens=UNSURE))
     assert guard.escalate([Message(role="user", content="q")], unsure).answer == "1 messages"
