@@ -5,11 +5,16 @@ Field names are stable: they are part of the audit log's format.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from .jsonsafe import clean_text
 from .types import SignalMap
+
+#: Text from outside (users, models, retrievers). Lone surrogates (which JSON escapes can carry but UTF-8
+#: cannot encode) become U+FFFD on the way in, so every Decision and log record holding it stays writable.
+Text = Annotated[str, AfterValidator(clean_text)]
 
 
 class _Data(BaseModel):
@@ -20,14 +25,14 @@ class Message(_Data):
     """One chat message."""
 
     role: Literal["system", "user", "assistant", "tool"]
-    content: str
+    content: Text
 
 
 class ScoredDocument(_Data):
     """A retrieved chunk with the retriever's score (higher = more similar unless the retriever says otherwise)."""
 
-    id: str
-    text: str = ""
+    id: Text
+    text: Text = ""
     score: float
     metadata: dict[str, object] = Field(default_factory=dict)
 
@@ -35,14 +40,14 @@ class ScoredDocument(_Data):
 class TopLogprob(_Data):
     """One alternative token considered at a position."""
 
-    token: str
+    token: Text
     logprob: float
 
 
 class TokenLogprob(_Data):
     """A generated token, its log-probability, and the top alternatives at its position."""
 
-    token: str
+    token: Text
     logprob: float
     top: list[TopLogprob] = Field(default_factory=list)
 
@@ -50,9 +55,9 @@ class TokenLogprob(_Data):
 class Generation(_Data):
     """What the app's model produced: text, optional per-token logprobs, optional extra samples."""
 
-    text: str
+    text: Text
     tokens: list[TokenLogprob] | None = None
-    samples: list[str] = Field(default_factory=list)
+    samples: list[Text] = Field(default_factory=list)
     model: str | None = None
 
 
@@ -64,7 +69,7 @@ class Call(_Data):
     """
 
     messages: list[Message] = Field(default_factory=list)
-    query: str | None = None
+    query: Text | None = None
     documents: list[ScoredDocument] | None = None
     generation: Generation | None = None
     signals: SignalMap = Field(default_factory=dict)
