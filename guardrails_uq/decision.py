@@ -48,12 +48,15 @@ class Decision(BaseModel):
     deciding rule read. ``messages`` is the prompt after guideline injection (input phase);
     ``documents`` the chunks kept (retrieval phase); ``generated`` the model's answer the output phase
     checked; ``answer`` the text returned to the user when the policy replaced or escalated it.
+    ``request_id`` ties together every phase's Decision of one request (a later phase inherits it from the
+    Decision passed as its ``context``); ``id`` names this one Decision.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     format: int = 1
     id: str = Field(default_factory=new_id)
+    request_id: str = Field(default_factory=new_id)
     time: float = Field(default_factory=time.time)
     policy: str
     phase: Phase

@@ -107,10 +107,12 @@ class Guard:
         *,
         signals: SignalMap | None = None,
         context: Decision | None = None,
+        request_id: str | None = None,
     ) -> Decision:
-        """Input phase: guideline injection and input rules. ``decision.messages`` is the prompt to send."""
+        """Input phase: guideline injection and input rules. ``decision.messages`` is the prompt to send.
+        ``request_id`` names the request (default: the context's, else a fresh one)."""
         call = Call(messages=list(messages), signals=signals or {})
-        return self._phase("input", call, context, final=False)
+        return self._phase("input", call, context, final=False, request_id=request_id)
 
     def retrieve(
         self,
@@ -119,10 +121,11 @@ class Guard:
         *,
         signals: SignalMap | None = None,
         context: Decision | None = None,
+        request_id: str | None = None,
     ) -> Decision:
         """Retrieval phase: conformal filtering and retrieval rules. ``decision.documents`` are the kept chunks."""
         call = Call(query=query, documents=list(documents), signals=signals or {})
-        return self._phase("retrieval", call, context, final=False)
+        return self._phase("retrieval", call, context, final=False, request_id=request_id)
 
     def after(
         self,
@@ -132,6 +135,7 @@ class Guard:
         signals: SignalMap | None = None,
         context: Decision | None = None,
         record: bool = True,
+        request_id: str | None = None,
     ) -> Decision:
         """Output phase: provenance and uncertainty checks, output rules, then the policy default.
 
@@ -139,7 +143,7 @@ class Guard:
         if isinstance(generation, str):
             generation = Generation(text=generation)
         call = Call(messages=list(messages), generation=generation, signals=signals or {})
-        return self._phase("output", call, context, final=True, record=record)
+        return self._phase("output", call, context, final=True, record=record, request_id=request_id)
 
     def check(self, call: Call) -> Decision:
         """Run every phase the call has data for (input: messages or query; retrieval: documents; output:
@@ -230,7 +234,8 @@ class Guard:
         """The output phase on an escalation target's answer (not logged on its own: the escalation Decision
         records it), with the earlier phases' signals as context. Every answer a user reads passes it."""
         call = Call(messages=list(messages), generation=generation)
-        return self._phase("output", call, decision, final=True, record=False)
+        context = decision.model_copy(update={"final": False})  # a context to read, not a verdict to repeat
+        return self._phase("output", call, context, final=True, record=False)
 
     async def aescalate(self, messages: Sequence[Message], decision: Decision, **kwargs: Any) -> Decision:
         """:meth:`escalate` in a worker thread."""
@@ -310,8 +315,19 @@ class Guard:
             self.audit.write(decision)
 
     def _phase(
-        self, phase: Phase, call: Call, context: Decision | None, *, final: bool, record: bool = True
+        self,
+        phase: Phase,
+        call: Call,
+        context: Decision | None,
+        *,
+        final: bool,
+        record: bool = True,
+        request_id: str | None = None,
     ) -> Decision:
+        if request_id is None and context is not None:
+            request_id = context.request_id
+        if context is not None and context.final and context.action is not Action.ALLOW:
+            return self._carried(phase, call, context, request_id, record)
         started = time.perf_counter()
         signals: SignalMap = dict(context.signals) if context is not None else {}
         signals.update(self._app_signals(call.signals))
@@ -397,6 +413,28 @@ class Guard:
             documents=documents,
             generated=call.generation.text if call.generation is not None else None,
             metadata=self._metadata(call, context),
+            **({"request_id": request_id} if request_id else {}),
+        )
+        if record and self.audit is not None:
+            self.audit.write(decision)
+        return decision
+
+    def _carried(self, phase: Phase, call: Call, context: Decision, request_id: str | None, record: bool) -> Decision:
+        """One request, one verdict: after an earlier phase abstained or escalated, a later phase repeats that
+        verdict without running its checks (an integration that carried on anyway still gets the earlier
+        answer; what it generated is logged in ``generated``)."""
+        decision = context.model_copy(
+            update={
+                "id": new_id(),
+                "time": time.time(),
+                "phase": phase,
+                "request_id": request_id or context.request_id,
+                "generated": call.generation.text if call.generation is not None else None,
+                "messages": None,
+                "documents": None,
+                "timings_ms": {},
+                "metadata": {**context.metadata, "decided_at": context.metadata.get("decided_at", context.phase)},
+            }
         )
         if record and self.audit is not None:
             self.audit.write(decision)

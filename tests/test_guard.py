@@ -165,3 +165,20 @@ def test_decision_json_round_trip(guard: Guard) -> None:
     again = type(decision).model_validate_json(decision.model_dump_json())
     assert again == decision
     assert "vip-review" in decision.explain()
+
+
+def test_one_request_one_id_and_an_earlier_abstain_is_the_verdict(guard: Guard) -> None:
+    calm = {"app.toxicity": 0.1, "app.user_tier": "free", "app.flags": []}
+    before = guard.before(USER, signals=calm)
+    retrieved = guard.retrieve("hello", [ScoredDocument(id="d", score=0.5)], context=before)
+    after = guard.after("hi", context=retrieved)
+    assert before.request_id == retrieved.request_id == after.request_id
+    assert len({before.id, retrieved.id, after.id}) == 3
+    assert guard.before(USER, signals=calm).request_id != before.request_id, "a new request, a new id"
+    assert guard.after("x", request_id="req-7").request_id == "req-7"
+    # an app that carries on after an input abstain still gets the abstain, and the log keeps what it generated
+    blocked = guard.before(USER, signals={**calm, "app.toxicity": 0.95})
+    carried = guard.after(Generation(text="Sure, here is how..."), context=blocked)
+    assert carried.action is Action.ABSTAIN and carried.rule == "toxic" and carried.message == "No."
+    assert carried.phase == "output" and carried.request_id == blocked.request_id
+    assert carried.generated == "Sure, here is how..." and carried.metadata["decided_at"] == "input"

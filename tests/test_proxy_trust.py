@@ -387,3 +387,15 @@ def test_query_string_keys_are_never_logged(folder: Path) -> None:
         _, err = process.communicate(timeout=30)
     assert "/v1/chat/completions" in err, "the request is in the access log"
     assert "sk-secret-123" not in err
+
+
+def test_one_request_id_across_the_proxys_decisions(folder: Path) -> None:
+    answers = iter(["Open Settings and choose Export.", f"Sure. {UNSAFE}"])
+    with ChatCompletionsServer(lambda request: next(answers)) as upstream:
+        config = ServeConfig(policy=folder / "policy.yaml", upstream=upstream.base_url)
+        with Running(create_app(config)) as base:
+            response = ask(base, "two answers please", n=2)
+    request_id = response.json()["guardrails"]["request_id"]
+    logged = list(read_audit(folder / "audit.jsonl"))
+    assert [d.phase for d in logged] == ["input", "output", "output"]
+    assert {d.request_id for d in logged} == {request_id}

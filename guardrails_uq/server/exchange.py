@@ -86,7 +86,15 @@ class Exchange:
     # -- decisions the proxy makes itself ---------------------------------------------------------------------
 
     def failed(
-        self, guard: Guard, phase: str, where: str, exc: BaseException, request: str | None, *, count: bool = True
+        self,
+        guard: Guard,
+        phase: str,
+        where: str,
+        exc: BaseException,
+        request: str | None,
+        *,
+        count: bool = True,
+        request_id: str | None = None,
     ) -> Decision:
         """The on_error Decision for what the proxy could not check or serve (recorded; counted unless
         ``count`` is False, for callers that count it themselves)."""
@@ -98,6 +106,7 @@ class Exchange:
             message=_message_for(guard.policy, action, True),
             errors=[CheckFailure(check=where, phase=phase, error=str(exc), type=type(exc).__name__)],  # type: ignore[arg-type]
             metadata={"request": request} if request else {},
+            **({"request_id": request_id} if request_id else {}),
         )
         guard.record(decision)
         if count:
@@ -195,7 +204,7 @@ class Exchange:
         except (UpstreamFailure, InputError) as exc:
             status, kind = (exc.status, exc.kind) if isinstance(exc, UpstreamFailure) else (502, "malformed")
             self.metrics.upstream_errors.labels(kind).inc()
-            decision = self.failed(guard, "output", "upstream", exc, user)
+            decision = self.failed(guard, "output", "upstream", exc, user, request_id=before.request_id)
             return wire.error_response(status, str(exc), "upstream_error", decision)
         t0 = time.perf_counter()
         several = len(choices[: request.n]) > 1
@@ -227,14 +236,16 @@ class Exchange:
         """The output phase (and escalation) for one choice, and the choice the client will see."""
         if isinstance(choice, InputError):
             self.metrics.upstream_errors.labels("malformed").inc()
-            decision = self.failed(guard, "output", f"choices[{index}]", choice, user, count=False)
+            decision = self.failed(
+                guard, "output", f"choices[{index}]", choice, user, count=False, request_id=before.request_id
+            )
             return wire.choice_json(index, decision.message or ""), decision
         try:
             decision = await guard.aafter(choice.generation(), messages=prompt, context=before)
             if decision.action is Action.ESCALATE:
                 decision = await guard.aescalate(prompt, decision, original=choice.checked_text)
         except Exception as exc:
-            decision = self.failed(guard, "output", "output", exc, user, count=False)
+            decision = self.failed(guard, "output", "output", exc, user, count=False, request_id=before.request_id)
         if decision.action is Action.ALLOW:
             return wire.choice_json(
                 index,
@@ -302,7 +313,7 @@ class Exchange:
             except (httpx.TransportError, UpstreamFailure, InputError, ValueError, RecursionError) as exc:
                 kind = exc.kind if isinstance(exc, UpstreamFailure) else "stream"
                 self.metrics.upstream_errors.labels(kind).inc()
-                decision = self.failed(guard, "output", "upstream", exc, user)  # type: ignore[arg-type]
+                decision = self.failed(guard, "output", "upstream", exc, user, request_id=before.request_id)  # type: ignore[arg-type]
                 decided = True
                 for event in closing(decision.message or "", decision):
                     yield event
@@ -313,7 +324,18 @@ class Exchange:
                 if decision.action is Action.ESCALATE:
                     decision = await guard.aescalate(prompt, decision, original=gate.text)
             except Exception as exc:
-                released, decision = [], self.failed(guard, "output", "output", exc, user, count=False)  # type: ignore[arg-type]
+                released, decision = (
+                    [],
+                    self.failed(
+                        guard,
+                        "output",
+                        "output",
+                        exc,
+                        user,
+                        count=False,
+                        request_id=before.request_id,  # type: ignore[arg-type]
+                    ),
+                )
             decided = True
             self.metrics.overhead.observe(spent + time.perf_counter() - t0)
             self.metrics.count(decision)
@@ -337,6 +359,7 @@ class Exchange:
                         final=False,
                         generated=gate.text,
                         metadata={"client_disconnected": True, "request": user},
+                        request_id=before.request_id,
                     )
                 )
             raise

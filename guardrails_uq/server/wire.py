@@ -276,7 +276,7 @@ def parse_chunk(chunk: Any) -> ChunkDelta:
 #: spans, the escalated-from answer), the injected prompt or the retrieved chunks: a refusal that carried the
 #: refused text would be no refusal. The audit log keeps the whole Decision under the same ``id``.
 CLIENT_FIELDS = frozenset(
-    {"format", "id", "time", "policy", "phase", "action", "final", "rule", "message", "inputs", "signals", "errors",
+    {"format", "id", "request_id", "time", "policy", "phase", "action", "final", "rule", "message", "inputs", "signals", "errors",
      "timings_ms", "answer"}
 )  # fmt: skip
 
