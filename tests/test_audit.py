@@ -57,7 +57,7 @@ def test_jsonl_survives_a_process_killed_mid_write(tmp_path: Path) -> None:
     assert len(before) >= 10
     assert [d.metadata["i"] for d in before] == list(range(len(before)))
     assert report.skipped, "the torn record is reported"
-    # a new writer starts on a fresh line: its record is readable
+    # a new writer's record starts with its own RS, so it is readable right after the torn one
     audit = open_audit(log)
     from guardrails_uq import Decision
 
