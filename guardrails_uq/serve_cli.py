@@ -42,6 +42,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         rate_per_second=args.rate,
         burst=args.burst,
         timeout=args.timeout,
+        stream_mode=args.stream_mode,
+        stream_window=args.stream_window,
     )
     serve(config, host=args.host, port=args.port)
     return 0
@@ -67,6 +69,13 @@ def register_cli(commands: argparse._SubParsersAction, groups: dict) -> None:  #
     p.add_argument("--rate", type=float, default=50.0, help="requests per second per client key")
     p.add_argument("--burst", type=int, default=100)
     p.add_argument("--timeout", type=float, default=30.0, help="upstream timeout in seconds")
+    p.add_argument(
+        "--stream-mode",
+        choices=("cut", "buffer"),
+        default="cut",
+        help="cut: hold --stream-window chunks back and cut on a violation; buffer: release nothing until decided",
+    )
+    p.add_argument("--stream-window", type=int, default=16, help="chunks held back (and decided on) in cut mode")
     p.set_defaults(handler=_cmd_serve)
 
     p = commands.add_parser("replay", help="re-decide logged calls under another policy (what-if)")

@@ -1,23 +1,37 @@
-"""Guarding a streamed answer: hold back a window of pieces, cut the stream when a rule trips.
+"""Guarding a streamed answer: hold back a window of pieces, decide on the answer so far, cut on a violation.
 
 Integrations push each streamed piece (with its token logprobs, if any) into a :class:`StreamGate` and
-emit what it releases. Pieces are held back only ``window`` pieces deep. When the policy has a provenance
-check, each piece also feeds an incremental span matcher; as soon as a copied span's BCI reaches
-``alert_bci`` the output rules run on the answer so far, and a non-allow decision cuts the stream: the
-held pieces are never released and the integration ends the stream with the policy's message. At the end
-of the stream the output phase runs on the whole answer (uncertainty needs every token), with the same
-consequences for whatever is still held.
+emit what it releases. Two modes:
+
+* ``cut`` (default): pieces are held back ``window`` pieces deep. Every ``window`` pieces, and at once when
+  the incremental span matcher sees a copied span whose BCI reaches ``alert_bci``, the output rules run on
+  the answer so far (every output check, on the prefix; not logged). A non-allow decision cuts the stream:
+  the held pieces are never released, the cut Decision is logged, and the integration ends the stream with
+  the policy's message (or the escalation's answer). At the end, the output phase runs on the whole answer.
+* ``buffer``: nothing is released until the output phase has decided on the whole answer; for apps that
+  prefer latency to exposure.
+
+Which verdicts can change after a cut. Scores that only grow as tokens arrive (``provenance.bci_max``,
+``provenance.longest_span``, ``uncertainty.g_nll``, ``uncertainty.max_nll``, ``uncertainty.tokens``) trip on
+a prefix only if they would trip on the whole answer, so a cut on them is the verdict the end would give,
+earlier. Averages and quantiles (``uncertainty.mean_nll``, ``perplexity``, ``nll_q*``, ``mean_entropy``)
+can fall again as confident tokens follow: a cut on them decides on the prefix the user was about to read
+(the Decision records ``metadata["stream_prefix_tokens"]``). A cut is final either way: the gate never
+un-cuts, because the held text was never shown. Apps that want end-of-answer semantics for averages use
+``buffer`` mode, or ``incremental=False`` (rules on the prefix only when a copied span alerts).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from .call import Generation, Message, TokenLogprob
 from .decision import Action, Decision
 from .guard import Guard
+
+StreamMode = Literal["cut", "buffer"]
 
 
 class StreamGate:
@@ -31,16 +45,27 @@ class StreamGate:
         context: Decision | None = None,
         window: int = 16,
         alert_bci: float = 20.0,
+        mode: StreamMode = "cut",
+        incremental: bool = True,
     ) -> None:
+        """``window``: pieces held back (and the cadence of incremental decisions) in ``cut`` mode;
+        ``incremental``: run the output rules on the prefix every ``window`` pieces (not only on a copied-span
+        alert)."""
+        if mode not in ("cut", "buffer"):
+            raise ValueError(f"mode must be 'cut' or 'buffer', not {mode!r}")
         self.guard = guard
         self.messages = list(messages)
         self.context = context
-        self.window = window
+        self.window = max(int(window), 0)
+        self.mode: StreamMode = mode
+        self.incremental = incremental
         self.text = ""
         self.tokens: list[TokenLogprob] = []
         self.has_logprobs = False
         self.cut: Decision | None = None
+        self.checks_run = 0
         self._held: deque[Any] = deque()
+        self._since_check = 0
         self._provenance = None
         for check in guard.checks["output"]:
             if check.name == "provenance":
@@ -51,8 +76,22 @@ class StreamGate:
     def _generation(self) -> Generation:
         return Generation(text=self.text, tokens=list(self.tokens) if self.has_logprobs else None)
 
+    def _decide_prefix(self) -> bool:
+        """The output rules on the answer so far; True (and the stream cut) when they do not allow it."""
+        self.checks_run += 1
+        self._since_check = 0
+        decision = self.guard.after(self._generation(), messages=self.messages, context=self.context, record=False)
+        if decision.action is Action.ALLOW:
+            return False
+        metadata = {**decision.metadata, "stream_cut": True, "stream_prefix_tokens": len(self.tokens)}
+        self.cut = decision.model_copy(update={"metadata": metadata})
+        self.guard.record(self.cut)
+        self._held.clear()
+        return True
+
     def push(self, piece: str, payload: Any, tokens: Sequence[TokenLogprob] | None = None) -> list[Any]:
-        """Add a streamed piece; returns the payloads now safe to emit ([] once the stream is cut)."""
+        """Add a streamed piece; returns the payloads now safe to emit ([] once the stream is cut, and
+        always [] in ``buffer`` mode)."""
         if self.cut is not None:
             return []
         self.text += piece
@@ -60,13 +99,13 @@ class StreamGate:
             self.has_logprobs = True
             self.tokens.extend(tokens)
         self._held.append(payload)
-        if self._provenance is not None and self._provenance.feed(piece) is not None:
-            decision = self.guard.after(self._generation(), messages=self.messages, context=self.context, record=False)
-            if decision.action is not Action.ALLOW:
-                self.cut = decision.model_copy(update={"metadata": {**decision.metadata, "stream_cut": True}})
-                self.guard.record(self.cut)
-                self._held.clear()
-                return []
+        self._since_check += 1
+        alerted = self._provenance is not None and self._provenance.feed(piece) is not None
+        due = self.incremental and self.mode == "cut" and self._since_check >= max(self.window, 1)
+        if (alerted or due) and self._decide_prefix():
+            return []
+        if self.mode == "buffer":
+            return []
         released = []
         while len(self._held) > self.window:
             released.append(self._held.popleft())

@@ -12,6 +12,8 @@ class ServeConfig:
 
     ``max_body_bytes`` bounds a request body however it is sent (Content-Length or chunked);
     ``max_choices`` bounds the ``n`` a client may ask for (each choice passes the output phase).
+    ``stream_mode``: ``cut`` (hold ``stream_window`` chunks back, decide on the prefix as it grows, cut on a
+    violation) or ``buffer`` (release nothing until the whole answer is decided).
     """
 
     policy: Path
@@ -26,3 +28,4 @@ class ServeConfig:
     stream_window: int = 16
     reload_interval: float = 1.0
     max_choices: int = 8
+    stream_mode: str = "cut"

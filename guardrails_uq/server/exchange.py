@@ -269,7 +269,13 @@ class Exchange:
         release: Callable[[], None],
     ) -> AsyncIterator[bytes]:
         started = time.perf_counter()
-        gate = StreamGate(guard, prompt, context=before, window=self.config.stream_window)
+        gate = StreamGate(
+            guard,
+            prompt,
+            context=before,
+            window=self.config.stream_window,
+            mode=self.config.stream_mode,  # type: ignore[arg-type]
+        )
         stream_id = f"guardrails-{before.id}"
         model = request.model
         user = before.metadata.get("request")
