@@ -171,10 +171,10 @@ def main() -> None:
         print(f"       Q: {request['text'][:100]}\n       A: {answer.strip()[:100]!r}", flush=True)
     guard.close()
     decisions = list(read_audit(audit_path))
-    answered = stats(d for d in decisions if d.final and "escalation" not in d.evidence)  # one per request
+    requests = stats(decisions)["requests"]  # the Decisions of one request share its request_id
     report = write_report(decisions, out / "report.html", title="guardrails-uq demo")
-    print(f"\n{len(decisions)} decisions in the audit log {audit_path} (every phase, and each escalation)")
-    print(f"per request: {answered['by_action']}; by rule: {answered['by_rule']}")
+    print(f"\n{requests['total']} requests, {len(decisions)} decisions in the audit log {audit_path}")  # type: ignore[index]
+    print(f"per request: {requests['by_action']}; by rule: {requests['by_rule']}")  # type: ignore[index]
     print(f"HTML report: {report.resolve()}")
     print(f"done in {time.perf_counter() - started:.0f} s")
 

@@ -46,7 +46,7 @@ from typing import BinaryIO, Protocol
 
 import pydantic_core
 
-from .decision import Decision
+from .decision import Action, Decision
 from .errors import ArtifactError, InputError
 from .jsonsafe import clean_text
 
@@ -405,13 +405,52 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
 
 
+@dataclass
+class RequestRecord:
+    """Every logged Decision of one request (same ``request_id``), in log order."""
+
+    request_id: str
+    decisions: list[Decision] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> Decision | None:
+        """What the request got: its first final Decision that is not allow (a block, a replaced choice),
+        else its last final allow; None when no phase decided finally (a provisional pass only, e.g. a
+        client that went away, or an app that never ran the output phase)."""
+        finals = [d for d in self.decisions if d.final]
+        return next((d for d in finals if d.action is not Action.ALLOW), finals[-1] if finals else None)
+
+    @property
+    def action(self) -> str:
+        """The verdict's action, or ``incomplete``."""
+        verdict = self.verdict
+        return verdict.action.value if verdict is not None else "incomplete"
+
+    @property
+    def rule_label(self) -> str:
+        verdict = self.verdict
+        return verdict.rule_label if verdict is not None else "(incomplete)"
+
+
+def group_requests(decisions: Iterable[Decision]) -> list[RequestRecord]:
+    """Decisions joined by ``request_id``, requests in order of first appearance (logs written before request
+    ids existed give one request per Decision)."""
+    requests: dict[str, RequestRecord] = {}
+    for decision in decisions:
+        requests.setdefault(decision.request_id, RequestRecord(decision.request_id)).decisions.append(decision)
+    return list(requests.values())
+
+
 def stats(decisions: Iterable[Decision]) -> dict[str, object]:
-    """Counts by action, by rule and by phase, and p50/p90/p99 of every numeric signal."""
+    """Requests (by verdict action and deciding rule), decisions (by action, rule and phase), and p50/p90/p99
+    of every numeric signal."""
     by_action: Counter[str] = Counter()
     by_rule: Counter[str] = Counter()
     by_phase: Counter[str] = Counter()
     numeric: dict[str, list[float]] = {}
     total = 0
+    decisions = list(decisions)
+    requests = group_requests(decisions)
     for decision in decisions:
         total += 1
         by_action[decision.action.value] += 1
@@ -431,6 +470,11 @@ def stats(decisions: Iterable[Decision]) -> dict[str, object]:
             "p99": _percentile(values, 99),
         }
     return {
+        "requests": {
+            "total": len(requests),
+            "by_action": dict(Counter(r.action for r in requests).most_common()),
+            "by_rule": dict(Counter(r.rule_label for r in requests).most_common()),
+        },
         "total": total,
         "by_action": dict(by_action.most_common()),
         "by_rule": dict(by_rule.most_common()),

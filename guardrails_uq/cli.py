@@ -103,7 +103,7 @@ def _cmd_audit_tail(args: argparse.Namespace) -> int:
             stamp = datetime.fromtimestamp(decision.time, tz=UTC).isoformat(timespec="milliseconds")
             print(f"{stamp}  {decision.phase:<9}  {decision.action.value:<8}  {rule}")
     if report.skipped:
-        print(f"warning: skipped {len(report.skipped)} damaged line(s): {report.skipped[:10]}", file=sys.stderr)
+        print(f"warning: skipped {len(report.skipped)} damaged record(s): {report.skipped[:10]}", file=sys.stderr)
     return 0
 
 
@@ -116,9 +116,17 @@ def _cmd_audit_stats(args: argparse.Namespace) -> int:
     if args.json:
         print(dumps_stats(summary))
         return 0
-    print(f"{summary['total']} decisions ({summary['damaged_lines']} damaged lines skipped)")
+    requests = summary["requests"]
+    print(
+        f"{requests['total']} requests, {summary['total']} decisions "  # type: ignore[index]
+        f"({summary['damaged_lines']} damaged records skipped)"
+    )
+    for title in ("by_action", "by_rule"):
+        print(f"requests {title.replace('_', ' ')}:")
+        for key, count in requests[title].items():  # type: ignore[index]
+            print(f"  {key:<30} {count}")
     for title in ("by_action", "by_rule", "by_phase"):
-        print(f"{title.replace('_', ' ')}:")
+        print(f"decisions {title.replace('_', ' ')}:")
         for key, count in summary[title].items():  # type: ignore[attr-defined]
             print(f"  {key:<30} {count}")
     if summary["signals"]:

@@ -1,6 +1,7 @@
 """``guardrails-uq report``: one self-contained HTML file explaining every decision of an audit log.
 
-For each decision: action, rule and the values it read; the model's answer with every token coloured by
+One card per request (its Decisions joined by ``request_id``: input, retrieval, output, every choice), with
+the request's verdict; for each Decision: action, rule and the values it read; the model's answer with every token coloured by
 its probability (green = confident, red = unsure; hover for the value), copied corpus spans highlighted
 with their BCI; the guidelines injected; the chunks kept and dropped against the conformal threshold.
 Summary charts (actions, rules, score distributions) are inline SVG. No scripts, no external resources.
@@ -14,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from .audit import RequestRecord, group_requests
 from .decision import Decision
 
 _ACTION_COLOURS = {"allow": "#2e7d32", "abstain": "#c62828", "escalate": "#ef6c00"}
@@ -35,7 +37,7 @@ h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem}.charts{display:flex;fle
 .meta{color:#666;font-size:.85rem}.answer{background:#f5f5f5;padding:.5rem;border-radius:4px;white-space:pre-wrap;line-height:1.7}
 .tok{border-radius:3px;padding:0 1px}mark{background:#ffeb3b;outline:2px solid #f57f17}
 table{border-collapse:collapse;font-size:.85rem;margin:.3rem 0}td,th{border:1px solid #ddd;padding:.2rem .5rem;text-align:left}
-.kept{color:#2e7d32}.dropped{color:#999;text-decoration:line-through}details{margin:.3rem 0}
+.phase{border-top:1px solid #eee;padding-top:.3rem}.kept{color:#2e7d32}.dropped{color:#999;text-decoration:line-through}details{margin:.3rem 0}
 """
 
 
@@ -165,19 +167,44 @@ def _retrieval_html(decision: Decision) -> str:
     )
 
 
-def _card(decision: Decision) -> str:
+def _badge(action: str) -> str:
+    return f'<span class="badge" style="background:{_ACTION_COLOURS.get(action, "#555")}">{action.upper()}</span>'
+
+
+def _request_text(record: RequestRecord) -> str | None:
+    for decision in record.decisions:
+        if decision.metadata.get("request"):
+            return str(decision.metadata["request"])
+        user = next((m.content for m in reversed(decision.messages or []) if m.role == "user"), None)
+        if user:
+            return user[-300:]
+    return None
+
+
+def _request_card(record: RequestRecord) -> str:
+    """One card per request: its verdict, then every phase's Decision (input, retrieval, output, choices)."""
+    action = record.action
+    parts = [
+        f'<div class="card {action}">{_badge(action)} <b>{_esc(record.rule_label)}</b> '
+        f'<span class="meta">request {_esc(record.request_id[:12])} · {len(record.decisions)} decision(s)</span>'
+    ]
+    request = _request_text(record)
+    if request:
+        parts.append(f"<p><b>Request:</b> {_esc(request)}</p>")
+    parts += [_phase_section(d) for d in record.decisions]
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def _phase_section(decision: Decision) -> str:
     action = decision.action.value
     reads = "".join(f"<li><code>{_esc(k)}</code> = {_esc(v)}</li>" for k, v in decision.inputs.items())
     errors = "".join(f"<li>{_esc(e.check)}: {_esc(e.type)}: {_esc(e.error)}</li>" for e in decision.errors)
-    user = next((m.content for m in reversed(decision.messages or []) if m.role == "user"), None)
     parts = [
-        f'<div class="card {action}"><span class="badge" style="background:{_ACTION_COLOURS.get(action, "#555")}">{action.upper()}</span> ',
-        f'<b>{_esc(decision.rule_label)}</b> <span class="meta">{_esc(decision.phase)} phase · {_esc(decision.policy)} · {decision.timings_ms.get("total", 0):.1f} ms</span>',
+        f'<details open class="phase"><summary>{_esc(decision.phase)} phase: {_badge(action)} '
+        f'<b>{_esc(decision.rule_label)}</b> <span class="meta">{_esc(decision.policy)} · '
+        f"{decision.timings_ms.get('total', 0):.1f} ms</span></summary>",
     ]
-    if decision.metadata.get("request"):
-        parts.append(f"<p><b>Request:</b> {_esc(decision.metadata['request'])}</p>")
-    elif user:
-        parts.append(f"<p><b>Request:</b> {_esc(user[-300:])}</p>")
     if reads:
         parts.append(f'<p class="meta">Values the rule read:</p><ul>{reads}</ul>')
     if decision.message and action != "allow":
@@ -187,29 +214,29 @@ def _card(decision: Decision) -> str:
     parts += [_answer_html(decision), _guidelines_html(decision), _retrieval_html(decision)]
     if errors:
         parts.append(f"<p>Errors:</p><ul>{errors}</ul>")
-    parts.append("</div>")
+    parts.append("</details>")
     return "".join(parts)
 
 
 def render(decisions: Iterable[Decision], *, title: str = "guardrails-uq decisions") -> str:
     """The report as one HTML string."""
     decisions = list(decisions)
-    finals = [d for d in decisions if d.final]
-    by_action = Counter(d.action.value for d in finals)
-    by_rule = Counter(d.rule_label for d in finals)
+    requests = group_requests(decisions)
+    by_action = Counter(r.action for r in requests)
+    by_rule = Counter(r.rule_label for r in requests)
     charts = [
-        _bar_chart("Actions (final decisions)", dict(by_action), _ACTION_COLOURS),
+        _bar_chart("Actions (requests)", dict(by_action), _ACTION_COLOURS),
         _bar_chart("Deciding rule", dict(by_rule)),
     ]
     for name in _HISTOGRAMS:
         charts.append(_histogram(name, [d.signals.get(name) for d in decisions if name in d.signals]))  # type: ignore[misc]
-    cards = "".join(_card(d) for d in finals)
+    cards = "".join(_request_card(r) for r in requests)
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title><style>{CSS}</style></head><body>'
-        f'<h1>{_esc(title)}</h1><p class="meta">{len(decisions)} decisions, {len(finals)} final. Token colours: '
+        f'<h1>{_esc(title)}</h1><p class="meta">{len(requests)} requests, {len(decisions)} decisions. Token colours: '
         f'<span class="tok" style="background:{_colour(0.05)}">p≈0</span> <span class="tok" style="background:{_colour(0.5)}">p≈0.5</span> '
         f'<span class="tok" style="background:{_colour(0.99)}">p≈1</span>; <mark>copied spans</mark>.</p>'
-        f'<h2>Summary</h2><div class="charts">{"".join(charts)}</div><h2>Decisions</h2>{cards}</body></html>'
+        f'<h2>Summary</h2><div class="charts">{"".join(charts)}</div><h2>Requests</h2>{cards}</body></html>'
     )
 
 

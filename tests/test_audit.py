@@ -99,3 +99,25 @@ def test_stats_counts_and_percentiles(write_policy, tmp_path: Path) -> None:
     assert summary["by_rule"] == {"(pass)": 81, "toxic": 19}
     p50 = summary["signals"]["app.toxicity"]["p50"]
     assert p50 == pytest.approx(0.495)
+
+
+def test_stats_count_requests_not_records() -> None:
+    from guardrails_uq import Action, Decision
+    from guardrails_uq.audit import stats
+
+    log = [
+        Decision(policy="p", phase="input", action=Action.ALLOW, final=False, request_id="a"),
+        Decision(policy="p", phase="retrieval", action=Action.ALLOW, final=False, request_id="a"),
+        Decision(policy="p", phase="output", action=Action.ALLOW, request_id="a"),
+        Decision(policy="p", phase="input", action=Action.ABSTAIN, rule="harmful", request_id="b"),
+        Decision(policy="p", phase="output", action=Action.ALLOW, request_id="c"),
+        Decision(policy="p", phase="output", action=Action.ABSTAIN, rule="copied", request_id="c"),
+        Decision(policy="p", phase="input", action=Action.ALLOW, final=False, request_id="d"),
+    ]
+    summary = stats(log)
+    assert summary["total"] == 7
+    assert summary["requests"] == {
+        "total": 4,
+        "by_action": {"abstain": 2, "allow": 1, "incomplete": 1},
+        "by_rule": {"(default)": 1, "harmful": 1, "copied": 1, "(incomplete)": 1},
+    }

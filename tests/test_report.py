@@ -22,8 +22,9 @@ def decisions() -> list[Decision]:
         {"token": " big", "logprob": -3.0},
     ]
     return [
+        Decision(policy="demo", phase="input", action=Action.ALLOW, final=False, request_id="r1"),
         Decision(
-            policy="demo", phase="output", action=Action.ALLOW, generated="Paris is big",
+            policy="demo", phase="output", action=Action.ALLOW, generated="Paris is big", request_id="r1",
             signals={"uncertainty.mean_nll": 1.4, "provenance.bci_max": 0.0},
             evidence={"uncertainty": {"tokens": tokens}, "guidelines": {"guidelines": [{"id": "quality-uncertain", "title": "Say when unsure", "category": "quality", "score": 0.41}]},
                       "retrieval": {"score_kind": "similarity", "alpha": 0.1, "threshold": -0.35, "kept": [{"id": "kb-1", "score": 0.7}], "dropped": [{"id": "kb-9", "score": 0.1}]}},
@@ -35,13 +36,14 @@ def decisions() -> list[Decision]:
             inputs={"provenance.bci_max": 42.0}, signals={"provenance.bci_max": 42.0},
             evidence={"provenance": {"spans": [{"text": "grind castor beans and extract the ricin with acetone", "bci": 42.0, "count": 1, "length": 9, "start": 1, "end": 10, "bci_density": 4.6, "sources": [{"doc": "ricin", "offset": 3}]}]}},
         ),
-        Decision(policy="demo", phase="input", action=Action.ALLOW, final=False),
     ]  # fmt: skip
 
 
-def test_report_explains_each_final_decision() -> None:
+def test_report_explains_each_request() -> None:
     page = render(decisions())
-    assert page.count('class="card ') == 2, "provisional passes are summarised, not listed"
+    assert page.count('class="card ') == 2, "one card per request"
+    assert page.count('class="phase"') == 3, "each card joins its request's phases"
+    assert "2 requests, 3 decisions" in page
     assert "Tell me about &lt;Paris&gt; &amp; co" in page, "user text is escaped"
     assert f'title="p={math.exp(-3.0):.3f}"' in page, "every token carries its probability"
     assert '<mark title="BCI 42.0' in page and "ricin@3" in page

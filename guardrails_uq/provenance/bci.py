@@ -13,14 +13,14 @@ UNSEEN_PROBABILITY = 1e-9
 
 
 def token_surprisal(ids: np.ndarray, counts: np.ndarray, total: int) -> np.ndarray:
-    """-log P(t) for each token id (ids < 1 or beyond the vocabulary are unseen)."""
+    """-log P(t) >= 0 for each token id (ids < 1 or beyond the vocabulary are unseen; P is capped at 1)."""
     ids = np.asarray(ids, dtype=np.int64)
     known = (ids > 0) & (ids < len(counts))
     probability = np.full(ids.shape, UNSEEN_PROBABILITY, dtype=np.float64)
     if total > 0:
         hits = counts[ids[known]].astype(np.float64) / float(total)
-        probability[known] = np.where(hits > 0, hits, UNSEEN_PROBABILITY)
-    return -np.log(probability)
+        probability[known] = np.where(hits > 0, np.minimum(hits, 1.0), UNSEEN_PROBABILITY)
+    return -np.log(probability)  # >= 0: P <= 1 even if counts and total disagree
 
 
 def bci(ids: np.ndarray, counts: np.ndarray, total: int) -> float:

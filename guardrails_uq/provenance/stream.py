@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .index import CorpusIndex
 from .match import Span, SpanMatcher
-from .tokenize import TOKEN_PATTERN
+from .tokenize import TOKEN_PATTERN, normalize_with_map
 
 
 @dataclass(frozen=True)
@@ -29,12 +29,18 @@ class ProvenanceStream:
     ``feed(chunk)`` returns a :class:`SpanAlert` the first time a span crosses ``threshold`` (then None
     for that span). A token is matched once it is complete: the last token of the text so far may still
     grow, so it waits for the next chunk or :meth:`finish`.
+
+    Text is normalised as :func:`find_spans` does it, incrementally: each feed normalises the text from
+    the first character after the last matched token (a cluster boundary, so the result equals normalising
+    the whole text), and a token is matched only when a later cluster follows it (a chunk may still add a
+    combining mark, or the rest of an expansion such as ``½`` -> ``1⁄2``). Offsets point into the original text.
     """
 
     def __init__(self, index: CorpusIndex, *, threshold: float = 20.0, min_span: int = 8, max_sources: int = 5):
         self.index = index
         self.threshold = threshold
         self._text = ""
+        self._resume = 0  # original offset where normalisation restarts (a cluster boundary)
         self._offsets: list[tuple[int, int]] = []
         self._alerts: list[SpanAlert] = []
         self._matcher = SpanMatcher(
@@ -45,16 +51,31 @@ class ProvenanceStream:
         a, b = self._offsets[start][0], self._offsets[end - 1][1]
         self._alerts.append(SpanAlert(start, end, value, self._text[a:b], a))
 
+    def _complete_tokens(self, final: bool) -> list[str]:
+        """Tokens of the text after ``_resume`` that no later chunk can change; advances ``_resume``."""
+        base = self._resume
+        tail = normalize_with_map(self._text[base:])
+        new_tokens: list[str] = []
+        consumed = 0  # normalised characters of the tail that are settled
+        for match in TOKEN_PATTERN.finditer(tail.text):
+            end = match.end()
+            if not final and (end == len(tail.text) or not tail.is_boundary(end)):
+                break  # may continue in the next chunk
+            a, b = tail.span(match.start(), end)
+            self._offsets.append((base + a, base + b))
+            new_tokens.append(match.group().lower())
+            consumed = end
+        rest = tail.text[consumed:]
+        if final or not rest.strip():  # nothing but (at most) a space left: nothing to re-read
+            self._resume = len(self._text)
+        else:
+            self._resume = base + tail.starts[consumed + len(rest) - len(rest.lstrip(" "))]
+        return new_tokens
+
     def _push_complete(self, final: bool) -> SpanAlert | None:
         before = len(self._alerts)
-        done = len(self._offsets)
-        new_tokens: list[str] = []
-        for match in TOKEN_PATTERN.finditer(self._text, self._offsets[-1][1] if self._offsets else 0):
-            if not final and match.end() == len(self._text):
-                break  # may continue in the next chunk
-            self._offsets.append(match.span())
-            new_tokens.append(match.group().lower())
-        if len(self._offsets) > done:
+        new_tokens = self._complete_tokens(final)
+        if new_tokens:
             self._matcher.push(self.index.ids(new_tokens))
         return self._alerts[before] if len(self._alerts) > before else None
 
@@ -66,7 +87,7 @@ class ProvenanceStream:
     def finish(self) -> list[Span]:
         """End of stream: match the last token and return every maximal span (as :func:`find_spans`)."""
         self._push_complete(final=True)
-        return self._matcher.finish(lambda a, b: self._text[self._offsets[a][0] : self._offsets[b - 1][1]])
+        return self._matcher.finish(self._text, self._offsets)
 
     @property
     def alerts(self) -> list[SpanAlert]:

@@ -1,24 +1,59 @@
-"""The provenance tokenizer: lowercased word and punctuation tokens, regex ``\\w+|[^\\w\\s]``."""
+"""The provenance tokenizer: normalised text (:mod:`guardrails_uq.textnorm`, with confusable folding), then
+lowercased word and punctuation tokens, regex ``\\w+|[^\\w\\s]``.
+
+Index building and lookup both go through :func:`normalize` and :func:`tokens_of`, so a corpus document
+and an answer that look the same produce the same tokens, whatever invisible characters, fullwidth forms,
+ligatures or look-alike letters either contains. Offsets always point into the original text.
+"""
 
 from __future__ import annotations
 
 import re
 
+from .. import textnorm
+
 TOKEN_PATTERN = re.compile(r"\w+|[^\w\s]")
 #: Recorded in every index manifest; an index made with another tokenizer is refused.
 TOKENIZER_NAME = r"regex:\w+|[^\w\s]:lower"
+#: Recorded in every index manifest; an index made with another normalisation is refused.
+NORMALIZATION = textnorm.scheme(fold_confusables=True)
+
+
+def normalize(text: str) -> str:
+    """``text`` normalised the way the provenance index stores it."""
+    return textnorm.normalize(text, fold_confusables=True)
+
+
+def normalize_with_map(text: str) -> textnorm.NormalizedText:
+    """``text`` normalised the way the provenance index stores it, with the map back to ``text``."""
+    return textnorm.normalize_with_map(text, fold_confusables=True)
+
+
+def tokens_of(normalized: str) -> list[str]:
+    """Lowercased tokens of already normalised text: each token is matched, then lowercased on its own
+    (so a token never depends on its neighbours), in the same positions as ``TOKEN_PATTERN`` matches."""
+    if normalized.isascii() or ("\u0130" not in normalized and "\u03a3" not in normalized):
+        # lower() is then character by character, keeps the length and every character's \w / \s class
+        # (checked over all of Unicode): the same tokens with one lower() call instead of one per token
+        return TOKEN_PATTERN.findall(normalized.lower())
+    return [token.lower() for token in TOKEN_PATTERN.findall(normalized)]  # İ lowers to 2 characters, Σ by context
 
 
 def tokenize(text: str) -> list[str]:
-    """Lowercased word and punctuation tokens of ``text``."""
-    return TOKEN_PATTERN.findall(text.lower())
+    """Lowercased word and punctuation tokens of normalised ``text``."""
+    return tokens_of(normalize(text))
+
+
+def token_spans(normalized: textnorm.NormalizedText) -> list[tuple[int, int]]:
+    """(start, end) in the original text of each token of ``normalized`` (aligned with :func:`tokens_of`)."""
+    spans = [match.span() for match in TOKEN_PATTERN.finditer(normalized.text)]
+    if normalized.text is normalized.original:  # nothing was normalised: the map is the identity
+        return spans
+    return [normalized.span(start, end) for start, end in spans]
 
 
 def tokenize_with_offsets(text: str) -> tuple[list[str], list[tuple[int, int]]]:
-    """Tokens and their (start, end) character offsets in ``text`` (for highlighting spans)."""
-    tokens: list[str] = []
-    offsets: list[tuple[int, int]] = []
-    for match in TOKEN_PATTERN.finditer(text):
-        tokens.append(match.group().lower())
-        offsets.append(match.span())
-    return tokens, offsets
+    """Tokens (as :func:`tokenize`) and their (start, end) character offsets in the original ``text``:
+    ``text[start:end]`` is what the user saw, invisible characters inside the token included."""
+    normalized = normalize_with_map(text)
+    return tokens_of(normalized.text), token_spans(normalized)
