@@ -7,6 +7,7 @@ from typing import Any
 
 from ..call import Call
 from ..checks import Signals
+from ..textnorm import normalize
 from .index import GuidelineIndex
 from .library import GuidelineLibrary
 from .render import render_messages
@@ -33,7 +34,7 @@ class GuidelinesCheck:
         return cls(index, top_k=config.top_k, min_score=config.min_score, dedup=config.dedup, inject=config.inject)
 
     def run(self, call: Call) -> Signals:
-        request = call.user_input
+        request = normalize(call.user_input)  # zero-width or fullwidth disguises embed like the plain text
         retrieved = (
             self.index.search(request, top_k=self.top_k, min_score=self.min_score, dedup=self.dedup)
             if request.strip()
