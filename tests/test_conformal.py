@@ -258,3 +258,29 @@ def test_calibration_on_ray_matches_local(tmp_path: Path) -> None:
     local, on_ray = ConformalCalibrator.load(tmp_path / "local.json"), ConformalCalibrator.load(tmp_path / "ray.json")
     assert on_ray.fingerprint == local.fingerprint
     assert on_ray.scores_ == pytest.approx(local.scores_, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("score_kind", "relative"), ("direction", "distance"), ("n", 1), ("fingerprint", "other"), ("scores", [9.0, 9.0])],
+)
+def test_an_edited_calibration_header_is_refused(tmp_path: Path, field: str, value: object) -> None:
+    cal = ConformalCalibrator(score_kind="similarity", fingerprint="toy")
+    cal.fit([docs(0.9, 0.5), docs(0.1, 0.8)], [{"d1"}, {"d2"}])
+    path = cal.save(tmp_path / "c.json")
+    data = json.loads(path.read_text())
+    data[field] = value
+    path.write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match="checksum"):
+        ConformalCalibrator.load(path)
+
+
+@pytest.mark.parametrize("content", [None, "[]", "null", '{"kind": "guardrails-uq/conformal-calibration"}'])
+def test_a_calibration_path_that_is_not_a_calibration_is_a_clear_error(tmp_path: Path, content: str | None) -> None:
+    path = tmp_path / "c.json"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_text(content)
+    with pytest.raises(ArtifactError, match=str(path)):
+        ConformalCalibrator.load(path)

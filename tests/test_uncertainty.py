@@ -109,6 +109,15 @@ def test_post_hoc_deferral_learns_and_round_trips(tmp_path: Path) -> None:
         PostHocDeferral.load(tmp_path / "d.json")
     with pytest.raises(NotFittedError):
         PostHocDeferral().predict(CONFIDENT)
+    model.save(tmp_path / "d.json")
+    data = json.loads((tmp_path / "d.json").read_text())
+    data["l2"] = 100.0  # a header field: covered by the checksum too
+    (tmp_path / "d.json").write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match="checksum"):
+        PostHocDeferral.load(tmp_path / "d.json")
+    (tmp_path / "dir.json").mkdir()
+    with pytest.raises(ArtifactError, match="directory"):
+        PostHocDeferral.load(tmp_path / "dir.json")
 
 
 def test_deferral_fit_cli_and_bad_lines(tmp_path: Path, capsys) -> None:
