@@ -413,7 +413,7 @@ class Guard:
             documents=documents,
             generated=call.generation.text if call.generation is not None else None,
             metadata=self._metadata(call, context),
-            **({"request_id": request_id} if request_id else {}),
+            request_id=request_id or new_id(),
         )
         if record and self.audit is not None:
             self.audit.write(decision)

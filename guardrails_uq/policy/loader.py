@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,15 +11,32 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from ..audit import _SQLITE_SUFFIXES
 from ..checks import CheckSpec, registry
 from ..errors import PolicyError, RuleEvaluationError
 from ..types import PHASES, Phase, SignalMap
+from .analysis import MAX_COST
 from .rules import CompiledRule, PhaseRules, compile_rule, nest
 from .schema import PolicyBase, policy_model
 from .source import YamlSource, parse_yaml, read_yaml
 
 #: Typed stand-ins used to type-check conditions when the policy loads.
 _SAMPLE_VALUES: dict[str, Any] = {"number": 1.0, "integer": 1, "bool": False, "string": "x", "list": []}
+
+#: Most rules in one policy. Real policies have tens (the shipped ones 3 to 5, the benchmark 20). Loading compiles
+#: and type-checks each rule (about 0.3 ms for a short one), and every call runs a phase's rules in order.
+MAX_RULES = 256
+
+#: Most characters in all conditions together. Real policies have a few thousand. Compiling and checking a
+#: condition costs up to 20 us a character (long literal lists), so this keeps that part of loading near 1 s.
+MAX_POLICY_CONDITION_CHARS = 64 * 1024
+
+#: Upper bound on the estimated evaluation steps of all rules together (.analysis.MAX_COST is one rule's; a step
+#: is 50 to 90 ns, so under 1 s). Loading evaluates every rule once on sample values, so this bounds load time.
+MAX_POLICY_COST = 10 * MAX_COST
+
+#: The first 16 bytes of every SQLite database file.
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 @dataclass(frozen=True)
@@ -202,21 +220,63 @@ def _check_artifacts(policy: CompiledPolicy, source: YamlSource) -> None:
                     fix=f"build it first (see `guardrails-uq --help`) or fix the path; "
                     f"relative paths resolve against {policy.base_dir}",
                 )
-    if policy.model.audit is not None:
-        folder = policy.resolve(policy.model.audit.path).parent
-        if not folder.is_dir():
-            raise PolicyError(
-                f"audit.path: folder {folder} does not exist",
-                file=source.file,
-                line=source.line_of(("audit", "path")),
-                fix="create the folder or point audit.path elsewhere",
-            )
+    _check_audit(policy, source)
+
+
+def _check_audit(policy: CompiledPolicy, source: YamlSource) -> None:
+    """The audit log can be opened when the Guard starts: read-only checks, nothing is created or written."""
+    if policy.model.audit is None:
+        return
+    found = _audit_problem(policy.resolve(policy.model.audit.path))
+    if found is not None:
+        problem, fix = found
+        raise PolicyError(f"audit.path: {problem}", file=source.file, line=source.line_of(("audit", "path")), fix=fix)
+
+
+def _audit_problem(path: Path) -> tuple[str, str] | None:
+    """What would stop the audit log at ``path`` from opening, with its fix; None when nothing would.
+
+    JSONL needs a writable file, or a writable folder to create it in; SQLite (.sqlite, .sqlite3, .db) needs a
+    writable folder (for its journal) and a file that is empty or a SQLite database.
+    """
+    folder, sqlite = path.parent, path.suffix in _SQLITE_SUFFIXES
+    if path.is_dir():
+        return f"{path} is a folder", f"name a file inside it, e.g. {path / 'audit.jsonl'}"
+    if not folder.is_dir():
+        what = "does not exist" if not folder.exists() else "is not a folder"
+        return f"folder {folder} {what}", "create the folder or point audit.path elsewhere"
+    exists = path.exists()
+    if exists and not path.is_file() and (sqlite or not path.is_char_device()):
+        return f"{path} is not a regular file", "point audit.path at a file"
+    if (sqlite or not exists) and not os.access(folder, os.W_OK | os.X_OK):
+        return f"folder {folder} is not writable", "make it writable by this user or point audit.path elsewhere"
+    if exists and not os.access(path, os.W_OK):
+        return f"{path} is not writable", "make it writable by this user or point audit.path elsewhere"
+    return _sqlite_problem(path) if sqlite and exists else None
+
+
+def _sqlite_problem(path: Path) -> tuple[str, str] | None:
+    """None when ``path`` is empty or starts with the SQLite header (reads 16 bytes, opens nothing else)."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(len(_SQLITE_MAGIC))
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror}", "make it readable by this user"
+    if head and head != _SQLITE_MAGIC:
+        return (
+            f"{path} is not a SQLite database",
+            f"point audit.path at a new file, or use a .jsonl name for a JSON Lines log "
+            f"(the {path.suffix} suffix selects SQLite)",
+        )
+    return None
 
 
 def _compile_rules(policy: CompiledPolicy, source: YamlSource) -> list[CompiledRule]:
+    _check_rule_sizes(policy, source)
     compiled: list[CompiledRule] = []
     seen: dict[str, int | None] = {}
     known = sorted(policy.catalogue)
+    total_cost = 0
     for index, rule in enumerate(policy.model.rules):
         line = source.line_of(("rules", index))
         if rule.name in seen:
@@ -229,6 +289,16 @@ def _compile_rules(policy: CompiledPolicy, source: YamlSource) -> list[CompiledR
         seen[rule.name] = line
         when_line = source.line_of(("rules", index, "when"))
         item = compile_rule(rule, file=source.file, line=when_line)
+        total_cost += item.cost
+        if total_cost > MAX_POLICY_COST:
+            raise PolicyError(
+                f"the rules up to this one may take too long to evaluate together: about {total_cost:,} steps "
+                f"(limit {MAX_POLICY_COST:,}; this rule about {item.cost:,})",
+                file=source.file,
+                line=when_line,
+                rule=rule.name,
+                fix="simplify the costliest rules: long literal lists inside comprehensions, regexes with \\w{n}",
+            )
         for signal in item.reads:
             info = policy.catalogue.get(signal)
             if info is None:
@@ -253,8 +323,37 @@ def _compile_rules(policy: CompiledPolicy, source: YamlSource) -> list[CompiledR
     return compiled
 
 
+def _check_rule_sizes(policy: CompiledPolicy, source: YamlSource) -> None:
+    """At most MAX_RULES rules and MAX_POLICY_CONDITION_CHARS characters of conditions (before compiling any)."""
+    rules = policy.model.rules
+    if len(rules) > MAX_RULES:
+        raise PolicyError(
+            f"{len(rules)} rules (limit {MAX_RULES})",
+            file=source.file,
+            line=source.line_of(("rules", MAX_RULES)),
+            fix="merge rules that share an action (a || b), or split the policy by application",
+        )
+    total = 0
+    for index, rule in enumerate(rules):
+        total += len(rule.when)
+        if total > MAX_POLICY_CONDITION_CHARS:
+            raise PolicyError(
+                f"the conditions up to this rule are {total:,} characters long together "
+                f"(limit {MAX_POLICY_CONDITION_CHARS:,})",
+                file=source.file,
+                line=source.line_of(("rules", index, "when")),
+                rule=rule.name,
+                fix="shorten the longest conditions: move long lists of values into app signals",
+            )
+
+
 def _type_check(item: CompiledRule, policy: CompiledPolicy, file: str) -> None:
-    """Run the condition on typed sample values: catches type mismatches and non-bool results at load."""
+    """Run the condition on typed sample values: catches type mismatches and non-bool results at load.
+
+    A condition that reads no signal is left to the reachability lint, which evaluates it (once) anyway.
+    """
+    if not item.reads:
+        return
     sample = {name: _SAMPLE_VALUES[policy.catalogue[name].type] for name in item.reads}
     try:
         item.evaluate(nest(sample), file)

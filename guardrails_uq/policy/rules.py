@@ -1,9 +1,10 @@
 """CEL rules: compiled once at load, evaluated per phase with one CEL call.
 
-The rules of a phase are fused into one CEL program ``r0 ? 0 : (r1 ? 1 : ... : -1)`` that returns the index
+The rules of a phase are fused into one CEL program ``r0 ? 0 : r1 ? 1 : ... : -1`` that returns the index
 of the first matching rule: the signals cross into CEL once per phase instead of once per rule. CEL's
 ternary evaluates conditions in order and stops at the first true one, which is exactly "first match
 decides". When the fused program fails, rules are re-run one by one to name the rule that failed.
+A phase with more than FUSE_CHUNK rules gets one fused program per FUSE_CHUNK rules.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import cel
 
 from ..errors import PolicyError, RuleEvaluationError
 from ..types import Phase, SignalMap
+from .analysis import GLOBAL_FUNCTIONS, MEMBER_FUNCTIONS, Analysis, analyze, check_length
 from .schema import Rule
 
 _STRING_LITERAL = re.compile(
@@ -25,6 +27,17 @@ _STRING_LITERAL = re.compile(
 _REFERENCE = re.compile(r"(?<![\w.])([A-Za-z_]\w*)\b((?:\.[A-Za-z_]\w*\b)*)(?!\s*\()")
 _COMPREHENSION_VAR = re.compile(r"\.(?:all|exists|exists_one|map|filter)\(\s*([A-Za-z_]\w*)\s*,")
 _CEL_WORDS = frozenset({"true", "false", "null", "in"})
+
+#: Rules per fused program. The engine's parser gives up at about 50 chained ternaries, and a program over
+#: 64K characters with a syntax error crashes it (a Rust panic): 24 rules of at most MAX_CONDITION_CHARS stay
+#: under both.
+FUSE_CHUNK = 24
+#: What the engine reports as called (Program.functions()) for allowed conditions: functions, and operators and
+#: expanded macros under their internal names. A second, independent check beside .analysis.
+_ENGINE_NAMES = GLOBAL_FUNCTIONS | MEMBER_FUNCTIONS | {
+    "!_", "-_", "@in", "@not_strictly_false", "_?_:_", "_[_]", "_&&_", "_||_",
+    "_==_", "_!=_", "_<_", "_<=_", "_>_", "_>=_", "_+_", "_-_", "_*_", "_/_", "_%_",
+}  # fmt: skip
 
 
 def signal_references(source: str) -> list[str]:
@@ -69,6 +82,7 @@ class CompiledRule:
     program: Any
     reads: tuple[str, ...]
     line: int | None
+    cost: int = 0
 
     @property
     def name(self) -> str:
@@ -98,40 +112,59 @@ class CompiledRule:
 
 
 def compile_rule(rule: Rule, *, file: str | None, line: int | None) -> CompiledRule:
-    """Compile one rule's condition; a syntax error is a PolicyError with the caret under the mistake."""
+    """Compile one rule's condition and hold it to the limits of :mod:`.analysis`, without evaluating it.
+
+    A syntax error is a PolicyError with the caret under the mistake; so is a condition that is too long, too
+    deep, may cost too much to evaluate, or calls a function the engine does not implement.
+    """
     try:
-        program = cel.compile(rule.when)
+        check_length(rule.when)  # before the engine parses it
+        program = _compile(rule.when)
+        analysis = analyze(rule.when)
+        _check_engine_functions(program, analysis)
+    except PolicyError as exc:
+        raise PolicyError(exc.problem, file=file, line=line, rule=rule.name, detail=exc.detail, fix=exc.fix) from None
+    return CompiledRule(
+        rule=rule, program=program, reads=tuple(signal_references(rule.when)), line=line, cost=analysis.cost
+    )
+
+
+def _compile(source: str) -> Any:
+    try:
+        return cel.compile(source)
     except Exception as exc:
         raise PolicyError(
             "CEL syntax error in 'when'",
-            file=file,
-            line=line,
-            rule=rule.name,
-            detail=_caret(rule.when, str(exc)),
+            detail=_caret(source, str(exc)),
             fix='see https://github.com/google/cel-spec for the syntax; strings take quotes, e.g. x == "a"',
         ) from None
-    return CompiledRule(rule=rule, program=program, reads=tuple(signal_references(rule.when)), line=line)
+
+
+def _check_engine_functions(program: Any, analysis: Analysis) -> None:
+    """Refuse what the engine itself says the condition calls, when it is not on the allow-list."""
+    unknown = sorted(set(program.functions()) - _ENGINE_NAMES)
+    if unknown:
+        raise PolicyError(
+            f"unknown CEL function {unknown[0]!r}",
+            detail=f"    functions: {', '.join(sorted(analysis.functions)) or 'none'}",
+            fix="use the CEL standard functions: " + ", ".join(sorted(GLOBAL_FUNCTIONS | MEMBER_FUNCTIONS)),
+        )
 
 
 @dataclass(frozen=True)
 class PhaseRules:
-    """The compiled rules of one phase, fused for speed."""
+    """The compiled rules of one phase, fused for speed: ``fused`` holds one program per FUSE_CHUNK rules
+    (empty when a chunk would not compile; the rules then run one by one)."""
 
     phase: Phase
     rules: tuple[CompiledRule, ...]
-    fused: Any
+    fused: tuple[Any, ...]
 
     @classmethod
     def build(cls, phase: Phase, rules: Sequence[CompiledRule]) -> PhaseRules:
-        fused = None
-        if rules:
-            source = "-1"
-            for index in range(len(rules) - 1, -1, -1):
-                source = f"({rules[index].rule.when}) ? {index} : ({source})"
-            try:
-                fused = cel.compile(source)
-            except Exception:  # a parser depth limit: fall back to one call per rule
-                fused = None
+        chunks = [rules[start : start + FUSE_CHUNK] for start in range(0, len(rules), FUSE_CHUNK)]
+        programs = [_fuse(chunk) for chunk in chunks]
+        fused = tuple(programs) if all(p is not None for p in programs) else ()
         return cls(phase=phase, rules=tuple(rules), fused=fused)
 
     def first_match(self, signals: SignalMap, file: str | None) -> CompiledRule | None:
@@ -139,14 +172,28 @@ class PhaseRules:
         if not self.rules:
             return None
         context = nest(signals)
-        if self.fused is not None:
+        if self.fused:
             try:
-                index = self.fused.execute(context)
+                return self._first_fused(context)
             except Exception:
-                index = None  # find and name the failing rule below
-            else:
-                return self.rules[index] if index >= 0 else None
+                pass  # find and name the failing rule below
         for compiled in self.rules:
             if compiled.evaluate(context, file):
                 return compiled
+        return None
+
+    def _first_fused(self, context: Mapping[str, Any]) -> CompiledRule | None:
+        for start, program in zip(range(0, len(self.rules), FUSE_CHUNK), self.fused, strict=True):
+            index = program.execute(context)
+            if index >= 0:
+                return self.rules[start + index]
+        return None
+
+
+def _fuse(rules: Sequence[CompiledRule]) -> Any:
+    """One program returning the index of the first matching rule (-1: none), or None if it does not compile."""
+    source = " : ".join(f"({compiled.rule.when}) ? {index}" for index, compiled in enumerate(rules)) + " : -1"
+    try:
+        return cel.compile(source)
+    except Exception:  # the engine's parser depth limit: fall back to one call per rule
         return None

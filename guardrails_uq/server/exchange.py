@@ -21,7 +21,7 @@ from fastapi.responses import Response, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ..call import Message
-from ..decision import Action, CheckFailure, Decision
+from ..decision import Action, CheckFailure, Decision, new_id
 from ..errors import InputError
 from ..guard import Guard, _message_for
 from ..streaming import StreamGate
@@ -106,7 +106,7 @@ class Exchange:
             message=_message_for(guard.policy, action, True),
             errors=[CheckFailure(check=where, phase=phase, error=str(exc), type=type(exc).__name__)],  # type: ignore[arg-type]
             metadata={"request": request} if request else {},
-            **({"request_id": request_id} if request_id else {}),
+            request_id=request_id or new_id(),
         )
         guard.record(decision)
         if count:
@@ -278,7 +278,8 @@ class Exchange:
         )
         stream_id = f"guardrails-{before.id}"
         model = request.model
-        user = before.metadata.get("request")
+        request_text = before.metadata.get("request")
+        user = request_text if isinstance(request_text, str) else None
         decided = False
 
         def closing(text: str, decision: Decision) -> list[bytes]:
@@ -319,7 +320,7 @@ class Exchange:
             except (httpx.TransportError, UpstreamFailure, InputError, ValueError, RecursionError) as exc:
                 kind = exc.kind if isinstance(exc, UpstreamFailure) else "stream"
                 self.metrics.upstream_errors.labels(kind).inc()
-                decision = self.failed(guard, "output", "upstream", exc, user, request_id=before.request_id)  # type: ignore[arg-type]
+                decision = self.failed(guard, "output", "upstream", exc, user, request_id=before.request_id)
                 decided = True
                 for event in closing(decision.message or "", decision):
                     yield event
@@ -339,7 +340,7 @@ class Exchange:
                         exc,
                         user,
                         count=False,
-                        request_id=before.request_id,  # type: ignore[arg-type]
+                        request_id=before.request_id,
                     ),
                 )
             decided = True

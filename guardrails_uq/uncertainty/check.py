@@ -9,8 +9,9 @@ from typing import Any
 
 from ..call import Call, TokenLogprob
 from ..checks import Signals
-from ..errors import CheckError
+from ..errors import ArtifactError, CheckError
 from .deferral import PostHocDeferral
+from .risk import RiskControl
 from .sample_scores import sample_scores
 from .token_scores import TOKEN_SCORE_NAMES, token_scores
 
@@ -46,11 +47,26 @@ class UncertaintyCheck:
         deferral: PostHocDeferral | None = None,
         embedder: Any = None,
         set_threshold: float = 0.85,
+        calibration_path: Path | None = None,
+        calibration: RiskControl | None = None,
     ) -> None:
         self.score = score
         self.deferral = deferral or (PostHocDeferral.load(deferral_path) if deferral_path else None)
         self.embedder = embedder
         self.set_threshold = set_threshold
+        self.calibration = calibration or (RiskControl.load(calibration_path) if calibration_path else None)
+        if self.calibration is not None:
+            known = {*TOKEN_SCORE_NAMES, "defer_prob"}
+            if self.calibration.score not in known:
+                raise ArtifactError(
+                    calibration_path, f"calibrated score {self.calibration.score!r} is not one of {sorted(known)}"
+                )
+            if self.calibration.score == "defer_prob" and self.deferral is None:
+                raise ArtifactError(
+                    calibration_path,
+                    "the calibration thresholds defer_prob but no deferral model is configured",
+                    fix="set uncertainty.deferral to the model the calibration was made with",
+                )
 
     def run(self, call: Call) -> Signals:
         generation = call.generation
@@ -69,6 +85,13 @@ class UncertaintyCheck:
             values["uncertainty.score"] = None
             values["uncertainty.defer_prob"] = None
             evidence["note"] = "the model returned no logprobs"
+        if self.calibration is not None:
+            value = values.get(f"uncertainty.{self.calibration.score}")
+            values["uncertainty.defer"] = self.calibration.defer(value)
+            values["uncertainty.defer_threshold"] = self.calibration.threshold
+        else:
+            values["uncertainty.defer"] = None
+            values["uncertainty.defer_threshold"] = None
         samples = [generation.text, *generation.samples] if generation is not None and generation.samples else []
         values["uncertainty.samples"] = len(samples)
         if len(samples) >= 2 and self.embedder is not None:

@@ -20,6 +20,49 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from .deferral import read_calls
+    from .risk import calibrate_risk
+    from .token_scores import TOKEN_SCORE_NAMES, token_scores
+
+    answers, labels = read_calls(args.calls)
+    if args.score == "defer_prob":
+        from ..errors import InputError
+        from .deferral import PostHocDeferral
+
+        if args.deferral is None:
+            raise InputError("--score defer_prob needs --deferral MODEL.json (fitted on other calls)", source="--score")
+        model = PostHocDeferral.load(args.deferral)
+        scores = [model.predict(tokens) for tokens in answers]
+    elif args.score in TOKEN_SCORE_NAMES:
+        scores = [token_scores(tokens)[args.score] for tokens in answers]
+    else:
+        from ..errors import InputError
+
+        raise InputError(
+            f"unknown score {args.score!r}; use defer_prob or one of {list(TOKEN_SCORE_NAMES)}", source="--score"
+        )
+    control = calibrate_risk(
+        scores, [not c for c in labels], target_error=args.target_error, delta=args.delta, score=args.score
+    )
+    control.save(args.output)
+    if control.certified:
+        print(
+            f"certified: allow when {args.score} <= {control.threshold:.6g} "
+            f"(error among allowed <= {args.target_error} with probability >= {1 - args.delta}); "
+            f"on {control.n} calls it allows {control.allowed_fraction:.1%} with error {control.calibration_error:.3f}; "
+            f"wrote {args.output}"
+        )
+    else:
+        print(
+            f"warning: no threshold can be certified for error <= {args.target_error} at delta {args.delta} "
+            f"from {control.n} calls: the calibration allows nothing (every answer is deferred). "
+            f"More labelled calls, a larger target, or a better score would help. Wrote {args.output}",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def _model(args: argparse.Namespace):
     if args.model == "local":
         from ..models.local import default_model
@@ -56,7 +99,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             sys.stderr.write(f"\r{done}/{total} answered")
             sys.stderr.flush()
 
-    report = evaluate(rows, generate, sample=sample, n_samples=args.samples, embed=embed, progress=progress)
+    risk = (
+        {"score": args.risk_score, "target_error": args.target_error, "delta": args.delta}
+        if args.target_error
+        else None
+    )
+    report = evaluate(rows, generate, sample=sample, n_samples=args.samples, embed=embed, progress=progress, risk=risk)
     if args.json:
         print(json.dumps(report))
         return 0
@@ -67,6 +115,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     print("deferral curve area (" + report["note"] + "):")
     for rule, row in report["deferral"].items():
         print(f"  {rule:<20} {row['auc']:.4f}")
+    if "risk_control" in report:
+        rc = report["risk_control"]
+        print(
+            f"risk control on {rc['score']} (target error {rc['target_error']}, delta {rc['delta']}, {rc['splits']} splits): "
+            f"violation rate {rc['violation_rate']:.3f}, error among allowed {rc['realized_error_mean']:.3f}, "
+            f"allowed {rc['allowed_fraction']:.1%}"
+        )
     return 0
 
 
@@ -95,7 +150,21 @@ def register_cli(commands: argparse._SubParsersAction, groups: dict) -> None:  #
     p.add_argument("--samples", type=int, default=0, help="extra samples per question for sample-based scores")
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N questions")
     p.add_argument("--json", action="store_true", help="one JSON object")
+    p.add_argument("--target-error", type=float, default=None, help="also evaluate risk-controlled deferral")
+    p.add_argument("--delta", type=float, default=0.1, help="risk control: allowed probability of exceeding it")
+    p.add_argument("--risk-score", default="max_nll", help="risk control: the score thresholded (or defer_prob)")
     p.set_defaults(handler=_cmd_eval)
+
+    p = groups["calibrate"].add_parser(
+        "deferral", help="certified deferral threshold: error among allowed answers <= target w.p. >= 1-delta"
+    )
+    p.add_argument("--calls", required=True, type=Path, help='JSONL {"logprobs": ..., "correct": bool}')
+    p.add_argument("--score", required=True, help="defer_prob (with --deferral) or a token score, e.g. max_nll")
+    p.add_argument("--deferral", type=Path, default=None, help="post-hoc deferral model for --score defer_prob")
+    p.add_argument("--target-error", type=float, required=True, help="largest error among allowed answers")
+    p.add_argument("--delta", type=float, default=0.1, help="allowed probability that the guarantee fails")
+    p.add_argument("-o", "--output", required=True, type=Path)
+    p.set_defaults(handler=_cmd_calibrate)
 
     parser = commands.add_parser("uncertainty", help="uncertainty data helpers")
     sub = parser.add_subparsers(dest="uncertainty_command", required=True)

@@ -68,8 +68,10 @@ def evaluate(
     n_samples: int = 0,
     embed: Callable[[list[str]], np.ndarray] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    risk: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run the whole evaluation; returns the JSON report (see the CLI's --json)."""
+    """Run the whole evaluation; returns the JSON report (see the CLI's --json). ``risk`` ({"score",
+    "target_error", "delta"}) adds ``risk_control``: risk-controlled deferral over random splits."""
     answers: list[list[TokenLogprob]] = []
     correct: list[bool] = []
     scores: dict[str, list[float]] = {name: [] for name in TOKEN_SCORE_NAMES}
@@ -109,7 +111,19 @@ def evaluate(
         }
     for rule, values in rules.items():
         deferral[rule] = {"auc": deferral_auc(values, correct)}
+    extra: dict[str, Any] = {}
+    if risk is not None:
+        from .risk import evaluate_risk_control
+
+        chosen = rules.get("post_hoc_quantile") if risk["score"] == "defer_prob" else scores.get(risk["score"])
+        if chosen is None:
+            raise InputError(f"risk control: no score {risk['score']!r} in this evaluation", source="--risk-score")
+        extra["risk_control"] = {
+            "score": risk["score"],
+            **evaluate_risk_control(chosen, incorrect, target_error=risk["target_error"], delta=risk["delta"]),
+        }
     return {
+        **extra,
         "n": len(rows),
         "accuracy": float(np.mean(correct)),
         "scores": table,

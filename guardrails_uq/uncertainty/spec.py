@@ -24,6 +24,11 @@ class UncertaintyConfig(StrictModel):
     set_threshold: float = Field(
         default=0.85, gt=0, le=1, description="Similarity above which two samples share a semantic set."
     )
+    calibration: str | None = Field(
+        default=None,
+        description="Risk-controlled deferral threshold from `guardrails-uq calibrate deferral` (relative to the "
+        "policy): publishes uncertainty.defer.",
+    )
 
 
 _TOKEN_DOCS = {
@@ -46,12 +51,15 @@ def _doc(name: str) -> str:
 def _build(config: Any, base_dir: Path, deps: CheckDeps) -> Any:
     from .check import UncertaintyCheck
 
-    deferral = None
-    if config.deferral:
-        path = Path(config.deferral)
-        deferral = path if path.is_absolute() else base_dir / path
+    def resolve(value: str | None) -> Path | None:
+        return None if not value else (Path(value) if Path(value).is_absolute() else base_dir / value)
+
     return UncertaintyCheck(
-        score=config.score, deferral_path=deferral, embedder=deps.embedder, set_threshold=config.set_threshold
+        score=config.score,
+        deferral_path=resolve(config.deferral),
+        embedder=deps.embedder,
+        set_threshold=config.set_threshold,
+        calibration_path=resolve(config.calibration),
     )
 
 
@@ -67,6 +75,14 @@ SPEC = CheckSpec(
         "uncertainty.defer_prob": SignalSpec(
             "number", "Learned post-hoc deferral: P(answer incorrect), or null without a model or logprobs."
         ),
+        "uncertainty.defer": SignalSpec(
+            "bool",
+            "Risk-controlled deferral (calibration set): true when the calibrated score is above the certified "
+            "threshold, or missing; or null without a calibration.",
+        ),
+        "uncertainty.defer_threshold": SignalSpec(
+            "number", "The certified threshold (-inf: nothing could be certified, defer all), or null."
+        ),
         "uncertainty.samples": SignalSpec("integer", "Number of extra sampled answers given with the call."),
         "uncertainty.num_sem_sets": SignalSpec("number", "Semantic sets among the samples (Lin et al.), or null."),
         "uncertainty.eigv": SignalSpec("number", "Laplacian eigenvalue score over samples (Lin et al.), or null."),
@@ -75,5 +91,5 @@ SPEC = CheckSpec(
     },
     build=_build,
     description="LM cascades: token-level and sample-based uncertainty, learned deferral probability.",
-    artifacts=lambda config: {"deferral": config.deferral},
+    artifacts=lambda config: {"deferral": config.deferral, "calibration": config.calibration},
 )
