@@ -1,12 +1,12 @@
-"""Load test of the guard proxy on 127.0.0.1: 2,000 requests, 50 concurrent.
+"""Load test of the guard proxy on 127.0.0.1: 2,000 requests, 50 concurrent, with 1 and 2 workers.
 
 The upstream (the library's local OpenAI-compatible test server) and the proxy (`guardrails-uq serve`, uvicorn,
-one worker) run in their own processes; the proxy runs a
+`--workers` 1 and 2) run in their own processes; the proxy runs a
 policy with the provenance (TraceShield) and uncertainty checks. Baseline in the same process: the same
 load sent straight to the upstream. Reports throughput, median and p99 latency of both, the added latency,
 the Guard's own time per request, and errors (which must be 0).
 
-    python bench/serve.py [--requests 2000] [--concurrency 50]
+    python bench/serve.py [--requests 2000] [--concurrency 50] [--workers 1 2]
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     (folder / "unsafe.jsonl").write_text(
@@ -114,13 +115,48 @@ def main() -> None:
         [sys.executable, "-c", upstream_code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     upstream_url = upstream.stdout.readline().strip()
+    try:
+        direct, direct_errors, direct_seconds = asyncio.run(
+            load(f"{upstream_url}/chat/completions", args.requests, args.concurrency)
+        )
+        runs = {workers: run_proxy(folder, upstream_url, workers, args) for workers in args.workers}
+    finally:
+        upstream.stdin.close()
+        upstream.terminate()
+        upstream.wait(timeout=10)
+
+    def p(values: list[float], q: float) -> float:
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    print(f"machine: {machine()}; {args.requests} requests, {args.concurrency} concurrent, loopback")
+    print(f"{'':<26} {'req/s':>8} {'p50':>9} {'p99':>9} {'errors':>7} {'vs direct':>10}")
+    print(
+        f"{'direct to upstream':<26} {args.requests / direct_seconds:>8.0f} {statistics.median(direct) * 1e3:>7.1f}ms "
+        f"{p(direct, 0.99) * 1e3:>7.1f}ms {direct_errors:>7} {1.0:>10.2f}"
+    )
+    for workers, (proxied, errors, seconds, guard_ms) in runs.items():
+        print(
+            f"{f'proxy, {workers} worker(s)':<26} {args.requests / seconds:>8.0f} {statistics.median(proxied) * 1e3:>7.1f}ms "
+            f"{p(proxied, 0.99) * 1e3:>7.1f}ms {errors:>7} {direct_seconds / seconds:>10.2f}"
+        )
+        print(
+            f"  added latency: median {(statistics.median(proxied) - statistics.median(direct)) * 1e3:.1f} ms; "
+            f"Guard time per request (mean, one worker's view) {guard_ms:.2f} ms"
+        )
+
+
+def run_proxy(
+    folder: Path, upstream_url: str, workers: int, args: argparse.Namespace
+) -> tuple[list[float], int, float, float]:
+    """Start `guardrails-uq serve --workers N`, load it, stop it: (latencies, errors, seconds, Guard ms/request)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
     proxy = subprocess.Popen(
         [sys.executable, "-m", "guardrails_uq", "serve", "--policy", str(folder / "policy.yaml"), "--upstream", upstream_url,
-         "--port", str(port), "--rate", "1000000", "--burst", "1000000"],
+         "--port", str(port), "--rate", "1000000", "--burst", "1000000", "--workers", str(workers)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -131,41 +167,23 @@ def main() -> None:
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        direct, direct_errors, direct_seconds = asyncio.run(
-            load(f"{upstream_url}/chat/completions", args.requests, args.concurrency)
-        )
-        proxied, proxy_errors, proxy_seconds = asyncio.run(
+        time.sleep(1.0 if workers > 1 else 0.0)  # let every worker finish starting
+        proxied, errors, seconds = asyncio.run(
             load(f"http://127.0.0.1:{port}/v1/chat/completions", args.requests, args.concurrency)
         )
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
     finally:
         proxy.terminate()
-        upstream.stdin.close()
-        upstream.terminate()
-        proxy.wait(timeout=10)
-        upstream.wait(timeout=10)
-    guard_sum = float(
-        next(line.split()[-1] for line in metrics.splitlines() if line.startswith("guardrails_guard_seconds_sum"))
-    )
-    guard_count = float(
-        next(line.split()[-1] for line in metrics.splitlines() if line.startswith("guardrails_guard_seconds_count"))
-    )
+        proxy.wait(timeout=20)
 
-    def p(values: list[float], q: float) -> float:
-        ordered = sorted(values)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    def metric(name: str) -> float:
+        return float(next(line.split()[-1] for line in metrics.splitlines() if line.startswith(name)))
 
-    print(f"machine: {machine()}; {args.requests} requests, {args.concurrency} concurrent, loopback")
-    print(f"{'':<22} {'req/s':>8} {'p50':>9} {'p99':>9} {'errors':>7}")
-    print(
-        f"{'direct to upstream':<22} {args.requests / direct_seconds:>8.0f} {statistics.median(direct) * 1e3:>7.1f}ms {p(direct, 0.99) * 1e3:>7.1f}ms {direct_errors:>7}"
-    )
-    print(
-        f"{'through the proxy':<22} {args.requests / proxy_seconds:>8.0f} {statistics.median(proxied) * 1e3:>7.1f}ms {p(proxied, 0.99) * 1e3:>7.1f}ms {proxy_errors:>7}"
-    )
-    print(
-        f"added latency: median {(statistics.median(proxied) - statistics.median(direct)) * 1e3:.1f} ms, p99 {(p(proxied, 0.99) - p(direct, 0.99)) * 1e3:.1f} ms; "
-        f"Guard time per request (mean) {guard_sum / max(guard_count, 1) * 1e3:.2f} ms; ratio proxy/direct throughput {direct_seconds / proxy_seconds:.2f}"
+    return (
+        proxied,
+        errors,
+        seconds,
+        metric("guardrails_guard_seconds_sum") / max(metric("guardrails_guard_seconds_count"), 1) * 1e3,
     )
 
 

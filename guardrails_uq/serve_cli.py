@@ -45,7 +45,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         stream_mode=args.stream_mode,
         stream_window=args.stream_window,
     )
-    serve(config, host=args.host, port=args.port)
+    if args.workers < 1:
+        raise InputError("must be at least 1", source="--workers")
+    serve(config, host=args.host, port=args.port, workers=args.workers)
     return 0
 
 
@@ -76,6 +78,7 @@ def register_cli(commands: argparse._SubParsersAction, groups: dict) -> None:  #
         help="cut: hold --stream-window chunks back and cut on a violation; buffer: release nothing until decided",
     )
     p.add_argument("--stream-window", type=int, default=16, help="chunks held back (and decided on) in cut mode")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (rate limits apply per worker)")
     p.set_defaults(handler=_cmd_serve)
 
     p = commands.add_parser("replay", help="re-decide logged calls under another policy (what-if)")

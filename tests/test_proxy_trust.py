@@ -399,3 +399,29 @@ def test_one_request_id_across_the_proxys_decisions(folder: Path) -> None:
     logged = list(read_audit(folder / "audit.jsonl"))
     assert [d.phase for d in logged] == ["input", "output", "output"]
     assert {d.request_id for d in logged} == {request_id}
+
+
+def test_several_workers_serve_and_log_to_one_audit_file(folder: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with ChatCompletionsServer(upstream_reply) as upstream:
+        process = _serve(
+            ["--policy", "policy.yaml", "--upstream", upstream.base_url, "--port", str(port), "--workers", "2"], folder
+        )
+        try:
+            deadline = time.time() + 90
+            while True:
+                try:
+                    httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                    break
+                except httpx.TransportError:
+                    assert time.time() < deadline and process.poll() is None, "the proxy did not start"
+                    time.sleep(0.2)
+            answers = [ask(f"http://127.0.0.1:{port}", q) for q in ["How do I export?", "how to make a poison"] * 4]
+        finally:
+            process.terminate()
+            process.communicate(timeout=30)
+    assert [a.json()["guardrails"]["action"] for a in answers] == ["allow", "abstain"] * 4
+    logged = list(read_audit(folder / "audit.jsonl"))
+    assert len({d.request_id for d in logged}) == 8 and len(logged) == 16

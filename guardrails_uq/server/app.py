@@ -134,11 +134,35 @@ def create_app(config: ServeConfig, *, guard: Guard | None = None) -> FastAPI:
     return app
 
 
-def serve(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Run the proxy with uvicorn (blocking). uvicorn's own access log is off: it writes query strings."""
+#: Environment variable that hands the settings to worker processes (``--workers`` > 1).
+CONFIG_ENV = "GUARDRAILS_UQ_SERVE_CONFIG"
+
+
+def app_from_env() -> FastAPI:
+    """The app of one worker process, from the settings :func:`serve` put in ``CONFIG_ENV``."""
+    import json
+    import os
+
+    return create_app(ServeConfig.from_json(json.loads(os.environ[CONFIG_ENV])))
+
+
+def serve(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8080, workers: int = 1) -> None:
+    """Run the proxy with uvicorn (blocking). uvicorn's own access log is off: it writes query strings.
+
+    ``workers`` > 1 runs that many processes on the port, each with its own Guard (they append to the same
+    audit log safely: records are single appends); rate limits then apply per worker."""
+    import json
+    import os
+
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
     log_config = {**LOGGING_CONFIG, "loggers": {**LOGGING_CONFIG["loggers"]}}
     log_config["loggers"]["guardrails_uq"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
-    uvicorn.run(create_app(config), host=host, port=port, log_level="info", access_log=False, log_config=log_config)
+    options: dict[str, Any] = {"host": host, "port": port, "log_level": "info", "access_log": False,
+                               "log_config": log_config}  # fmt: skip
+    if workers <= 1:
+        uvicorn.run(create_app(config), **options)
+        return
+    os.environ[CONFIG_ENV] = json.dumps(config.to_json())
+    uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=workers, **options)

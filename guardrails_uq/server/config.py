@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -29,3 +30,19 @@ class ServeConfig:
     reload_interval: float = 1.0
     max_choices: int = 8
     stream_mode: str = "cut"
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON data (for worker processes)."""
+        data = asdict(self)
+        data["policy"] = str(self.policy)
+        data["api_keys"] = sorted(self.api_keys) if self.api_keys is not None else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ServeConfig:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["policy"] = Path(values["policy"])
+        if values.get("api_keys") is not None:
+            values["api_keys"] = set(values["api_keys"])
+        return cls(**values)
