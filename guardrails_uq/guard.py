@@ -147,14 +147,16 @@ class Guard:
 
     def check(self, call: Call) -> Decision:
         """Run every phase the call has data for (input: messages or query; retrieval: documents; output:
-        generation), carrying signals forward; stop at the first phase whose rules decide."""
+        generation), carrying signals forward; stop at the first phase whose rules decide, except that a call
+        with a generation always reaches the output phase unless an earlier phase blocked it."""
         phases = self._phases_of(call)
         decision: Decision | None = None
         for index, phase in enumerate(phases):
             if decision is not None:
                 call = _carry(call, decision)
             decision = self._phase(phase, call, decision, final=index == len(phases) - 1)
-            if decision.final:
+            # an early allow never ends the call when it carries a generation: its output phase must see it
+            if decision.final and (decision.action is not Action.ALLOW or call.generation is None):
                 break
         assert decision is not None  # _phases_of never returns an empty list
         return decision

@@ -3,7 +3,7 @@
 Integrations push each streamed piece (with its token logprobs, if any) into a :class:`StreamGate` and
 emit what it releases. Two modes:
 
-* ``cut`` (default): pieces are held back ``window`` pieces deep. Every ``window`` pieces, and at once when
+* ``cut`` (default): pieces are held back ``window`` pieces and ``window`` words deep. Every ``window`` pieces, and at once when
   the incremental span matcher sees a copied span whose BCI reaches ``alert_bci``, the output rules run on
   the answer so far (every output check, on the prefix; not logged). A non-allow decision cuts the stream:
   the held pieces are never released, the cut Decision is logged, and the integration ends the stream with
@@ -23,6 +23,7 @@ un-cuts, because the held text was never shown. Apps that want end-of-answer sem
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -32,6 +33,11 @@ from .decision import Action, Decision
 from .guard import Guard
 
 StreamMode = Literal["cut", "buffer"]
+_WORD = re.compile(r"\w+")
+
+
+def _words(piece: str) -> int:
+    return len(_WORD.findall(piece))
 
 
 class StreamGate:
@@ -64,7 +70,8 @@ class StreamGate:
         self.has_logprobs = False
         self.cut: Decision | None = None
         self.checks_run = 0
-        self._held: deque[Any] = deque()
+        self._held: deque[tuple[Any, int]] = deque()  # (payload, words in its piece)
+        self._held_words = 0
         self._since_check = 0
         self._provenance = None
         for check in guard.checks["output"]:
@@ -87,6 +94,7 @@ class StreamGate:
         self.cut = decision.model_copy(update={"metadata": metadata})
         self.guard.record(self.cut)
         self._held.clear()
+        self._held_words = 0
         return True
 
     def push(self, piece: str, payload: Any, tokens: Sequence[TokenLogprob] | None = None) -> list[Any]:
@@ -98,8 +106,9 @@ class StreamGate:
         if tokens:
             self.has_logprobs = True
             self.tokens.extend(tokens)
-        self._held.append(payload)
-        self._since_check += 1
+        self._held.append((payload, _words(piece)))
+        self._held_words += self._held[-1][1]
+        self._since_check += 1 if piece.strip() else 0
         alerted = self._provenance is not None and self._provenance.feed(piece) is not None
         due = self.incremental and self.mode == "cut" and self._since_check >= max(self.window, 1)
         if (alerted or due) and self._decide_prefix():
@@ -107,8 +116,12 @@ class StreamGate:
         if self.mode == "buffer":
             return []
         released = []
-        while len(self._held) > self.window:
-            released.append(self._held.popleft())
+        # hold back ``window`` pieces *and* at least ``window`` words: padding the stream with empty or
+        # one-character pieces must not shrink how much text is checked before it is shown
+        while len(self._held) > self.window and self._held_words - self._held[0][1] >= self.window:
+            payload, words = self._held.popleft()
+            self._held_words -= words
+            released.append(payload)
         return released
 
     def finish(self) -> tuple[list[Any], Decision]:
@@ -119,7 +132,7 @@ class StreamGate:
             return [], self.cut
         decision = self.guard.after(self._generation(), messages=self.messages, context=self.context)
         if decision.action is Action.ALLOW:
-            released = list(self._held)
+            released = [payload for payload, _ in self._held]
             self._held.clear()
             return released, decision
         self._held.clear()

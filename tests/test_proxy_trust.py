@@ -287,19 +287,35 @@ def test_reloads_do_not_leak_file_descriptors(folder: Path) -> None:
     def open_fds() -> int:
         return len(os.listdir("/proc/self/fd"))
 
+    def reload() -> bool:  # a change is loaded once the file holds still between two looks
+        return not holder.reload_if_changed() and holder.reload_if_changed()
+
     for i in range(3):  # warm up lazily opened files
         (folder / "policy.yaml").write_text(POLICY + escalation + f"# {i}\n")
-        assert holder.reload_if_changed()
+        assert reload()
     baseline = open_fds()
     with holder.lease() as leased:
         for i in range(20):
             (folder / "policy.yaml").write_text(POLICY + escalation + f"# edit {i}\n")
-            assert holder.reload_if_changed()
+            assert reload()
         leased.record(leased.after("still logging"))  # a leased Guard stays open through reloads
     del leased  # (its memory-mapped index files close with it)
     gc.collect()
     assert open_fds() <= baseline + 1
     assert [d.generated for d in read_audit(folder / "audit.jsonl")][-2:] == ["still logging"] * 2
+    holder.close()
+
+
+def test_a_policy_caught_half_written_is_not_loaded(folder: Path) -> None:
+    holder = PolicyHolder(folder / "policy.yaml")
+    full = (folder / "policy.yaml").read_text()
+    prefix = full[: full.index("rules:")]  # valid on its own: a policy with no rules would allow everything
+    (folder / "policy.yaml").write_text(prefix)
+    assert not holder.reload_if_changed(), "a file seen changing is not loaded yet"
+    (folder / "policy.yaml").write_text(full.replace("name: proxy", "name: proxy-v2"))
+    assert not holder.reload_if_changed()
+    assert holder.reload_if_changed() and holder.current().policy.name == "proxy-v2"
+    assert [r.name for r in holder.current().policy.model.rules] == ["memorized-unsafe-text", "unsure"]
     holder.close()
 
 

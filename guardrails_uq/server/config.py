@@ -15,6 +15,8 @@ class ServeConfig:
     ``max_choices`` bounds the ``n`` a client may ask for (each choice passes the output phase).
     ``stream_mode``: ``cut`` (hold ``stream_window`` chunks back, decide on the prefix as it grows, cut on a
     violation) or ``buffer`` (release nothing until the whole answer is decided).
+    ``max_upstream_bytes`` bounds an upstream response (a whole body, or a stream's total);
+    ``stream_timeout`` bounds a stream's total duration (``timeout`` bounds each wait).
     """
 
     policy: Path
@@ -30,6 +32,8 @@ class ServeConfig:
     reload_interval: float = 1.0
     max_choices: int = 8
     stream_mode: str = "cut"
+    max_upstream_bytes: int = 8_000_000
+    stream_timeout: float = 300.0
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON data (for worker processes)."""

@@ -28,14 +28,59 @@ from ..streaming import StreamGate
 from . import wire
 from .config import ServeConfig
 
+#: A stream payload the gate holds for checking but never releases (tool-call fragments, decoded calls).
+_HELD = object()
+
+
+class _ToolCallBuffer:
+    """Streamed tool-call fragments, joined per call index into complete, canonical calls."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, Any]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._calls)
+
+    def add(self, fragments: list[dict[str, Any]]) -> None:
+        for fragment in fragments:
+            call = self._calls.setdefault(
+                fragment["index"], {"id": f"call_{fragment['index']}", "type": "function", "name": "", "arguments": ""}
+            )
+            if "id" in fragment:
+                call["id"] = fragment["id"]
+            call["name"] += fragment["function"].get("name", "")
+            call["arguments"] += fragment["function"].get("arguments", "")
+
+    def complete(self) -> list[dict[str, Any]]:
+        """The calls as a client receives them in one delta (arguments canonical, as checked)."""
+        return [
+            {"index": index, "id": c["id"], "type": "function",
+             "function": {"name": c["name"], "arguments": wire.canonical_arguments(c["arguments"])}}
+            for index, c in sorted(self._calls.items())
+        ]  # fmt: skip
+
 
 class UpstreamFailure(Exception):
-    """The upstream could not answer: the HTTP status to return, the metrics label, a message."""
+    """The upstream could not answer: the HTTP status to return, the metrics label, a message for the
+    client, and ``detail`` (what the upstream said) for the audit log only: upstream text is never echoed."""
 
-    def __init__(self, status: int, kind: str, message: str) -> None:
+    def __init__(self, status: int, kind: str, message: str, detail: str = "") -> None:
         self.status = status
         self.kind = kind
+        self.detail = detail
         super().__init__(message)
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+#: Request fields forwarded to the upstream; anything else a client sends is dropped (unknown fields could
+#: carry text to the model that the input phase never read).
+FORWARDED = frozenset(
+    {"model", "messages", "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed", "n",
+     "stream", "stream_options", "logprobs", "top_logprobs", "presence_penalty", "frequency_penalty", "tools",
+     "tool_choice", "parallel_tool_calls", "response_format", "user"}
+)  # fmt: skip
 
 
 @dataclass
@@ -68,6 +113,11 @@ class ProxyMetrics:
 
     def count(self, decision: Decision) -> None:
         self.decisions.labels(decision.action.value, decision.rule_label).inc()
+
+
+def _error_text(exc: BaseException) -> str:
+    detail = getattr(exc, "detail", "")
+    return f"{exc}: {detail}" if detail else str(exc)
 
 
 class Exchange:
@@ -104,7 +154,7 @@ class Exchange:
             phase=phase,  # type: ignore[arg-type]
             action=action,
             message=_message_for(guard.policy, action, True),
-            errors=[CheckFailure(check=where, phase=phase, error=str(exc), type=type(exc).__name__)],  # type: ignore[arg-type]
+            errors=[CheckFailure(check=where, phase=phase, error=_error_text(exc), type=type(exc).__name__)],  # type: ignore[arg-type]
             metadata={"request": request} if request else {},
             request_id=request_id or new_id(),
         )
@@ -128,6 +178,14 @@ class Exchange:
             before = await guard.abefore(request.messages)
         except Exception as exc:  # could not check: on_error, never forwarded
             return self._answer_alone(request, self.failed(guard, "input", "input", exc, user), release)
+        extra = wire.instructions_text(request.body)
+        if extra and not (before.final and before.action is not Action.ALLOW):
+            try:  # tool descriptions and schemas reach the model too: the input phase reads them as well
+                more = await guard.abefore([Message(role="user", content=extra)], request_id=before.request_id)
+            except Exception as exc:
+                return self._answer_alone(request, self.failed(guard, "input", "input", exc, user), release)
+            if more.final and more.action is not Action.ALLOW:
+                before = more
         spent = time.perf_counter() - started
         if before.final and before.action is not Action.ALLOW:
             self.metrics.count(before)
@@ -135,7 +193,7 @@ class Exchange:
             return self._answer_alone(request, before, release)
         prompt = before.messages if before.messages is not None else request.messages
         forward = {
-            **request.body,
+            **{k: v for k, v in request.body.items() if k in FORWARDED},
             "messages": [m.model_dump() for m in prompt],
             "logprobs": True,
             "top_logprobs": request.top_logprobs or self.config.top_logprobs,
@@ -168,24 +226,36 @@ class Exchange:
     async def _post(self, forward: dict[str, Any]) -> Any:
         try:
             try:
-                response = await self.client().post(self.url, json=forward, headers=self.upstream_headers)
+                status, content = await self._post_once(forward)
             except (httpx.ConnectError, httpx.RemoteProtocolError):  # a stale pooled connection: one retry
                 self.metrics.upstream_errors.labels("retried").inc()
-                response = await self.client().post(self.url, json=forward, headers=self.upstream_headers)
+                status, content = await self._post_once(forward)
         except httpx.TimeoutException:
             raise UpstreamFailure(504, "timeout", "upstream timed out") from None
         except httpx.TransportError as exc:
-            raise UpstreamFailure(502, "connection", f"upstream connection failed: {exc}") from None
-        if response.status_code >= 400:
+            raise UpstreamFailure(502, "connection", "upstream connection failed", detail=str(exc)) from None
+        if status >= 400:
             raise UpstreamFailure(
-                502,
-                f"status_{response.status_code}",
-                f"upstream returned {response.status_code}: {response.text[:200]}",
+                502, f"status_{status}", f"upstream returned {status}", detail=content[:500].decode("utf-8", "replace")
             )
         try:
-            return json.loads(response.content)
+            return json.loads(content)
         except (ValueError, RecursionError) as exc:
-            raise UpstreamFailure(502, "malformed", f"upstream returned a body that is not JSON: {exc}") from None
+            raise UpstreamFailure(
+                502, "malformed", "upstream returned a body that is not JSON", detail=str(exc)
+            ) from None
+
+    async def _post_once(self, forward: dict[str, Any]) -> tuple[int, bytes]:
+        """(status, body) of one upstream call; the body is refused beyond ``max_upstream_bytes``."""
+        limit = self.config.max_upstream_bytes
+        async with self.client().stream("POST", self.url, json=forward, headers=self.upstream_headers) as response:
+            parts, size = [], 0
+            async for part in response.aiter_bytes():
+                size += len(part)
+                if size > limit:
+                    raise UpstreamFailure(502, "too_large", f"upstream body larger than {limit} bytes")
+                parts.append(part)
+            return response.status_code, b"".join(parts)
 
     async def _complete(
         self,
@@ -201,11 +271,12 @@ class Exchange:
         try:
             answer = await self._post(forward)
             choices = wire.parse_choices(answer)
-        except (UpstreamFailure, InputError) as exc:
+        except Exception as exc:  # an upstream failure, or a body the parser could not read: fail closed
             status, kind = (exc.status, exc.kind) if isinstance(exc, UpstreamFailure) else (502, "malformed")
             self.metrics.upstream_errors.labels(kind).inc()
             decision = self.failed(guard, "output", "upstream", exc, user, request_id=before.request_id)
-            return wire.error_response(status, str(exc), "upstream_error", decision)
+            message = str(exc) if isinstance(exc, UpstreamFailure) else "upstream returned a malformed body"
+            return wire.error_response(status, message, "upstream_error", decision)
         t0 = time.perf_counter()
         several = len(choices[: request.n]) > 1
         out, decisions = [], []
@@ -258,6 +329,29 @@ class Exchange:
             return wire.choice_json(index, decision.answer), decision
         return wire.choice_json(index, decision.message or ""), decision
 
+    async def _chunks(self, forward: dict[str, Any]) -> AsyncIterator[wire.ChunkDelta]:
+        """The upstream stream's chunks, parsed; UpstreamFailure beyond ``max_upstream_bytes`` in total or
+        ``stream_timeout`` seconds, InputError for anything malformed."""
+        limit, deadline = self.config.max_upstream_bytes, time.monotonic() + self.config.stream_timeout
+        size = 0
+        async with self.client().stream("POST", self.url, json=forward, headers=self.upstream_headers) as resp:
+            if resp.status_code >= 400:
+                raise UpstreamFailure(502, f"status_{resp.status_code}", f"upstream returned {resp.status_code}")
+            async for line in resp.aiter_lines():
+                size += len(line) + 1
+                if size > limit:
+                    raise UpstreamFailure(502, "too_large", f"upstream stream larger than {limit} bytes")
+                if time.monotonic() > deadline:
+                    raise UpstreamFailure(504, "timeout", f"upstream stream longer than {self.config.stream_timeout} s")
+                if not line.startswith("data:"):
+                    continue  # SSE comments, event names, keep-alive blank lines
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                delta = wire.parse_chunk(json.loads(data))
+                if not delta.empty:
+                    yield delta
+
     async def _stream(
         self,
         guard: Guard,
@@ -287,37 +381,34 @@ class Exchange:
             return [wire.sse(wire.chunk_json(stream_id, model, delta, finish_reason="stop", decision=decision)),
                     wire.SSE_DONE]  # fmt: skip
 
+        calls = _ToolCallBuffer()
         try:
             try:
-                async with self.client().stream("POST", self.url, json=forward, headers=self.upstream_headers) as resp:
-                    if resp.status_code >= 400:
-                        raise UpstreamFailure(
-                            502, f"status_{resp.status_code}", f"upstream returned {resp.status_code}"
-                        )
-                    async for line in resp.aiter_lines():
-                        if not line.startswith("data:"):
-                            continue  # SSE comments, event names, keep-alive blank lines
-                        data = line[5:].strip()
-                        if data == "[DONE]":
-                            break
-                        delta = wire.parse_chunk(json.loads(data))
-                        if delta.empty:
-                            continue
-                        fields: dict[str, Any] = {}
-                        if delta.role is not None:
-                            fields["role"] = "assistant"
-                        if delta.content:
-                            fields["content"] = delta.content
-                        if delta.tool_calls:
-                            fields["tool_calls"] = delta.tool_calls
-                        payload = wire.chunk_json(
+                async for delta in self._chunks(forward):
+                    if delta.tool_calls:  # held until the end: arguments can only be decoded once complete
+                        calls.add(delta.tool_calls)
+                    fields: dict[str, Any] = {}
+                    if delta.role is not None:
+                        fields["role"] = "assistant"
+                    if delta.content:
+                        fields["content"] = delta.content
+                    if not fields and not delta.piece:
+                        continue
+                    payload = (
+                        wire.chunk_json(
                             stream_id, model, fields, logprobs=delta.tokens if request.wants_logprobs else None
                         )
-                        for released in gate.push(delta.piece, payload, delta.tokens):
+                        if fields
+                        else _HELD
+                    )
+                    for released in gate.push(delta.piece, payload, delta.tokens):
+                        if released is not _HELD:
                             yield wire.sse(released)
-                        if gate.cut is not None:
-                            break
-            except (httpx.TransportError, UpstreamFailure, InputError, ValueError, RecursionError) as exc:
+                    if gate.cut is not None:
+                        break
+                if gate.cut is None and calls:  # the decoded tool calls are part of the answer checked
+                    gate.push("\n" + "\n".join(wire.tool_text(c) for c in calls.complete()), _HELD, None)
+            except Exception as exc:  # an upstream failure or anything unreadable in the stream: fail closed
                 kind = exc.kind if isinstance(exc, UpstreamFailure) else "stream"
                 self.metrics.upstream_errors.labels(kind).inc()
                 decision = self.failed(guard, "output", "upstream", exc, user, request_id=before.request_id)
@@ -347,13 +438,17 @@ class Exchange:
             self.metrics.overhead.observe(spent + time.perf_counter() - t0)
             self.metrics.count(decision)
             for chunk in released:
-                yield wire.sse(chunk)
+                if chunk is not _HELD:
+                    yield wire.sse(chunk)
             if decision.action is Action.ALLOW:
+                if calls:
+                    yield wire.sse(wire.chunk_json(stream_id, model, {"tool_calls": calls.complete()}))
                 for event in closing("", decision):
                     yield event
             else:
                 text = decision.answer if decision.answer is not None else (decision.message or "")
-                for event in closing(("\n\n" if gate.text and released else "") + text, decision):
+                shown = any(chunk is not _HELD for chunk in released)
+                for event in closing(("\n\n" if gate.text and shown else "") + text, decision):
                     yield event
             self.metrics.latency.labels("true").observe(time.perf_counter() - started)
         except (GeneratorExit, asyncio.CancelledError):

@@ -29,6 +29,7 @@ class PolicyHolder:
         self._guard = guard or Guard.from_policy(path)
         self._fixed = guard is not None
         self._stamp = self._file_stamp()
+        self._seen = self._stamp
         self._lock = threading.Lock()
         self._leases: dict[int, int] = {}
         self._retired: dict[int, Guard] = {}
@@ -82,9 +83,14 @@ class PolicyHolder:
             self.reload_if_changed()
 
     def reload_if_changed(self) -> bool:
-        """Load the file if it changed since the last look; True when a new Guard now serves."""
+        """Load the file once it has changed and then held still between two looks (a file written in several
+        steps is never loaded half-way); True when a new Guard now serves."""
         stamp = self._file_stamp()
         if stamp is None or stamp == self._stamp:
+            self._seen = stamp
+            return False
+        if stamp != self._seen:  # still changing (a writer mid-way): load once it holds still for one interval
+            self._seen = stamp
             return False
         self._stamp = stamp
         try:

@@ -10,6 +10,7 @@ reaches the client; every body is strict JSON (:mod:`guardrails_uq.jsonsafe`).
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -43,23 +44,67 @@ class ChatRequest:
 
 @dataclass
 class ChoiceOutput:
-    """One upstream choice as the Guard sees it: the text checked (content, then any tool calls written out),
-    the content alone, token logprobs, tool calls, finish reason."""
+    """One upstream choice as the Guard sees it: the text checked (content, then every tool call written out
+    as the client will decode it), the content alone, token logprobs, tool calls, finish reason."""
 
     index: int
     content: str
     tokens: list[TokenLogprob] | None
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    finish_reason: str | None = None
+    finish_reason: str = "stop"
 
     @property
     def checked_text(self) -> str:
-        """What the output phase reads: the content and every tool call's name and arguments."""
-        calls = [f"{c['function']['name']}({c['function']['arguments']})" for c in self.tool_calls]
-        return "\n".join([self.content, *calls]) if calls else self.content
+        """What the output phase reads: the content and every tool call's name and decoded arguments."""
+        return "\n".join([self.content, *(tool_text(c) for c in self.tool_calls)]) if self.tool_calls else self.content
 
     def generation(self) -> Generation:
         return Generation(text=self.checked_text, tokens=self.tokens)
+
+
+def _strings(value: Any) -> list[str]:
+    """Every key and string value of decoded JSON, in order."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for k, v in value.items() for text in (k, *_strings(v))]
+    if isinstance(value, list):
+        return [text for v in value for text in _strings(v)]
+    return []
+
+
+def canonical_arguments(arguments: str) -> str:
+    """Tool-call arguments as the proxy forwards them: JSON re-encoded without escapes for non-ASCII text
+    (so the text checked is the text a client decodes); left as is when it is not JSON."""
+    try:
+        return json.dumps(json.loads(arguments), ensure_ascii=False)
+    except (ValueError, RecursionError):
+        return arguments
+
+
+def tool_text(call: Mapping[str, Any]) -> str:
+    """The text of a tool call a client would read: its name, then every key and string of its decoded
+    arguments (escapes such as ``\\u0020`` resolved), or the raw arguments when they are not JSON."""
+    arguments = call["function"]["arguments"]
+    try:
+        pieces = _strings(json.loads(arguments))
+    except (ValueError, RecursionError):
+        pieces = [arguments]
+    return "\n".join([call["function"]["name"], *pieces])
+
+
+#: finish_reason values passed on; anything else an upstream sends becomes "stop".
+FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
+_CALL_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+
+
+def _finish(value: Any) -> str:
+    return value if isinstance(value, str) and value in FINISH_REASONS else "stop"
+
+
+def _call_id(value: Any, index: int) -> str:
+    """An upstream tool-call id when it is a plain identifier, else a generated one (ids are shown text too)."""
+    return value if isinstance(value, str) and _CALL_ID.fullmatch(value) else f"call_{index}"
 
 
 def _content(value: Any, where: str) -> str:
@@ -72,13 +117,10 @@ def _content(value: Any, where: str) -> str:
     if isinstance(value, list):
         texts = []
         for i, part in enumerate(value):
-            if (
-                not isinstance(part, Mapping)
-                or part.get("type") not in _TEXT_PARTS
-                or not isinstance(part.get("text"), str)
-            ):
-                kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
-                raise ValueError(f"{where}[{i}] is a {kind!r} part; only text parts can be checked")
+            kind = part.get("type") if isinstance(part, Mapping) else None
+            if not isinstance(kind, str) or kind not in _TEXT_PARTS or not isinstance(part.get("text"), str):
+                shown = kind[:32] if isinstance(kind, str) else type(kind if kind is not None else part).__name__
+                raise ValueError(f"{where}[{i}] is a {shown!r} part; only text parts can be checked")
             texts.append(clean_text(part["text"]))
         return "".join(texts)
     raise ValueError(f"{where} must be a string, null or a list of text parts, not {type(value).__name__}")
@@ -91,6 +133,16 @@ def _integer(body: Mapping[str, Any], name: str, default: int | None, low: int, 
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise RequestRefused(400, f"invalid request: '{name}' must be an integer from {low} to {high}")
     return value
+
+
+def instructions_text(body: Mapping[str, Any]) -> str:
+    """Text besides the messages that reaches the model: tool names, descriptions and parameter schemas,
+    and a response_format schema (empty when there is none)."""
+    pieces: list[str] = []
+    for key in ("tools", "functions", "response_format"):
+        if body.get(key):
+            pieces.extend(_strings(body[key]))
+    return clean_text("\n".join(p for p in pieces if p not in ("function", "object", "string", "json_schema")))
 
 
 def parse_request(raw: bytes, *, max_choices: int) -> ChatRequest:
@@ -106,7 +158,7 @@ def parse_request(raw: bytes, *, max_choices: int) -> ChatRequest:
         raise RequestRefused(400, "invalid request: 'messages' must be a non-empty list")
     messages = []
     for i, m in enumerate(raw_messages):
-        if not isinstance(m, Mapping) or m.get("role") not in _ROLES:
+        if not isinstance(m, Mapping) or not isinstance(m.get("role"), str) or m["role"] not in _ROLES:
             raise RequestRefused(400, f"invalid request: messages[{i}] needs a role of {sorted(_ROLES)}")
         try:
             content = _content(m.get("content"), f"messages[{i}].content")
@@ -136,7 +188,8 @@ def parse_request(raw: bytes, *, max_choices: int) -> ChatRequest:
 
 
 def _tool_calls(value: Any, where: str) -> list[dict[str, Any]]:
-    """Tool calls reduced to the fields a client needs; InputError when malformed."""
+    """Tool calls reduced to the fields a client needs (arguments canonical, ids plain); InputError when
+    malformed."""
     if value is None:
         return []
     if not isinstance(value, list):
@@ -148,12 +201,15 @@ def _tool_calls(value: Any, where: str) -> list[dict[str, Any]]:
             raise InputError(f"{where}.tool_calls[{i}] needs function.name", source="upstream")
         arguments = function.get("arguments", "")
         if not isinstance(arguments, str):
-            arguments = json.dumps(arguments)
+            arguments = json.dumps(arguments, ensure_ascii=False)
         calls.append(
             {
-                "id": str(call.get("id", "")),
+                "id": _call_id(call.get("id"), i),  # type: ignore[union-attr]
                 "type": "function",
-                "function": {"name": clean_text(function["name"]), "arguments": clean_text(arguments)},
+                "function": {
+                    "name": clean_text(function["name"]),
+                    "arguments": canonical_arguments(clean_text(arguments)),
+                },
             }
         )
     return calls
@@ -187,14 +243,13 @@ def parse_choices(answer: Any) -> list[ChoiceOutput | InputError]:
             refusal = message.get("refusal")
             if isinstance(refusal, str) and refusal:
                 content = f"{content}\n{clean_text(refusal)}" if content else clean_text(refusal)
-            finish = choice.get("finish_reason")
             out.append(
                 ChoiceOutput(
                     index=position,
                     content=content,
                     tokens=_logprobs(choice.get("logprobs"), where),
                     tool_calls=_tool_calls(message.get("tool_calls"), f"{where}.message"),
-                    finish_reason=finish if isinstance(finish, str) else None,
+                    finish_reason=_finish(choice.get("finish_reason")),
                 )
             )
         except InputError as exc:
@@ -223,8 +278,8 @@ def parse_chunk(chunk: Any) -> ChunkDelta:
     error event, a malformed delta): the stream then fails closed."""
     if not isinstance(chunk, Mapping):
         raise InputError("a stream event is not a JSON object", source="upstream")
-    if "error" in chunk:
-        raise InputError(f"the upstream sent an error event: {str(chunk['error'])[:200]}", source="upstream")
+    if "error" in chunk:  # its text stays out of the client's view (InputError text reaches the audit log only)
+        raise InputError("the upstream sent an error event", source="upstream")
     choices = chunk.get("choices")
     if not isinstance(choices, list):
         raise InputError("a stream chunk has no 'choices' list", source="upstream")
@@ -241,7 +296,10 @@ def parse_chunk(chunk: Any) -> ChunkDelta:
     except ValueError as exc:
         raise InputError(str(exc), source="upstream") from None
     fragments = []
-    for i, call in enumerate(delta.get("tool_calls") or []):
+    raw_calls = delta.get("tool_calls") or []
+    if not isinstance(raw_calls, list):
+        raise InputError("delta.tool_calls must be a list", source="upstream")
+    for i, call in enumerate(raw_calls):
         function = call.get("function") if isinstance(call, Mapping) else None
         if not isinstance(function, Mapping):
             raise InputError(f"delta.tool_calls[{i}] needs a function object", source="upstream")
@@ -250,9 +308,10 @@ def parse_chunk(chunk: Any) -> ChunkDelta:
             arguments is not None and not isinstance(arguments, str)
         ):
             raise InputError(f"delta.tool_calls[{i}].function fields must be strings", source="upstream")
-        fragment: dict[str, Any] = {"index": call.get("index", i) if isinstance(call.get("index"), int) else i}
-        if call.get("id") is not None:
-            fragment["id"] = str(call["id"])
+        index = call.get("index", i)  # type: ignore[union-attr]
+        fragment: dict[str, Any] = {"index": index if isinstance(index, int) and 0 <= index < 128 else i}
+        if call.get("id") is not None:  # type: ignore[union-attr]
+            fragment["id"] = _call_id(call.get("id"), fragment["index"])  # type: ignore[union-attr]
             fragment["type"] = "function"
         fragment["function"] = {
             k: clean_text(v) for k, v in (("name", name), ("arguments", arguments)) if v is not None
@@ -272,19 +331,20 @@ def parse_chunk(chunk: Any) -> ChunkDelta:
 # -- writing -------------------------------------------------------------------------------------------------
 
 
-#: What a client is shown of a Decision. Never the blocked answer (``generated``), the evidence (copied
-#: spans, the escalated-from answer), the injected prompt or the retrieved chunks: a refusal that carried the
-#: refused text would be no refusal. The audit log keeps the whole Decision under the same ``id``.
-CLIENT_FIELDS = frozenset(
-    {"format", "id", "request_id", "time", "policy", "phase", "action", "final", "rule", "message", "inputs", "signals", "errors",
-     "timings_ms", "answer"}
-)  # fmt: skip
+#: What a client is shown of a Decision: the verdict and who made it. Never the blocked answer
+#: (``generated``), the evidence (copied spans, the escalated-from answer), the injected prompt, the retrieved
+#: chunks, the signal values (an attacker would tune an evasion on them) or error texts (they can quote the
+#: upstream); errors appear as check, phase and type only. The audit log keeps the whole Decision, same ``id``.
+CLIENT_FIELDS = frozenset({"format", "id", "request_id", "time", "policy", "phase", "action", "final", "rule",
+                           "message", "answer"})  # fmt: skip
 
 
 def decision_json(decision: Decision) -> dict[str, Any]:
-    """The client's view of a Decision (:data:`CLIENT_FIELDS`) as a JSON-ready dict; strictness is applied
-    when the body is encoded."""
-    return decision.model_dump(mode="json", include=set(CLIENT_FIELDS))
+    """The client's view of a Decision (:data:`CLIENT_FIELDS`, errors without their text) as a JSON-ready
+    dict; strictness is applied when the body is encoded."""
+    view = decision.model_dump(mode="json", include=set(CLIENT_FIELDS))
+    view["errors"] = [{"check": e.check, "phase": e.phase, "type": e.type} for e in decision.errors]
+    return view
 
 
 def headers(decision: Decision) -> dict[str, str]:
@@ -312,37 +372,58 @@ def choice_json(
     if tool_calls:
         message["tool_calls"] = list(tool_calls)
     choice: dict[str, Any] = {"index": index, "message": message, "finish_reason": finish_reason}
-    if logprobs is not None:
-        choice["logprobs"] = {"content": [token_json(t) for t in logprobs]}
+    shown = shown_logprobs(logprobs, content)
+    if shown is not None:
+        choice["logprobs"] = shown
     if decision is not None:
         choice["guardrails"] = decision_json(decision)
     return choice
+
+
+#: Longest alternative token returned with logprobs; longer ones are dropped (they would be unchecked text).
+MAX_ALTERNATIVE_CHARS = 16
+
+
+def shown_logprobs(tokens: list[TokenLogprob] | None, content: str) -> dict[str, Any] | None:
+    """The logprobs a client may see: only when the tokens spell exactly the checked content (otherwise they
+    would carry text the output phase never saw), with alternatives of at most MAX_ALTERNATIVE_CHARS."""
+    if tokens is None or "".join(t.token for t in tokens) != content:
+        return None
+    return {"content": [token_json(t) for t in tokens]}
 
 
 def token_json(token: TokenLogprob) -> dict[str, Any]:
     return {
         "token": token.token,
         "logprob": token.logprob,
-        "top_logprobs": [{"token": a.token, "logprob": a.logprob} for a in token.top],
+        "top_logprobs": [
+            {"token": a.token, "logprob": a.logprob} for a in token.top if len(a.token) <= MAX_ALTERNATIVE_CHARS
+        ],
     }
 
 
 def completion_json(
     choices: list[dict[str, Any]], model: str | None, decision: Decision, upstream: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """A chat.completion body carrying the request's verdict in ``guardrails``."""
-    upstream = upstream or {}
+    """A chat.completion body carrying the request's verdict in ``guardrails``. Nothing is copied from the
+    upstream body but integer token counts: the id is the proxy's, the model the one the client named."""
     body: dict[str, Any] = {
-        "id": str(upstream.get("id") or f"guardrails-{decision.id}"),
+        "id": f"chatcmpl-{decision.request_id}",
         "object": "chat.completion",
-        "created": upstream.get("created") if isinstance(upstream.get("created"), int) else int(time.time()),
-        "model": str(upstream.get("model") or model or "guardrails"),
+        "created": int(time.time()),
+        "model": model or "guardrails",
         "choices": choices,
         "guardrails": decision_json(decision),
     }
-    if isinstance(upstream.get("usage"), Mapping):
-        body["usage"] = upstream["usage"]
+    usage = (upstream or {}).get("usage")
+    if isinstance(usage, Mapping):
+        counts = {k: v for k, v in usage.items() if k in _USAGE and isinstance(v, int) and not isinstance(v, bool)}
+        if counts:
+            body["usage"] = counts
     return body
+
+
+_USAGE = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
 def sse(payload: Mapping[str, Any]) -> bytes:
@@ -359,8 +440,9 @@ def chunk_json(
 ) -> dict[str, Any]:  # fmt: skip
     """A chat.completion.chunk for choice 0."""
     choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish_reason}
-    if logprobs is not None:
-        choice["logprobs"] = {"content": [token_json(t) for t in logprobs]}
+    shown = shown_logprobs(logprobs, delta.get("content", ""))
+    if shown is not None:
+        choice["logprobs"] = shown
     body: dict[str, Any] = {
         "id": stream_id,
         "object": "chat.completion.chunk",
