@@ -252,11 +252,13 @@ def test_calibration_on_ray_matches_local(tmp_path: Path) -> None:
         str(data / "nimbus_kb.jsonl"),
         "--pairs",
         str(data / "nimbus_pairs.jsonl"),
+        "--candidates",  # Ray's lists come back without their queries: no lexical kinds there
+        "similarity,relative,rank",
     ]
     assert main([*common, "-o", str(tmp_path / "local.json")]) == 0
     assert main([*common, "-o", str(tmp_path / "ray.json"), "--engine", "ray"]) == 0
     local, on_ray = ConformalCalibrator.load(tmp_path / "local.json"), ConformalCalibrator.load(tmp_path / "ray.json")
-    assert on_ray.fingerprint == local.fingerprint
+    assert on_ray.fingerprint == local.fingerprint and on_ray.kind == local.kind
     assert on_ray.scores_ == pytest.approx(local.scores_, abs=1e-5)
 
 

@@ -5,8 +5,27 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
-from .calibration import SCORE_KINDS
+from .calibration import KIND_CHOICES, SCORE_KINDS
+from .scores import HYBRID_WEIGHT
+from .selection import DEFAULT_ALPHAS
+
+
+def _alphas(text: str) -> tuple[float, ...]:
+    return tuple(float(a) for a in text.split(","))
+
+
+def _kinds(text: str) -> tuple[Any, ...]:
+    from ..errors import InputError
+
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in SCORE_KINDS]
+    if unknown or not kinds:
+        raise InputError(
+            f"--candidates takes kinds among {', '.join(SCORE_KINDS)}; got {text!r}", source="--candidates"
+        )
+    return kinds
 
 
 def _retriever(args: argparse.Namespace):
@@ -31,57 +50,149 @@ def _retriever(args: argparse.Namespace):
     return retriever, pairs
 
 
+def _calibrator(args: argparse.Namespace, fingerprint: str):
+    from .calibration import ConformalCalibrator
+
+    return ConformalCalibrator(
+        score_kind=args.score_kind,
+        fingerprint=fingerprint,
+        hybrid_weight=args.hybrid_weight,
+        select_alphas=_alphas(args.select_alpha),
+        seed=args.seed,
+        candidates=_kinds(args.candidates),
+    )
+
+
+def _describe(calibrator: Any) -> str:
+    """One line: the kind in use and, under auto, why."""
+    if calibrator.selection_ is None:
+        return f"score kind {calibrator.kind} (fixed)"
+    selection = calibrator.selection_
+    grid = ",".join(f"{a:g}" for a in selection.alphas)
+    return (
+        f"score kind {calibrator.kind} (auto: {selection.folds}-fold CV x{selection.repeats} at alpha {grid}; "
+        f"{selection.reason})"
+    )
+
+
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from .calibration import ConformalCalibrator, calibrate
+    from ..call import ScoredDocument
 
     retriever, pairs = _retriever(args)
     if args.engine == "ray":
-        from ..call import ScoredDocument
         from ..ray_engine import scored_lists_with_ray
 
         chunks = dict(zip(retriever.ids, retriever.texts, strict=True))
         scored = scored_lists_with_ray(chunks, pairs)
-        calibrator = ConformalCalibrator(score_kind=args.score_kind, fingerprint=retriever.fingerprint).fit(
-            ([ScoredDocument(id=i, score=s) for i, s in ranked] for ranked, _ in scored),
+        # Ray returns lists without their queries: the lexical kinds cannot be scored (auto skips them).
+        calibrator = _calibrator(args, retriever.fingerprint).fit(
+            ([ScoredDocument(id=i, score=s) for i, s in ranked[: args.top_k]] for ranked, _ in scored),
             (relevant for _, relevant in scored),
         )
     else:
-        calibrator = calibrate(retriever, pairs, score_kind=args.score_kind, fingerprint=retriever.fingerprint)
+        queries = [p.query for p in pairs]
+        calibrator = _calibrator(args, retriever.fingerprint).fit(
+            retriever.retrieve_many(queries, args.top_k), (p.relevant for p in pairs), queries
+        )
     calibrator.save(args.output)
     print(
-        f"calibrated on {calibrator.n_calibration_} queries ({args.score_kind}); thresholds: "
+        f"calibrated on {calibrator.n_calibration_} queries ({_describe(calibrator)}); thresholds: "
         + ", ".join(f"alpha={a}: {calibrator.threshold(a, warn=False):.4g}" for a in (0.05, 0.1, 0.2))
         + f"; wrote {args.output}"
     )
     return 0
 
 
+def _retrieved_set(args: argparse.Namespace, retriever: Any, pairs: list, hybrid_weight: float):
+    from .evaluate import RetrievedSet
+
+    scores, positions = retriever.search_many([p.query for p in pairs], args.top_k)
+    flags = [[retriever.ids[c] in p.relevant for c in row] for p, row in zip(pairs, positions, strict=True)]
+    texts = [[retriever.texts[c] for c in row] for row in positions]
+    return RetrievedSet.from_lists(
+        scores.tolist(), flags, queries=[p.query for p in pairs], texts=texts, hybrid_weight=hybrid_weight
+    )
+
+
+def _cmd_eval_calibration(args: argparse.Namespace, retriever: Any, pairs: list) -> int:
+    from ..errors import ArtifactError
+    from .calibration import ConformalCalibrator
+    from .evaluate import evaluate_calibration
+
+    calibrator = ConformalCalibrator.load(args.calibration)
+    if calibrator.fingerprint != retriever.fingerprint:
+        raise ArtifactError(
+            args.calibration,
+            f"calibrated on {calibrator.fingerprint!r}, but this retriever is {retriever.fingerprint!r}",
+            fix="evaluate with the retriever the calibration was made with",
+        )
+    data = _retrieved_set(args, retriever, pairs, calibrator.hybrid_weight)
+    rows = evaluate_calibration(data, calibrator, _alphas(args.alpha))
+    if args.json:
+        selection = None if calibrator.selection_ is None else calibrator.selection_.to_dict()
+        print(
+            json.dumps(
+                {
+                    "score_kind": calibrator.kind,
+                    "n": calibrator.n_calibration_,
+                    "selection": selection,
+                    "held_out": len(pairs),
+                    "results": rows,
+                }
+            )
+        )
+        return 0
+    print(f"{args.calibration}: {calibrator.n_calibration_} calibration queries, {_describe(calibrator)}")
+    print(f"on {len(pairs)} queries, {len(retriever.ids)} chunks (a held-out rate only if it never saw these queries):")
+    print(f"{'alpha':>6} {'target':>7} {'coverage':>9} {'kept mean':>10} {'kept median':>12}")
+    for row in rows:
+        print(
+            f"{row['alpha']:>6.2f} {1 - row['alpha']:>7.2f} {row['coverage']:>9.3f} {row['kept_mean']:>10.1f} "
+            f"{row['kept_median']:>12.1f}"
+        )
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluate import RetrievedSet, evaluate
+    from .evaluate import evaluate
 
     retriever, pairs = _retriever(args)
-    scores, positions = retriever.search_many([p.query for p in pairs])
-    flags = [[retriever.ids[c] in p.relevant for c in row] for p, row in zip(pairs, positions, strict=True)]
-    data = RetrievedSet.from_lists(scores.tolist(), flags)
-    kinds = SCORE_KINDS if args.score_kind == "all" else (args.score_kind,)
-    alphas = [float(a) for a in args.alpha.split(",")]
-    report = evaluate(data, alphas, splits=args.splits, kinds=kinds, max_kept=args.max_kept, seed=args.seed)
+    if args.calibration is not None:
+        return _cmd_eval_calibration(args, retriever, pairs)
+    data = _retrieved_set(args, retriever, pairs, args.hybrid_weight)
+    kinds = None if args.score_kind == "all" else (args.score_kind,)
+    alphas = _alphas(args.alpha)
+    report = evaluate(
+        data,
+        alphas,
+        splits=args.splits,
+        kinds=kinds,
+        max_kept=args.max_kept,
+        seed=args.seed,
+        select_alphas=_alphas(args.select_alpha),
+        candidates=_kinds(args.candidates),
+    )
     if args.json:
         print(json.dumps(report))
         return 0
     print(f"{len(pairs)} queries, {len(retriever.ids)} chunks, {args.splits} random 50/50 splits")
-    head = f"{'score kind':<11} {'alpha':>6} {'coverage':>9} {'± std':>7} {'kept mean':>10} {'kept median':>12}"
+    head = f"{'score kind':<15} {'alpha':>6} {'coverage':>9} {'± std':>7} {'kept mean':>10} {'kept median':>12}"
     if args.max_kept:
         head += f" {'cov. capped':>12} {'kept capped':>12}"
     print(head)
     for row in report["results"]:
         line = (
-            f"{row['score_kind']:<11} {row['alpha']:>6.2f} {row['coverage_mean']:>9.3f} {row['coverage_std']:>7.3f} "
+            f"{row['score_kind']:<15} {row['alpha']:>6.2f} {row['coverage_mean']:>9.3f} {row['coverage_std']:>7.3f} "
             f"{row['kept_mean']:>10.1f} {row['kept_median']:>12.1f}"
         )
         if args.max_kept:
             line += f" {row['coverage_capped_mean']:>12.3f} {row['kept_capped_mean']:>12.1f}"
+        if "picks" in row:
+            line += "  picks " + ", ".join(f"{k} {v}" for k, v in row["picks"].items())
         print(line)
+    if "selection" in report:
+        selection = report["selection"]
+        print(f"auto picks {selection['chosen']} on all {len(pairs)} queries: {selection['reason']}")
     print("baselines (all queries):")
     for row in report["baselines"]:
         print(f"  {row['baseline']:<18} coverage {row['coverage']:.3f}  kept mean {row['kept_mean']:.1f}")
@@ -94,6 +205,23 @@ def _cmd_eval_data(args: argparse.Namespace) -> int:
     chunks, pairs = write_chatterbot(args.output)
     print(f"wrote {chunks} and {pairs}")
     return 0
+
+
+def _scoring_options(p: argparse.ArgumentParser) -> None:
+    grid = ",".join(f"{a:g}" for a in DEFAULT_ALPHAS)
+    p.add_argument(
+        "--top-k", type=int, default=None, help="retrieve this many chunks per query, as production does (default: all)"
+    )
+    p.add_argument(
+        "--hybrid-weight", type=float, default=HYBRID_WEIGHT, help="similarity a perfect BM25 match adds (hybrid kinds)"
+    )
+    p.add_argument("--select-alpha", default=grid, help="alphas at which auto compares the kinds (comma-separated)")
+    p.add_argument(
+        "--candidates",
+        default=",".join(SCORE_KINDS),
+        help="kinds auto chooses among (comma-separated); relative, rank and hybrid-relative always keep the top "
+        "chunk, so a policy that abstains on retrieval.kept == 0 wants similarity,hybrid",
+    )
 
 
 def register_cli(commands: argparse._SubParsersAction, groups: dict) -> None:  # type: ignore[type-arg]
@@ -112,7 +240,13 @@ def register_cli(commands: argparse._SubParsersAction, groups: dict) -> None:  #
     p.add_argument("--judge", action="store_true", help="LLM-judge chunks ranked above the source chunk")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", required=True, type=Path)
-    p.add_argument("--score-kind", choices=SCORE_KINDS, default="similarity")
+    p.add_argument(
+        "--score-kind",
+        choices=KIND_CHOICES,
+        default="auto",
+        help="auto: the kind keeping fewest chunks at equal coverage, by cross-validation on the pairs",
+    )
+    _scoring_options(p)
     p.add_argument(
         "--engine", choices=("local", "ray"), default="local", help="score the pairs locally or as a Ray Data job"
     )
@@ -122,10 +256,17 @@ def register_cli(commands: argparse._SubParsersAction, groups: dict) -> None:  #
     common(p)
     p.add_argument("--alpha", default="0.05,0.1,0.2", help="comma-separated levels")
     p.add_argument("--splits", type=int, default=100)
-    p.add_argument("--score-kind", choices=(*SCORE_KINDS, "all"), default="all")
+    p.add_argument("--score-kind", choices=(*SCORE_KINDS, "auto", "all"), default="all")
     p.add_argument("--max-kept", type=int, default=None, help="also report coverage with the kept set capped")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="one JSON object")
+    p.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        help="evaluate this artifact (its kind and thresholds) on the pairs as held-out queries, instead of splits",
+    )
+    _scoring_options(p)
     p.set_defaults(handler=_cmd_eval)
 
     parser = commands.add_parser("conformal", help="conformal retrieval data helpers")

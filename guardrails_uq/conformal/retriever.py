@@ -32,9 +32,13 @@ class EmbeddingRetriever:
         k = len(self.ids) if k is None else min(k, len(self.ids))
         return self.index.search(self.embedder.embed(list(queries)), k)
 
-    def __call__(self, query: str, k: int | None = None) -> list[ScoredDocument]:
-        scores, positions = self.search_many([query], k)
+    def retrieve_many(self, queries: Sequence[str], k: int | None = None) -> list[list[ScoredDocument]]:
+        """The top ``k`` (default: all) chunks of each query as scored documents with their texts, best first."""
+        scores, positions = self.search_many(queries, k)
         return [
-            ScoredDocument(id=self.ids[p], text=self.texts[p], score=float(s))
-            for s, p in zip(scores[0], positions[0], strict=True)
+            [ScoredDocument(id=self.ids[p], text=self.texts[p], score=float(s)) for s, p in zip(row, ps, strict=True)]
+            for row, ps in zip(scores, positions, strict=True)
         ]
+
+    def __call__(self, query: str, k: int | None = None) -> list[ScoredDocument]:
+        return self.retrieve_many([query], k)[0]

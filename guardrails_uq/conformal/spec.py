@@ -48,6 +48,16 @@ SPEC = CheckSpec(
             "integer", "Chunks that pass the conformal threshold (all are kept, however many)."
         ),
         "retrieval.total": SignalSpec("integer", "Chunks the retriever returned."),
+        "retrieval.set_size": SignalSpec(
+            "integer",
+            "Chunks in the conformal set before any max_kept cap; escalate when it is too large to be useful.",
+        ),
+        "retrieval.kept_fraction": SignalSpec(
+            "number", "set_size / total (0 when nothing was retrieved); 1.0: the threshold separated nothing."
+        ),
+        "retrieval.capped": SignalSpec(
+            "bool", "max_kept dropped chunks of the conformal set (the coverage guarantee no longer holds)."
+        ),
         "retrieval.max_score": SignalSpec("number", "Best retriever score among the chunks (-1e9 when none)."),
         "retrieval.threshold": SignalSpec("number", "The calibrated nonconformity threshold at the policy's alpha."),
     },
