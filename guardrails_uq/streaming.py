@@ -50,11 +50,13 @@ class StreamGate:
         *,
         context: Decision | None = None,
         window: int = 16,
-        alert_bci: float = 20.0,
+        alert_bci: float | None = None,
         mode: StreamMode = "cut",
         incremental: bool = True,
     ) -> None:
         """``window``: pieces held back (and the cadence of incremental decisions) in ``cut`` mode;
+        ``alert_bci``: raw BCI of a copied span that triggers a decision at once (default: the provenance
+        check's own threshold, so a calibrated policy alerts where it would flag);
         ``incremental``: run the output rules on the prefix every ``window`` pieces (not only on a copied-span
         alert)."""
         if mode not in ("cut", "buffer"):
@@ -78,7 +80,8 @@ class StreamGate:
             if check.name == "provenance":
                 from .provenance.stream import ProvenanceStream
 
-                self._provenance = ProvenanceStream(check.index, threshold=alert_bci, min_span=check.min_span)  # type: ignore[attr-defined]
+                threshold = alert_bci if alert_bci is not None else getattr(check, "alert_bci", 20.0)
+                self._provenance = ProvenanceStream(check.index, threshold=threshold, min_span=check.min_span)  # type: ignore[attr-defined]
 
     def _generation(self) -> Generation:
         return Generation(text=self.text, tokens=list(self.tokens) if self.has_logprobs else None)

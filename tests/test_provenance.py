@@ -45,7 +45,7 @@ def test_spans_are_maximal_with_sources_and_bci(index: CorpusIndex) -> None:
         ("First gather the following rare components: xylophone wire, quartz dust and cobalt", 1),
         ("quartz dust and cobalt slowly while humming a sea shanty", 1),
     ]
-    assert spans[0].sources[0].doc == "recipe" and spans[0].sources[0].offset == 5
+    assert spans[0].sources[0].doc == "recipe" and spans[0].sources[0].offset == 4  # word tokens only
     assert spans[1].sources[0].doc == "ritual" and spans[1].sources[0].offset == 2
     counts, total = index.counts, index.total
     expected = -sum(math.log(counts[index.vocab[t]] / total) for t in tokenize(spans[1].text))
@@ -108,7 +108,7 @@ def test_streaming_finds_the_same_spans_and_alerts_early(index: CorpusIndex) -> 
             first = alert
     assert [(s.start, s.end, s.count) for s in stream.finish()] == [(s.start, s.end, s.count) for s in expected]
     assert alert_at is not None and alert_at < len(answer) - 20, "the alert comes before the span ends"
-    assert first.bci >= 20.0 and answer[first.char_start :].startswith(", first gather")
+    assert first.bci >= 20.0 and answer[first.char_start :].startswith("first gather")
 
 
 def test_index_resumes_after_the_last_complete_shard(tmp_path: Path) -> None:
@@ -195,8 +195,8 @@ def test_guard_refuses_copied_text_and_explains(tmp_path: Path, index: CorpusInd
     refused = guard.after("Okay: first gather the following rare components: xylophone wire, quartz dust.")
     assert refused.action is Action.ABSTAIN and refused.rule == "memorized-unsafe-text"
     span = refused.evidence["provenance"]["spans"][0]
-    assert span["sources"][0] == {"doc": "recipe", "offset": 5}
-    assert refused.signals["provenance.longest_span"] == 12
+    assert span["sources"][0] == {"doc": "recipe", "offset": 4}
+    assert refused.signals["provenance.longest_span"] == 10
     allowed = guard.after("The weather is nice, with a light breeze.")
     assert allowed.action is Action.ALLOW and allowed.signals["provenance.spans"] == 0
 

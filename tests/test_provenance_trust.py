@@ -44,6 +44,10 @@ def invisible(char: str) -> bool:
     return unicodedata.category(char) in ("Cf", "Cc", "Mn") or char.isspace()
 
 
+def wordy(char: str) -> bool:
+    return unicodedata.category(char)[0] in "LN"
+
+
 def fullwidth(text: str) -> str:
     return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
 
@@ -63,6 +67,14 @@ DISGUISES = {
     "variation selectors": lambda t: t.replace("t", "t\ufe0f"),
     "Cyrillic and Greek look-alikes": lambda t: t.replace("a", "а").replace("o", "ο").replace("T", "Т"),
     "mathematical bold": lambda t: "".join(chr(0x1D41A + ord(c) - 97) if "a" <= c <= "z" else c for c in t),
+    # markup a chat UI renders away: punctuation is not a token, so it cannot break a copied span
+    "markdown emphasis every third word": lambda t: " ".join(
+        f"*{w}*" if i % 3 == 0 else w for i, w in enumerate(t.split())
+    ),
+    "markdown bold, code, strike": lambda t: " ".join(
+        ("**{}**", "`{}`", "~~{}~~", "__{}__")[i % 4].format(w) for i, w in enumerate(t.split())
+    ),
+    "punctuation between words": lambda t: t.replace(" ", " . "),
 }
 
 
@@ -78,8 +90,8 @@ def test_disguised_copy_scores_like_the_plain_copy(index: CorpusIndex, disguise)
     # evidence points at the original answer: the copied words as the user saw them, nothing around them
     span = spans[0]
     assert answer[span.char_start : span.char_end] == span.text
-    start = len(LEAD) + next(i for i, c in enumerate(copy) if not invisible(c))
-    end = len(LEAD) + max(i for i, c in enumerate(copy) if not invisible(c)) + 1
+    start = len(LEAD) + next(i for i, c in enumerate(copy) if wordy(c))  # tokens are letters and digits
+    end = len(LEAD) + max(i for i, c in enumerate(copy) if wordy(c)) + 1
     assert (span.char_start, span.char_end) == (start, end)
     evidence = span.to_evidence()
     assert answer[evidence["char_start"] : evidence["char_end"]] == span.text  # type: ignore[misc]
@@ -90,7 +102,7 @@ def test_disguised_corpus_matches_a_plain_answer(tmp_path: Path) -> None:
     hidden = [{"id": "recipe", "text": " ".join("\u200b" + w + "\u00ad" for w in fullwidth(DOC).split())}]
     build_index(write_corpus(tmp_path / "c.jsonl", hidden), tmp_path / "idx")
     spans = find_spans(CorpusIndex.load(tmp_path / "idx"), LEAD + DOC)
-    assert len(spans) == 1 and spans[0].text == DOC and spans[0].bci > 20.0
+    assert len(spans) == 1 and spans[0].text == DOC.rstrip(".") and spans[0].bci > 20.0
 
 
 def test_composed_and_decomposed_accents_match_both_ways(tmp_path: Path) -> None:

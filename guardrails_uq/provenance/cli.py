@@ -1,10 +1,12 @@
-"""CLI: ``provenance index``, ``provenance eval-data`` and ``eval provenance``."""
+"""CLI: ``provenance index``, ``provenance eval-data``, ``calibrate provenance`` and ``eval provenance``."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
+from typing import Any
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
@@ -26,27 +28,89 @@ def _cmd_eval_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate, read_answers
+def _eval_check(args: argparse.Namespace) -> Any:
+    """The check ``eval provenance`` measures: the policy's, the calibration's, or index + threshold."""
+    from ..errors import InputError
+    from .calibration import ThresholdOrigin
+    from .check import DEFAULT_THRESHOLD, ProvenanceCheck
+    from .evaluate import check_from_calibration, check_from_policy
     from .index import CorpusIndex
 
-    result = evaluate(
-        CorpusIndex.load(args.index), read_answers(args.answers), threshold=args.threshold, min_span=args.min_span
+    if args.policy is not None:
+        if args.index is not None or args.calibration is not None or args.threshold is not None:
+            raise InputError("--policy sets the index and threshold: drop --index, --calibration and --threshold")
+        return check_from_policy(args.policy)
+    if args.index is None:
+        raise InputError("name the index (--index DIR) or a policy that has one (--policy FILE)")
+    if args.calibration is not None:
+        if args.threshold is not None:
+            raise InputError("--calibration sets the threshold: drop --threshold")
+        return check_from_calibration(args.index, args.calibration)
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    kind = "default" if args.threshold is None else "policy"
+    return ProvenanceCheck(
+        CorpusIndex.load(args.index),
+        min_span=args.min_span,
+        threshold=threshold,
+        origin=ThresholdOrigin(kind, threshold),
     )
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate, read_answers
+
+    result = evaluate(_eval_check(args), read_answers(args.answers))
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "roc"} | {"roc": result["roc"]}))
         return 0
     print(f"answers: {result['n_copied']} copied, {result['n_clean']} clean; min_span {result['min_span']}")
+    print(result["threshold_origin"])
     print(
         f"threshold {result['threshold']:g}: detection rate {result['detection_rate']:.3f}, "
         f"false-positive rate {result['false_positive_rate']:.3f}"
     )
-    print(f"AUROC of bci_max: {result['auroc']:.4f}")
+    print(f"AUROC of provenance.score: {result['auroc']:.4f}")
     print(f"{'threshold':>10} {'detection':>10} {'false pos':>10}")
     roc = result["roc"]
     step = max(1, len(roc) // 12)
     for point in roc[::step]:
         print(f"{point['threshold']:>10.2f} {point['tpr']:>10.3f} {point['fpr']:>10.3f}")
+    return 0
+
+
+def _read_benign(path: Path) -> list[str]:
+    from .corpus import read_documents
+
+    return [text for _, text in read_documents(path)]
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibration import ProvenanceCalibration
+    from .index import CorpusIndex
+
+    started = time.perf_counter()
+    index = CorpusIndex.load(args.index)
+    settings = {k: v for k, v in (("gram", args.gram), ("max_df", args.max_df)) if v is not None}
+    calibration = ProvenanceCalibration(
+        target_fpr=args.target_fpr,
+        min_span=args.min_span,
+        template_fraction=args.template_fraction,
+        seed=args.seed,
+        **settings,
+    ).fit(index, _read_benign(args.benign))
+    calibration.save(args.output)
+    seconds = time.perf_counter() - started
+    if args.json:
+        fields = ("target_fpr", "n", "n_templates", "threshold", "achieved_fpr", "index_fingerprint")
+        data = calibration.to_dict()
+        print(json.dumps({k: data[k] for k in fields} | {"output": str(args.output), "seconds": round(seconds, 3)}))
+        return 0
+    print(
+        f"threshold {calibration.threshold_:.4g} on provenance.score for target false-positive rate "
+        f"{calibration.target_fpr:g}: {calibration.n_} calibration texts ({calibration.n_templates_} more gave "
+        f"{len(calibration.settings_.templates)} template n-grams), in-sample rate {calibration.achieved_fpr_:.4f}"
+    )
+    print(f"wrote {args.output} (index {calibration.index_fingerprint_}) in {seconds:.1f} s")
     return 0
 
 
@@ -67,9 +131,35 @@ def register_cli(commands: argparse._SubParsersAction, groups: dict) -> None:  #
     p.set_defaults(handler=_cmd_eval_data)
 
     p = groups["eval"].add_parser("provenance", help="detection and false-positive rates, AUROC, ROC")
-    p.add_argument("--index", required=True, type=Path)
+    p.add_argument("--index", type=Path, help="index folder (not with --policy)")
     p.add_argument("--answers", required=True, type=Path, help='JSONL: {"text": ..., "copied": true|false}')
-    p.add_argument("--threshold", type=float, default=20.0, help="BCI threshold (TraceShield: 20)")
-    p.add_argument("--min-span", type=int, default=8)
+    p.add_argument("--calibration", type=Path, help="use this calibration's threshold and score settings")
+    p.add_argument("--policy", type=Path, help="use this policy's index, min_span and threshold")
+    p.add_argument("--threshold", type=float, help="hand-set threshold on provenance.score (default: 20)")
+    p.add_argument("--min-span", type=int, default=8, help="with --threshold (a calibration or policy sets its own)")
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.set_defaults(handler=_cmd_eval)
+
+    p = groups["calibrate"].add_parser(
+        "provenance", help="threshold for a target false-positive rate on benign text (split conformal)"
+    )
+    p.add_argument("--index", required=True, type=Path, help="the index the policy will use")
+    p.add_argument(
+        "--benign", required=True, type=Path, help='JSONL(.gz) of {"id", "text"}: text that must not be flagged'
+    )
+    p.add_argument(
+        "--target-fpr", type=float, default=0.01, help="bound on the false-positive rate on benign text (0.01)"
+    )
+    p.add_argument("-o", "--output", required=True, type=Path, help="calibration artifact (JSON)")
+    p.add_argument("--min-span", type=int, default=8, help="must equal the policy's provenance.min_span")
+    p.add_argument("--gram", type=int, help="n-gram length for document frequency (4)")
+    p.add_argument("--max-df", type=int, help="n-grams in more corpus documents than this are formulaic (3)")
+    p.add_argument(
+        "--template-fraction",
+        type=float,
+        default=0.5,
+        help="share of the benign texts whose n-grams become templates (the rest calibrate the threshold)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the template/calibration split")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(handler=_cmd_calibrate)

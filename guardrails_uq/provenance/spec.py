@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..checks import CheckDeps, CheckSpec, SignalSpec
 from ..policy.schema import StrictModel
@@ -20,13 +20,50 @@ class ProvenanceConfig(StrictModel):
     verify: Literal["full", "size"] = Field(
         default="full", description="Check index files at load by SHA-256 (full) or by size only (fast start)."
     )
+    calibration: str | None = Field(
+        default=None,
+        description="Threshold artifact from `guardrails-uq calibrate provenance`, made with this index "
+        "(relative to the policy); sets provenance.threshold from a target false-positive rate.",
+    )
+    threshold: float | None = Field(
+        default=None,
+        ge=0,
+        description="Hand-set threshold on provenance.score when there is no calibration "
+        "(default: TraceShield's 20, not calibrated).",
+    )
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> ProvenanceConfig:
+        if self.calibration is not None and self.threshold is not None:
+            raise ValueError("set either calibration (a calibrated threshold) or threshold (a hand-set one), not both")
+        return self
+
+
+def _resolve(path: str, base_dir: Path) -> Path:
+    resolved = Path(path)
+    return resolved if resolved.is_absolute() else base_dir / resolved
+
+
+def threshold_origin(config: Any, base_dir: Path) -> Any:
+    """Where the section's threshold comes from (a :class:`.calibration.ThresholdOrigin`; its ``describe()``
+    gives the target, n and in-sample rate of a calibration), reading only the calibration artifact: for
+    ``policy check`` explanations. ArtifactError when the artifact is missing, damaged or edited."""
+    from .calibration import ProvenanceCalibration, ThresholdOrigin
+    from .check import DEFAULT_THRESHOLD
+
+    if config.calibration is not None:
+        path = _resolve(config.calibration, base_dir)
+        return ProvenanceCalibration.load(path).origin(path)
+    if config.threshold is not None:
+        return ThresholdOrigin("policy", config.threshold)
+    return ThresholdOrigin("default", DEFAULT_THRESHOLD)
 
 
 def _build(config: Any, base_dir: Path, deps: CheckDeps) -> Any:
     from .check import ProvenanceCheck
 
-    index = Path(config.index)
-    return ProvenanceCheck.from_config(config, index if index.is_absolute() else base_dir / index)
+    calibration = _resolve(config.calibration, base_dir) if config.calibration is not None else None
+    return ProvenanceCheck.from_config(config, _resolve(config.index, base_dir), calibration)
 
 
 SPEC = CheckSpec(
@@ -37,8 +74,19 @@ SPEC = CheckSpec(
         "provenance.bci_max": SignalSpec("number", "Highest Belief Conflict Index over copied spans (0 if none)."),
         "provenance.spans": SignalSpec("integer", "Number of maximal copied spans of at least min_span tokens."),
         "provenance.longest_span": SignalSpec("integer", "Length in tokens of the longest copied span (0 if none)."),
+        "provenance.score": SignalSpec(
+            "number",
+            "Informative score: highest BCI over copied spans counting only distinctive words "
+            "(no punctuation/digits, no n-grams common in the corpus or in benign text); 0 if none.",
+        ),
+        "provenance.flagged": SignalSpec(
+            "bool", "provenance.score > provenance.threshold: the answer reproduces unsafe corpus text."
+        ),
+        "provenance.threshold": SignalSpec(
+            "number", "Threshold on provenance.score: calibrated (calibration), hand-set (threshold) or 20."
+        ),
     },
     build=_build,
     description="TraceShield: verbatim spans from an indexed unsafe corpus, scored by the Belief Conflict Index.",
-    artifacts=lambda config: {"index": config.index},
+    artifacts=lambda config: {"index": config.index, "calibration": config.calibration},
 )

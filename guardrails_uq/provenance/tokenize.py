@@ -1,5 +1,10 @@
 """The provenance tokenizer: normalised text (:mod:`guardrails_uq.textnorm`, with confusable folding), then
-lowercased word and punctuation tokens, regex ``\\w+|[^\\w\\s]``.
+lowercased word tokens, regex ``[^\\W_]+`` (runs of letters and digits).
+
+Punctuation, underscores and symbols separate tokens but are not tokens: markup a chat UI renders away
+(``*emphasis*``, ``**bold**``, ``__bold__``, backticks, ``~~strike~~``) or punctuation inserted between the
+words of a copied passage cannot break a verbatim span. (HTML tags and entities are not stripped: a ``<b>``
+leaves the word token ``b``; see docs/threat-model.md.)
 
 Index building and lookup both go through :func:`normalize` and :func:`tokens_of`, so a corpus document
 and an answer that look the same produce the same tokens, whatever invisible characters, fullwidth forms,
@@ -12,9 +17,9 @@ import re
 
 from .. import textnorm
 
-TOKEN_PATTERN = re.compile(r"\w+|[^\w\s]")
+TOKEN_PATTERN = re.compile(r"[^\W_]+")
 #: Recorded in every index manifest; an index made with another tokenizer is refused.
-TOKENIZER_NAME = r"regex:\w+|[^\w\s]:lower"
+TOKENIZER_NAME = r"regex:[^\W_]+:lower"
 #: Recorded in every index manifest; an index made with another normalisation is refused.
 NORMALIZATION = textnorm.scheme(fold_confusables=True)
 
@@ -40,7 +45,7 @@ def tokens_of(normalized: str) -> list[str]:
 
 
 def tokenize(text: str) -> list[str]:
-    """Lowercased word and punctuation tokens of normalised ``text``."""
+    """Lowercased word tokens of normalised ``text``."""
     return tokens_of(normalize(text))
 
 
