@@ -106,7 +106,7 @@ def test_escalates_to_the_escalation_llm(index, folder) -> None:
         '  - {name: unsure, at: output, when: "uncertainty.available && uncertainty.mean_nll > 0.0", action: escalate}',
     )
     guarded = GuardedQueryEngine(
-        engine(index, guard, SmolLM2LLM(max_tokens=16)), guard, escalate_llm=MockLLM(max_tokens=3)
+        engine(index, guard, SmolLM2LLM(max_tokens=16)), guard, escalate_to=MockLLM(max_tokens=3)
     )
     response = guarded.query("Can I export my notes as PDF?")
     decision = response.metadata["guardrails"]
@@ -163,15 +163,34 @@ def test_event_handler_logs_llm_and_retrieval_events(index, folder) -> None:
     assert "retrieval" in phases and "output" in phases
 
 
-def test_example_script_runs(tmp_path: Path) -> None:
+def run_example(name: str, out: Path) -> str:
     import subprocess
     import sys
 
     result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "llamaindex_rag.py"), "--out", str(tmp_path)],
+        [sys.executable, str(ROOT / "examples" / name), "--out", str(out)],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "allow" in result.stdout and "abstain" in result.stdout
+    return result.stdout
+
+
+def test_example_script_runs(tmp_path: Path) -> None:
+    stdout = run_example("llamaindex_rag.py", tmp_path)
+    assert "allow" in stdout and "abstain" in stdout
+
+
+def test_agent_example_runs(tmp_path: Path) -> None:
+    """examples/llamaindex_agent.py: allowed, no-evidence, harmful (model never called), copied text cut."""
+    stdout = run_example("llamaindex_agent.py", tmp_path)
+    verdicts = [line.split()[:2] for line in stdout.splitlines() if line and not line.startswith(" ")]
+    assert verdicts == [
+        ["allow", "-"],
+        ["abstain", "no-evidence"],
+        ["abstain", "harmful-request"],
+        ["abstain", "memorized-unsafe-text"],
+    ]
+    assert "phases: input  (" in stdout, "the harmful request reached the model"
+    assert "sealed jar" not in stdout and "uncertainty.mean_nll=" in stdout

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-from guardrails_uq import GuardrailViolation
+from guardrails_uq import AbstainViolation, EscalateViolation, GuardrailViolation
 
+from .agent import GuardedLLM, GuardrailsEvent, embedding_scorer
+from .chat_engine import GuardedChatEngine
 from .embeddings import GuardrailsEmbedding
-from .engines import GuardedChatEngine, GuardedQueryEngine
 from .events import GuardrailsEventHandler
 from .postprocessor import ConformalPostprocessor, calibrate_llamaindex_retriever
+from .query_engine import GuardedQueryEngine
 from .smollm2 import SmolLM2LLM
 
 __all__ = [
+    "AbstainViolation",
     "ConformalPostprocessor",
+    "EscalateViolation",
     "GuardedChatEngine",
+    "GuardedLLM",
     "GuardedQueryEngine",
     "GuardrailViolation",
     "GuardrailsEmbedding",
+    "GuardrailsEvent",
     "GuardrailsEventHandler",
     "SmolLM2LLM",
     "calibrate_llamaindex_retriever",
+    "embedding_scorer",
 ]

@@ -20,7 +20,10 @@ from . import _context
 class ConformalPostprocessor(BaseNodePostprocessor):
     """Runs the policy's retrieval phase on the retrieved nodes (their scores) and keeps every node past the
     threshold, however many. When a retrieval rule abstains (e.g. ``retrieval.kept == 0``), no node is kept
-    and a GuardedQueryEngine around the query returns the policy's message."""
+    and a GuardedQueryEngine or GuardedChatEngine around the call answers the policy's message.
+
+    Inside a guarded call the retrieval Decision continues the call's request (its id, the input phase's
+    signals, an earlier verdict); outside one it is a request of its own."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
     _guard: Guard = PrivateAttr()
@@ -36,17 +39,19 @@ class ConformalPostprocessor(BaseNodePostprocessor):
     def _postprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
+        state = _context.current.get()
         query = query_bundle.query_str if query_bundle is not None else ""
-        if query_bundle is not None and query_bundle.custom_embedding_strs:
-            query = query_bundle.custom_embedding_strs[0]  # the user's question, not the guided prompt
+        if state is not None and state.question is not None:
+            query = state.question  # the user's question, not the guided prompt
+        elif query_bundle is not None and query_bundle.custom_embedding_strs:
+            query = query_bundle.custom_embedding_strs[0]
         scored = [
             ScoredDocument(
                 id=n.node.node_id, text=n.node.get_content(), score=float(n.score if n.score is not None else 0.0)
             )
             for n in nodes
         ]
-        state = _context.current.get()
-        decision = self._guard.retrieve(query, scored, context=state.before if state is not None else None)
+        decision = self._guard.retrieve(query, scored, context=state.context if state is not None else None)
         if state is not None:
             state.retrieval = decision
         if decision.final and decision.action is not Action.ALLOW:

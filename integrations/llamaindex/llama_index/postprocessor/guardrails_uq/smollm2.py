@@ -25,7 +25,8 @@ def _logprobs(tokens: list[TokenLogprob]) -> list[list[LogProb]]:
 
 class SmolLM2LLM(CustomLLM):
     """SmolLM2-135M-Instruct on the CPU; ``CompletionResponse.logprobs`` holds per-token logprobs with the top
-    alternatives (LlamaIndex's format: the chosen token first)."""
+    alternatives (LlamaIndex's format: the chosen token first). A streamed chunk carries the logprobs of its
+    delta only (as OpenAI streams them): the chunks' logprobs together are the answer's."""
 
     max_tokens: int = Field(default=64, ge=1)
     temperature: float = Field(default=0.0, ge=0)
@@ -54,7 +55,6 @@ class SmolLM2LLM(CustomLLM):
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
         def gen() -> CompletionResponseGen:
             text = ""
-            tokens: list[TokenLogprob] = []
             for delta, token in default_model().stream(
                 self._messages(prompt),
                 max_tokens=self.max_tokens,
@@ -62,7 +62,6 @@ class SmolLM2LLM(CustomLLM):
                 top_logprobs=self.top_logprobs,
             ):
                 text += delta
-                tokens.append(token)
-                yield CompletionResponse(text=text, delta=delta, logprobs=_logprobs(tokens))
+                yield CompletionResponse(text=text, delta=delta, logprobs=_logprobs([token]))
 
         return gen()

@@ -1,0 +1,381 @@
+"""One model call of an agent under a policy: the guard's side, synchronous and free of I/O except the Guard's.
+
+:class:`Turn` is driven by :class:`~.agent.GuardedLLM` (sync or async, streamed or not):
+
+    start()        input phase (the request's first call), retrieval phase on new tool results; sets
+                   ``blocked`` when the request is already decided (the model is then never called)
+    review(...)    output phase on the model's whole message: text, reasoning and tool calls
+    push/end_stream  the same for a streamed message, through a StreamGate (held back, cut on a violation)
+    escalate(...)  when the verdict is escalate: the escalation target's answer, reviewed by the output phase
+    result()/tail()  what the agent receives: the model's message when allowed, else the policy's text and
+                   no tool calls
+
+Tool results are retrieved evidence: each result of a tool named in ``evidence_tools`` (default: every
+tool but ``handoff``) is scored against the user's question and the retrieval phase runs on every result of
+the request so far; results the conformal threshold drops are withheld from the model. A tool that returns
+nothing relevant is caught by the retrieval rules (``retrieval.kept == 0``), copied unsafe text by the
+provenance rules when the model repeats it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from llama_index.core.base.llms.types import ChatMessage, ChatResponse, MessageRole, ThinkingBlock
+
+from guardrails_uq import Action, Decision, Generation, Guard, Message, ScoredDocument
+from guardrails_uq.streaming import StreamGate
+
+from ._convert import checked_text, failed, metadata, role, to_messages, tokens_of, tool_call_lines, unreadable
+from ._requests import AgentRequest
+
+Scorer = Callable[[str, Sequence[str]], Sequence[float]]
+"""``scorer(question, texts)``: one relevance score per text, on the scale the retrieval calibration uses."""
+
+WITHHELD = "[withheld by guardrails: this result did not pass the retrieval check for the request]"
+NOT_EVIDENCE = frozenset({"handoff"})
+
+
+def _decided(decision: Decision | None) -> bool:
+    return decision is not None and decision.final and decision.action is not Action.ALLOW
+
+
+def _call_id(message: ChatMessage) -> str:
+    return str(message.additional_kwargs.get("tool_call_id") or "")
+
+
+def _guideline_block(original: Sequence[Message], injected: Sequence[Message] | None) -> str | None:
+    """The guideline text the input phase added to the prompt (merged into, or placed before, the first
+    system message), so it can be added again to every later call of the request."""
+    if injected is None:
+        return None
+    new = next((m.content for m in injected if m.role == "system"), None)
+    old = next((m.content for m in original if m.role == "system"), None)
+    if not new or new == old:
+        return None
+    if old and new.startswith(old):
+        return new[len(old) :].lstrip("\n") or None
+    return new
+
+
+class AgentPolicy:
+    """The Guard plus how an agent's tool results become evidence; shared by every call of a GuardedLLM."""
+
+    def __init__(
+        self,
+        guard: Guard,
+        *,
+        scorer: Scorer | None,
+        evidence_tools: Sequence[str] | None,
+        stream_window: int,
+        stream_mode: Literal["cut", "buffer"],
+        alert_bci: float,
+    ) -> None:
+        self.guard = guard
+        self.scorer = scorer
+        self.evidence_tools = frozenset(evidence_tools) if evidence_tools is not None else None
+        self.stream_window = stream_window
+        self.stream_mode = stream_mode
+        self.alert_bci = alert_bci
+        self.judges_evidence = bool(guard.checks["retrieval"]) or any(
+            rule.at == "retrieval" for rule in guard.policy.model.rules
+        )
+
+    def is_evidence(self, tool: str | None) -> bool:
+        if self.evidence_tools is None:
+            return tool not in NOT_EVIDENCE
+        return tool is None or tool in self.evidence_tools  # an unknown tool counts: check rather than trust
+
+    def score(self, question: str, texts: Sequence[str]) -> list[float]:
+        if not self.guard.checks["retrieval"]:
+            return [0.0] * len(texts)  # no threshold to apply: rules read app signals only
+        if self.scorer is None:
+            from .agent import embedding_scorer
+
+            # the Guard's embedder: the retriever the policy's default retrieval.fingerprint names
+            # (no public accessor in core yet)
+            self.scorer = embedding_scorer(getattr(getattr(self.guard, "_deps", None), "embedder", None))
+        scores = [float(s) for s in self.scorer(question, texts)]
+        if len(scores) != len(texts) or not all(math.isfinite(s) for s in scores):
+            raise ValueError(f"the evidence scorer returned {scores!r} for {len(texts)} texts")
+        return scores
+
+
+class Turn:
+    """One model call of ``request``. Not thread-safe: one call, one turn (an agent run calls its model
+    one step at a time)."""
+
+    def __init__(self, policy: AgentPolicy, request: AgentRequest, messages: Sequence[ChatMessage], model: str | None):
+        self.policy = policy
+        self.guard = policy.guard
+        self.request = request
+        self.messages = list(messages)
+        self.model = model
+        self.blocked: Decision | None = None
+        self.decision: Decision | None = None
+        self.history: list[ChatMessage] = self.messages
+        self.prompt: list[Message] = []
+        self.response: ChatResponse | None = None
+        self.original: str | None = None
+        self.new: list[Decision] = []
+        self._gate: StreamGate | None = None
+        self._shown = ""
+        self._last: ChatResponse | None = None
+        self._released: list[str] = []
+
+    # -- before the model ---------------------------------------------------------------------------------
+
+    def _add(self, decision: Decision) -> Decision:
+        self.request.decisions.append(decision)
+        self.new.append(decision)
+        return decision
+
+    def start(self) -> None:
+        """Input phase (first call of the request) and retrieval phase on tool results new since the last
+        call; ``blocked`` is set when the request's verdict is already not allow."""
+        request = self.request
+        if _decided(request.latest):
+            self.blocked = request.latest
+            self.prompt = to_messages(self.messages)
+            return
+        if request.input is None:
+            core = to_messages(self.messages)
+            request.question = next((m.content for m in reversed(core) if m.role == "user"), "")
+            decision = self._add(self.guard.before(core, request_id=request.request_id))
+            request.input = decision
+            request.guidelines = _guideline_block(core, decision.messages)
+            if _decided(decision):
+                self.blocked = decision
+                self.prompt = decision.messages or core
+                return
+        self._take_evidence()
+        self.history = self._guided(self._withheld(self.messages))
+        self.prompt = to_messages(self.history)
+
+    def _current_tool_results(self) -> list[tuple[str, ChatMessage]]:
+        """Tool results of the current user turn, each keyed by its position and tool call id (a run's history
+        only grows, and some models reuse call ids: a result is never mistaken for one already judged)."""
+        last_user = max((i for i, m in enumerate(self.messages) if role(m) == "user"), default=-1)
+        return [
+            (f"{index}:{_call_id(message)}", message)
+            for index, message in enumerate(self.messages)
+            if index > last_user and role(message) == "tool"
+        ]
+
+    def _take_evidence(self) -> None:
+        request = self.request
+        fresh = [(k, m) for k, m in self._current_tool_results() if k not in request.seen_tool_results]
+        if not fresh:
+            return
+        request.seen_tool_results.update(k for k, _ in fresh)
+        evidence = [(k, m) for k, m in fresh if self.policy.is_evidence(request.tool_names.get(_call_id(m)))]
+        if not evidence or not self.policy.judges_evidence:
+            return
+        texts = [m.content or "" for _, m in evidence]
+        try:
+            scores = self.policy.score(request.question, texts)
+        except Exception as exc:  # unscored evidence cannot be judged: on_error decides
+            problem = f"scoring tool results failed: {type(exc).__name__}: {exc}"
+            decision = self._add(failed(self.guard, "retrieval", "evidence-scorer", problem, context=request.latest))
+            if _decided(decision):
+                self.blocked = decision
+            return
+        for (key, message), text, score in zip(evidence, texts, scores, strict=True):
+            tool = request.tool_names.get(_call_id(message))
+            request.evidence[key] = ScoredDocument(
+                id=key, text=text, score=score, metadata={"tool": tool} if tool else {}
+            )
+        decision = self.guard.retrieve(request.question, list(request.evidence.values()), context=request.latest)
+        request.retrieval = self._add(decision)
+        if _decided(decision):
+            self.blocked = decision
+
+    def _withheld(self, messages: list[ChatMessage]) -> list[ChatMessage]:
+        """The history with tool results the retrieval phase dropped replaced by a short note."""
+        retrieval = self.request.retrieval
+        if retrieval is None or retrieval.documents is None:
+            return messages
+        kept = {d.id for d in retrieval.documents}
+        dropped = {k for k, _ in self._current_tool_results() if k in self.request.evidence and k not in kept}
+        if not dropped:
+            return messages
+        out = []
+        for key, message in self._keyed(messages):
+            if key in dropped:
+                message = ChatMessage(role=message.role, content=WITHHELD, additional_kwargs=message.additional_kwargs)
+            out.append(message)
+        return out
+
+    def _keyed(self, messages: list[ChatMessage]) -> list[tuple[str | None, ChatMessage]]:
+        keys = {id(m): k for k, m in self._current_tool_results()}
+        return [(keys.get(id(m)), m) for m in messages]
+
+    def _guided(self, messages: list[ChatMessage]) -> list[ChatMessage]:
+        """The history with the request's guidelines in its first system message (or a new one first)."""
+        block = self.request.guidelines
+        if not block:
+            return messages
+        for i, message in enumerate(messages):
+            if role(message) == "system":
+                text = message.content or ""
+                merged = ChatMessage(role=message.role, content=f"{text}\n\n{block}" if text.strip() else block)
+                return [*messages[:i], merged, *messages[i + 1 :]]
+        return [ChatMessage(role=MessageRole.SYSTEM, content=block), *messages]
+
+    # -- after the model ----------------------------------------------------------------------------------
+
+    def review(self, response: ChatResponse, calls: Sequence[Any], problem: str | None = None) -> None:
+        """The output phase on the model's whole message (text, reasoning, tool calls). ``problem``: why the
+        tool calls could not be read (an uncheckable answer: on_error decides)."""
+        self.response = response
+        message = response.message
+        odd = unreadable(message)
+        if odd or problem:
+            reason = problem or f"the model's message has blocks the guard cannot read: {odd}"
+            self.decision = self._add(failed(self.guard, "output", "response", reason, context=self.request.latest))
+            return
+        self.original = checked_text(message, calls)
+        generation = Generation(text=self.original, tokens=tokens_of(response.logprobs), model=self.model)
+        self.decision = self._add(self.guard.after(generation, messages=self.prompt, context=self.request.latest))
+        if self.decision.action is Action.ALLOW:
+            self.request.tool_names.update({str(c.tool_id): c.tool_name for c in calls})
+
+    def open_stream(self) -> None:
+        self._gate = StreamGate(
+            self.guard,
+            self.prompt,
+            context=self.request.latest,
+            window=self.policy.stream_window,
+            alert_bci=self.policy.alert_bci,
+            mode=self.policy.stream_mode,
+        )
+
+    @property
+    def last_chunk(self) -> ChatResponse | None:
+        """The latest streamed chunk (its message is the whole message so far, tool calls included)."""
+        return self._last
+
+    @property
+    def cut(self) -> bool:
+        return self._gate is not None and self._gate.cut is not None
+
+    def push(self, chunk: ChatResponse) -> list[ChatResponse]:
+        """A streamed chunk (cumulative message, ``delta`` the new text, ``logprobs`` the delta's tokens); returns
+        the chunks now safe to pass on, as text only (tool calls are passed on once the whole message passed)."""
+        assert self._gate is not None
+        self._last = chunk
+        delta = chunk.delta or ""
+        released = self._gate.push(delta, delta, tokens_of(chunk.logprobs) if chunk.logprobs else None)
+        return [self._text_chunk(d) for d in released if d is not None]
+
+    def _text_chunk(self, delta: str) -> ChatResponse:
+        self._shown += delta
+        return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=self._shown), delta=delta)
+
+    def end_stream(self, calls: Sequence[Any], problem: str | None = None) -> None:
+        """End of the stream: the output phase on the whole message (the tool calls and reasoning of the last
+        chunk are added to the text the gate saw)."""
+        assert self._gate is not None
+        gate = self._gate
+        last = self._last
+        if gate.cut is None and last is not None:
+            odd = unreadable(last.message)
+            if odd or problem:
+                reason = problem or f"the model's message has blocks the guard cannot read: {odd}"
+                self.decision = self._add(failed(self.guard, "output", "response", reason, context=self.request.latest))
+                return
+            extra = [b.content for b in last.message.blocks if isinstance(b, ThinkingBlock) and b.content]
+            extra += tool_call_lines(calls)
+            if extra:
+                self._released += gate.push("\n" + "\n".join(extra), None)
+        released, decision = gate.finish()
+        self._released = [d for d in [*self._released, *released] if d is not None]
+        self.original = gate.text
+        self.response = last
+        self.decision = self._add(decision)
+        if decision.action is Action.ALLOW:
+            self.request.tool_names.update({str(c.tool_id): c.tool_name for c in calls})
+
+    # -- escalation -----------------------------------------------------------------------------------------
+
+    @property
+    def verdict(self) -> Decision:
+        decision = self.decision or self.blocked
+        assert decision is not None, "start() and review() (or end_stream()) run first"
+        return decision
+
+    @property
+    def pending_escalation(self) -> bool:
+        """True when the verdict is escalate and no escalation target has been asked yet."""
+        decision = self.verdict
+        return decision.action is Action.ESCALATE and decision.final and "escalation" not in decision.evidence
+
+    def escalation_messages(self) -> list[ChatMessage]:
+        """The conversation for an escalation model: plain text messages (tool results as user text, tool
+        calls left out), with the request's guidelines."""
+        plain = []
+        for message in self.history:
+            kind = role(message)
+            if kind == "tool":
+                plain.append(ChatMessage(role=MessageRole.USER, content=f"Tool result:\n{message.content or ''}"))
+            elif message.content:
+                plain.append(ChatMessage(role=message.role, content=message.content))
+        return plain
+
+    def escalate(self, answer: str | BaseException | None) -> None:
+        """Record the escalation: ``answer`` is the escalation model's text, or its failure (on_error decides),
+        or None to use the Guard's own target (the policy's ``escalation.model``)."""
+        target: Any = None
+        if isinstance(answer, BaseException):
+            failure = answer
+
+            def target(_messages: list[Message]) -> Generation:
+                raise failure
+
+        elif answer is not None:
+            text = answer
+
+            def target(_messages: list[Message]) -> Generation:
+                return Generation(text=text)
+
+        messages = to_messages(self.escalation_messages())
+        escalated = self.guard.escalate(messages, self.verdict, original=self.original, target=target)
+        self.decision = self._add(escalated)
+
+    # -- what the agent receives ------------------------------------------------------------------------------
+
+    def _replacement(self) -> str:
+        decision = self.verdict
+        return decision.answer if decision.answer is not None else (decision.message or "")
+
+    def result(self) -> ChatResponse:
+        """The response for a non-streamed call: the model's, when allowed; else the policy's text (or the
+        escalation's answer) with no tool calls. ``additional_kwargs["guardrails"]`` holds the Decision."""
+        decision = self.verdict
+        if decision.action is Action.ALLOW and self.response is not None:
+            extra = {**self.response.additional_kwargs, **metadata(decision)}
+            return self.response.model_copy(update={"additional_kwargs": extra})
+        text = self._replacement()
+        return ChatResponse(
+            message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
+            delta=text,
+            additional_kwargs=metadata(decision),
+        )
+
+    def tail(self) -> list[ChatResponse]:
+        """The last chunks of a streamed call: text still held back and the whole message (with its tool
+        calls) when allowed; else the policy's text (or the escalation's answer) after what was shown."""
+        out = [self._text_chunk(d) for d in self._released]
+        decision = self.verdict
+        if decision.action is Action.ALLOW and self._last is not None:
+            extra = {**self._last.additional_kwargs, **metadata(decision)}
+            out.append(self._last.model_copy(update={"delta": "", "additional_kwargs": extra}))
+            return out
+        text = self._replacement()
+        delta = ("\n\n" if self._shown else "") + text
+        self._shown += delta
+        message = ChatMessage(role=MessageRole.ASSISTANT, content=self._shown)
+        out.append(ChatResponse(message=message, delta=delta, additional_kwargs=metadata(decision)))
+        return out
