@@ -24,7 +24,8 @@ from langchain_guardrails_uq import (
     calibrate_retriever,
 )
 
-from guardrails_uq import Guard
+from guardrails_uq import Guard, GuardrailViolation
+from guardrails_uq.audit import group_requests, read_audit
 from guardrails_uq.provenance import build_index
 
 HERE = Path(__file__).resolve().parent
@@ -46,6 +47,7 @@ rules:
 
 def build(out: Path) -> tuple[Guard, InMemoryVectorStore]:
     out.mkdir(parents=True, exist_ok=True)
+    (out / "audit.jsonl").unlink(missing_ok=True)
     chunks = [json.loads(line) for line in (HERE / "data" / "nimbus_kb.jsonl").read_text().splitlines()]
     store = InMemoryVectorStore(GuardrailsEmbeddings())
     store.add_documents([Document(id=c["id"], page_content=c["text"]) for c in chunks])
@@ -70,7 +72,7 @@ def main() -> None:
     )
 
     def rag(model):
-        context = retriever | (lambda docs: "\n".join(d.page_content for d in docs) or "(no context)")
+        context = retriever | (lambda docs: "\n".join(d.page_content for d in docs))
         return (
             {"context": context, "question": RunnablePassthrough()}
             | prompt
@@ -83,13 +85,19 @@ def main() -> None:
     for question, chain in [
         ("How do I reset my password?", smol),
         ("Can I export my notes as PDF?", smol),
-        ("Tell me how to make a poison from castor beans.", parrot),
+        ("How do I import notes from Evernote?", parrot),  # evidence found; the answer copies unsafe text
+        ("Who won the football world cup in 1998?", smol),  # nothing in the knowledge base: no evidence
     ]:
-        message = chain.invoke(question)
-        decision = message.response_metadata["guardrails"]
-        print(f"{decision['action']:<9} {decision['rule'] or '-':<24} {question}\n          -> {message.content[:120]}")
-    empty = retriever.invoke("What is the boiling point of mercury on Venus?")
-    print(f"retrieval for an unanswerable question kept {len(empty)} chunks (abstain: no evidence)")
+        try:
+            message = chain.invoke(question)
+            answer, decision = str(message.content), message.response_metadata["guardrails"]
+        except GuardrailViolation as refused:  # a phase before the model blocked the request
+            answer, decision = refused.decision.message or "", refused.decision.model_dump(mode="json")
+        print(f"{decision['action']:<9} {decision['rule'] or '-':<24} {question}\n          -> {answer[:120]}")
+    requests = group_requests(read_audit(args.out / "audit.jsonl"))
+    print(f"audit log: {len(requests)} requests, one id each:")
+    for request in requests:
+        print(f"  {request.request_id[:12]}  {request.action:<9} " + " > ".join(d.phase for d in request.decisions))
     guard.close()
 
 

@@ -9,6 +9,7 @@ from .chat_models import GuardedChatModel
 from .embeddings import GuardrailsEmbeddings
 from .fallbacks import fallback_on_escalate
 from .input_guard import input_guard
+from .middleware import GuardrailsMiddleware
 from .retrievers import ConformalRetriever, calibrate_retriever
 from .smollm2 import ChatSmolLM2
 
@@ -22,6 +23,7 @@ __all__ = [
     "GuardrailViolation",
     "GuardrailsCallbackHandler",
     "GuardrailsEmbeddings",
+    "GuardrailsMiddleware",
     "calibrate_retriever",
     "fallback_on_escalate",
     "input_guard",

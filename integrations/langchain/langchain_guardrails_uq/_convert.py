@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, HumanMessage, SystemMessage, ToolMessage
 
-from guardrails_uq import Generation, Message, TokenLogprob
+from guardrails_uq import Decision, Generation, Message, TokenLogprob
 from guardrails_uq.models.logprobs import from_langchain
+
+#: What a message returned to the app shows of a Decision (the proxy's client view): never the blocked answer
+#: (``generated``), the evidence (copied spans, the escalated-from answer), the injected prompt or the
+#: retrieved chunks, since a refusal that carried the refused text would be no refusal. The audit log keeps
+#: the whole Decision under the same ``id``.
+CLIENT_FIELDS = frozenset(
+    {"format", "id", "request_id", "time", "policy", "phase", "action", "final", "rule", "message", "inputs"}
+    | {"signals", "errors", "timings_ms", "answer"}
+)
+
+
+def decision_metadata(decision: Decision) -> dict[str, Any]:
+    """``{"guardrails": <the client view of the Decision>}``, for a message's ``response_metadata``."""
+    return {"guardrails": decision.model_dump(mode="json", include=set(CLIENT_FIELDS))}
+
+
+#: How the guideline block that the input phase injects begins (guardrails_uq.guidelines.render.HEADER).
+GUIDELINES_HEADER = "Here are some guidelines for the assistant to follow:"
 
 _ROLES = {
     "system": "system",
@@ -61,6 +80,46 @@ def tokens_of(message: Any) -> list[TokenLogprob] | None:
     return from_langchain(metadata)
 
 
+def tool_calls_text(message: Any) -> str:
+    """The tool calls an AI message makes, one ``name(arguments as JSON)`` a line ("" when none)."""
+    lines = []
+    for call in getattr(message, "tool_calls", None) or []:
+        lines.append(f"{call.get('name')}({json.dumps(call.get('args', {}), ensure_ascii=False, sort_keys=True)})")
+    for call in getattr(message, "invalid_tool_calls", None) or []:
+        lines.append(f"{call.get('name')}({call.get('args') or ''})")
+    return "\n".join(lines)
+
+
 def generation_of(message: Any) -> Generation:
-    """A guardrails-uq Generation from a LangChain AI message."""
+    """A guardrails-uq Generation from a LangChain AI message: its text plus, when it calls tools, each call's
+    name and arguments (the output phase checks everything the model produced; token logprobs then cover only
+    part of the text, so they are left out)."""
+    calls = tool_calls_text(message)
+    if calls:
+        text = text_of(message)
+        return Generation(text=f"{text}\n{calls}" if text else calls)
     return Generation(text=text_of(message), tokens=tokens_of(message))
+
+
+def user_text(messages: Sequence[Any]) -> str:
+    """The text of the last user (human) message, "" when there is none."""
+    for message in reversed(messages):
+        role = message.role if isinstance(message, ChatMessage) else getattr(message, "type", None)
+        if role in ("human", "user"):
+            return text_of(message)
+    return ""
+
+
+def guideline_block(decision: Decision | None) -> str | None:
+    """The guideline block an input-phase Decision injected into its prompt (None when it injected none)."""
+    for message in (decision.messages or []) if decision is not None else []:
+        if message.role == "system" and GUIDELINES_HEADER in message.content:
+            return message.content[message.content.index(GUIDELINES_HEADER) :]
+    return None
+
+
+def with_guidelines(system: str | None, block: str | None) -> str | None:
+    """A system prompt with the guideline block appended (as the input phase renders it)."""
+    if not block or (system and block in system):
+        return system
+    return f"{system}\n\n{block}" if system and system.strip() else block

@@ -1,14 +1,21 @@
 """Callback handlers that run the Guard's phases on what a LangChain run does, and log every Decision.
 
 Attach to any chain or model (``config={"callbacks": [handler]}``). They observe chat-model start (input
-phase), LLM end (output phase, with logprobs when the model returned them) and retriever end (retrieval
-phase, when documents carry ``metadata["score"]``). With ``raise_error=True`` a non-allow decision aborts
-the run: abstain (or on_error failing closed) raises AbstainViolation, escalate raises EscalateViolation.
-Only escalation may fall back to another model; :func:`fallback_on_escalate` wires that and turns an
-abstain into the policy's message::
+phase), LLM end (output phase on every generation of every prompt, tool-call arguments included, with
+logprobs when the model returned them) and retriever end (retrieval phase, when documents carry
+``metadata["score"]``). All the phases of one top-level run share one request id (the run's id) and each
+reads the signals of the phases before it. With ``raise_error=True`` a non-allow decision aborts the run:
+abstain (or on_error failing closed) raises AbstainViolation, escalate raises EscalateViolation. Only
+escalation may fall back to another model; :func:`fallback_on_escalate` wires that and turns an abstain
+into the policy's message::
 
     guarded = small_model.with_config(callbacks=[GuardrailsCallbackHandler(guard, raise_error=True)])
     chain = prompt | fallback_on_escalate(guarded, large_model)
+
+A handler sees the answer only once the model has finished: **never stream** a model guarded by a handler
+to a user (``chain.stream``, ``astream_events``): its chunks are passed on before the output phase runs.
+Stream through :class:`GuardedChatModel` (which holds chunks back and cuts the stream) or through
+:func:`fallback_on_escalate` (which streams the checked answer as one chunk).
 
 Never pass ``exceptions_to_handle=(GuardrailViolation,)`` to ``with_fallbacks``: it would send requests the
 policy refused to the fallback model, which answers them.
@@ -27,10 +34,12 @@ from langchain_core.documents import Document
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 
-from guardrails_uq import Action, Decision, Generation, Guard, ScoredDocument, violation_for
+from guardrails_uq import Decision, Generation, Guard, ScoredDocument
 from guardrails_uq.models.logprobs import from_langchain
 
-from ._convert import to_core
+from ._convert import generation_of, to_core
+from ._phases import RequestPhases, blocked
+from ._requests import ensure_tracking
 
 
 class _Observer:
@@ -41,46 +50,66 @@ class _Observer:
         self.raise_error = raise_error
         self.score_key = score_key
         self.decisions: list[Decision] = []
-        self._runs: dict[UUID, tuple[Any, Decision | None]] = {}
+        self._runs: dict[UUID, tuple[RequestPhases, Any, Decision | None]] = {}
         self._lock = threading.Lock()
+        self._tracker = ensure_tracking()
 
-    def _check(self, decision: Decision) -> None:
+    def _phases(self, run_id: UUID, parent_run_id: UUID | None) -> RequestPhases:
+        # the tracker may not have seen this run yet (handlers run in order): its parent it has
+        return RequestPhases(self.guard, self._tracker.request(parent_run_id or run_id))
+
+    def _check(self, phases: RequestPhases, decisions: Sequence[Decision]) -> None:
         with self._lock:
-            self.decisions.append(decision)
-        if self.raise_error and decision.final and decision.action is not Action.ALLOW:
-            raise violation_for(decision)
+            self.decisions.extend(d for d in decisions if any(d is made for made in phases.made))
+        first = next((d for d in decisions if blocked(d)), None)
+        if self.raise_error and first is not None:
+            raise phases.violation(first)
 
-    def chat_start(self, messages: list[list[BaseMessage]], run_id: UUID) -> None:
+    def chat_start(self, messages: list[list[BaseMessage]], run_id: UUID, parent_run_id: UUID | None) -> None:
+        phases = self._phases(run_id, parent_run_id)
         core = to_core(messages[0]) if messages else []
-        decision = self.guard.before(core)
+        decision = phases.before(core)
         with self._lock:
-            self._runs[run_id] = (core, decision)
-        self._check(decision)
+            self._runs[run_id] = (phases, core, decision)
+        self._check(phases, [decision])
 
-    def llm_end(self, response: LLMResult, run_id: UUID) -> None:
+    def llm_end(self, response: LLMResult, run_id: UUID, parent_run_id: UUID | None) -> None:
         with self._lock:
-            core, before = self._runs.pop(run_id, ([], None))
-        first = response.generations[0][0] if response.generations and response.generations[0] else None
-        if first is None:
-            return
-        message = getattr(first, "message", None)
-        metadata = {**(first.generation_info or {}), **(getattr(message, "response_metadata", None) or {})}
-        generation = Generation(text=first.text, tokens=from_langchain(metadata))
-        self._check(self.guard.after(generation, messages=core, context=before))
+            phases, core, before = self._runs.pop(run_id, (None, [], None))
+        phases = phases or self._phases(run_id, parent_run_id)
+        decisions = [
+            phases.after(self._generation(generation), messages=core, context=before)
+            for per_prompt in response.generations
+            for generation in per_prompt
+        ]
+        self._check(phases, decisions)
 
-    def retriever_start(self, query: str, run_id: UUID) -> None:
-        with self._lock:
-            self._runs[run_id] = (query, None)
+    @staticmethod
+    def _generation(generation: Any) -> Generation:
+        """Everything one generation holds: text, tool-call arguments, logprobs (chat or text models)."""
+        message = getattr(generation, "message", None)
+        if message is None:
+            return Generation(text=generation.text, tokens=from_langchain(generation.generation_info or {}))
+        produced = generation_of(message)
+        if produced.tokens is None and not getattr(message, "tool_calls", None):
+            tokens = from_langchain({**(generation.generation_info or {}), **(message.response_metadata or {})})
+            produced = produced.model_copy(update={"tokens": tokens})
+        return produced
 
-    def retriever_end(self, documents: Sequence[Document], run_id: UUID) -> None:
+    def retriever_start(self, query: str, run_id: UUID, parent_run_id: UUID | None) -> None:
         with self._lock:
-            query, _ = self._runs.pop(run_id, ("", None))
+            self._runs[run_id] = (self._phases(run_id, parent_run_id), query, None)
+
+    def retriever_end(self, documents: Sequence[Document], run_id: UUID, parent_run_id: UUID | None) -> None:
+        with self._lock:
+            phases, query, _ = self._runs.pop(run_id, (None, "", None))
+        phases = phases or self._phases(run_id, parent_run_id)
         scored = [
             ScoredDocument(id=str(d.id or i), text=d.page_content, score=float(d.metadata[self.score_key]))
             for i, d in enumerate(documents)
             if self.score_key in d.metadata
         ]
-        self._check(self.guard.retrieve(str(query), scored))
+        self._check(phases, [phases.retrieve(str(query), scored)])
 
 
 class GuardrailsCallbackHandler(BaseCallbackHandler):
@@ -95,18 +124,30 @@ class GuardrailsCallbackHandler(BaseCallbackHandler):
         return list(self._observer.decisions)
 
     def on_chat_model_start(
-        self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *, run_id: UUID, **kwargs: Any
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
     ) -> None:
-        self._observer.chat_start(messages, run_id)
+        self._observer.chat_start(messages, run_id, parent_run_id)
 
-    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        self._observer.llm_end(response, run_id)
+    def on_llm_end(
+        self, response: LLMResult, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        self._observer.llm_end(response, run_id, parent_run_id)
 
-    def on_retriever_start(self, serialized: dict[str, Any], query: str, *, run_id: UUID, **kwargs: Any) -> None:
-        self._observer.retriever_start(query, run_id)
+    def on_retriever_start(
+        self, serialized: dict[str, Any], query: str, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        self._observer.retriever_start(query, run_id, parent_run_id)
 
-    def on_retriever_end(self, documents: Sequence[Document], *, run_id: UUID, **kwargs: Any) -> None:
-        self._observer.retriever_end(documents, run_id)
+    def on_retriever_end(
+        self, documents: Sequence[Document], *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        self._observer.retriever_end(documents, run_id, parent_run_id)
 
 
 class AsyncGuardrailsCallbackHandler(AsyncCallbackHandler):
@@ -121,15 +162,27 @@ class AsyncGuardrailsCallbackHandler(AsyncCallbackHandler):
         return list(self._observer.decisions)
 
     async def on_chat_model_start(
-        self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *, run_id: UUID, **kwargs: Any
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
     ) -> None:
-        await asyncio.to_thread(self._observer.chat_start, messages, run_id)
+        await asyncio.to_thread(self._observer.chat_start, messages, run_id, parent_run_id)
 
-    async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        await asyncio.to_thread(self._observer.llm_end, response, run_id)
+    async def on_llm_end(
+        self, response: LLMResult, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        await asyncio.to_thread(self._observer.llm_end, response, run_id, parent_run_id)
 
-    async def on_retriever_start(self, serialized: dict[str, Any], query: str, *, run_id: UUID, **kwargs: Any) -> None:
-        self._observer.retriever_start(query, run_id)
+    async def on_retriever_start(
+        self, serialized: dict[str, Any], query: str, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        self._observer.retriever_start(query, run_id, parent_run_id)
 
-    async def on_retriever_end(self, documents: Sequence[Document], *, run_id: UUID, **kwargs: Any) -> None:
-        await asyncio.to_thread(self._observer.retriever_end, documents, run_id)
+    async def on_retriever_end(
+        self, documents: Sequence[Document], *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        await asyncio.to_thread(self._observer.retriever_end, documents, run_id, parent_run_id)

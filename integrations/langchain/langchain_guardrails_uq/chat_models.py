@@ -2,26 +2,42 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, SystemMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from guardrails_uq import Action, Decision, Generation, Guard, Message
 from guardrails_uq.flow import ModelStep, Outcome, arun, guarded_chat, run
 from guardrails_uq.streaming import StreamGate
 
-from ._convert import generation_of, text_of, to_core, to_langchain, tokens_of
+from ._convert import decision_metadata, generation_of, text_of, to_core, to_langchain, tokens_of
+from ._phases import RequestPhases, blocked
+from ._quiet import quiet_config
+from ._requests import current_run_id, ensure_tracking, request_of
 
 
-def _metadata(decision: Decision) -> dict[str, Any]:
-    return {"guardrails": decision.model_dump(mode="json")}
+def _apply_prompt(original: list[BaseMessage], prompt: list[Message]) -> list[BaseMessage]:
+    """The LangChain messages to send for the core ``prompt``: the originals, with the system message the
+    input phase injected or rewrote (every other message kept as is: tool calls, ids, metadata)."""
+    core = to_core(original)
+    if prompt == core:
+        return original
+    if len(prompt) == len(core) + 1 and prompt[0].role == "system" and prompt[1:] == core:
+        return [SystemMessage(content=prompt[0].content), *original]
+    if len(prompt) == len(core):
+        changed = [i for i, (a, b) in enumerate(zip(prompt, core, strict=True)) if a != b]
+        if len(changed) == 1 and prompt[changed[0]].role == "system" == core[changed[0]].role:
+            i = changed[0]
+            return [*original[:i], SystemMessage(content=prompt[i].content), *original[i + 1 :]]
+    return to_langchain(prompt)
 
 
 class GuardedChatModel(BaseChatModel):
@@ -31,6 +47,12 @@ class GuardedChatModel(BaseChatModel):
     calls ``escalate_to`` (or the policy's escalation target). Every returned message carries the Decision
     in ``response_metadata["guardrails"]``. Streaming holds back ``stream_window`` chunks and cuts the stream
     (ending it with the policy's message) when a rule trips.
+
+    Inside a chain the model is one phase of the chain's request (see ``_requests``): it reuses the input
+    Decision a retriever or ``input_guard`` made for the same question (no second input phase), its output
+    Decision carries the retrieval signals, and a request an earlier phase blocked is answered with that
+    phase's message without calling the model. The wrapped model's own tokens never reach stream consumers
+    (``astream_events``, LangGraph's ``stream_mode="messages"``): only what this model returns does.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -45,6 +67,7 @@ class GuardedChatModel(BaseChatModel):
     def __init__(self, *, guard: Guard | str | Path, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._guard = guard if isinstance(guard, Guard) else Guard.from_policy(guard)
+        ensure_tracking()
 
     @property
     def guard(self) -> Guard:
@@ -60,12 +83,20 @@ class GuardedChatModel(BaseChatModel):
             return self.model.bind(logprobs=True, top_logprobs=self.top_logprobs)
         return self.model
 
-    def _prompt(self, original: list[BaseMessage], prompt: list[Message]) -> list[BaseMessage]:
-        return original if prompt == to_core(original) else to_langchain(prompt)
+    def _phases(self, run_manager: Any) -> RequestPhases:
+        # BaseChatModel.stream calls _stream without its run manager: the enclosing run then names the request
+        run_id = run_manager.run_id if run_manager is not None else current_run_id()
+        return RequestPhases(self._guard, request_of(run_id))
+
+    def _escalation(self, config: RunnableConfig) -> Any:
+        if self.escalate_to is None:
+            return None
+        model = self.escalate_to
+        return lambda prompt: generation_of(model.invoke(to_langchain(prompt), config))
 
     def _result(self, outcome: Outcome, raw: AIMessage | None) -> ChatResult:
         metadata = dict(raw.response_metadata) if raw is not None and outcome.decision.action is Action.ALLOW else {}
-        metadata.update(_metadata(outcome.decision))
+        metadata.update(decision_metadata(outcome.decision))
         return ChatResult(
             generations=[ChatGeneration(message=AIMessage(content=outcome.text, response_metadata=metadata))]
         )
@@ -78,16 +109,17 @@ class GuardedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         raw: dict[str, AIMessage] = {}
+        config = quiet_config(run_manager)
 
         def call(step: ModelStep) -> Generation:
-            raw["message"] = self._runnable().invoke(self._prompt(messages, step.messages), stop=stop, **kwargs)
+            raw["message"] = self._runnable().invoke(
+                _apply_prompt(messages, step.messages), config, stop=stop, **kwargs
+            )
             return generation_of(raw["message"])
 
-        escalate = (
-            (lambda prompt: generation_of(self.escalate_to.invoke(to_langchain(prompt)))) if self.escalate_to else None
-        )
-        outcome = run(guarded_chat(self._guard, to_core(messages), can_escalate=escalate is not None), call, escalate)
-        return self._result(outcome, raw.get("message"))
+        escalate = self._escalation(config)
+        flow = guarded_chat(self._phases(run_manager), to_core(messages), can_escalate=escalate is not None)  # type: ignore[arg-type]
+        return self._result(run(flow, call, escalate), raw.get("message"))
 
     async def _agenerate(
         self,
@@ -97,25 +129,27 @@ class GuardedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         raw: dict[str, AIMessage] = {}
+        config = quiet_config(run_manager)
 
         async def call(step: ModelStep) -> Generation:
-            raw["message"] = await self._runnable().ainvoke(self._prompt(messages, step.messages), stop=stop, **kwargs)
+            prompt = _apply_prompt(messages, step.messages)
+            raw["message"] = await self._runnable().ainvoke(prompt, config, stop=stop, **kwargs)
             return generation_of(raw["message"])
 
         async def escalate_call(prompt: list[Message]) -> Generation:
-            return generation_of(await self.escalate_to.ainvoke(to_langchain(prompt)))  # type: ignore[union-attr]
+            return generation_of(await self.escalate_to.ainvoke(to_langchain(prompt), config))  # type: ignore[union-attr]
 
         escalate = escalate_call if self.escalate_to else None
-        outcome = await arun(
-            guarded_chat(self._guard, to_core(messages), can_escalate=escalate is not None), call, escalate
-        )
-        return self._result(outcome, raw.get("message"))
+        flow = guarded_chat(self._phases(run_manager), to_core(messages), can_escalate=escalate is not None)  # type: ignore[arg-type]
+        return self._result(await arun(flow, call, escalate), raw.get("message"))
 
     # -- streaming ----------------------------------------------------------------------------------------
 
     def _end_chunk(self, text: str, decision: Decision, emitted: bool) -> ChatGenerationChunk:
         prefix = "\n\n" if emitted and text else ""
-        return ChatGenerationChunk(message=AIMessageChunk(content=prefix + text, response_metadata=_metadata(decision)))
+        return ChatGenerationChunk(
+            message=AIMessageChunk(content=prefix + text, response_metadata=decision_metadata(decision))
+        )
 
     def _stream(
         self,
@@ -124,29 +158,28 @@ class GuardedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
+        phases = self._phases(run_manager)
+        config = quiet_config(run_manager)
         core = to_core(messages)
-        before = self._guard.before(core)
-        if before.final and before.action is not Action.ALLOW:
-            yield self._end_chunk(
-                self._escalated_text(core, before, None) if before.action is Action.ESCALATE else before.message or "",
-                before,
-                False,
-            )
+        before = phases.before(core)
+        if blocked(before):
+            yield self._end_chunk(self._blocked_text(phases, core, before, config), before, False)
             return
         prompt = before.messages if before.messages is not None else core
         gate = StreamGate(self._guard, prompt, context=before, window=self.stream_window, alert_bci=self.alert_bci)
         emitted = False
-        for chunk in self._runnable().stream(self._prompt(messages, prompt), stop=stop, **kwargs):
+        for chunk in self._runnable().stream(_apply_prompt(messages, prompt), config, stop=stop, **kwargs):
             for released in gate.push(text_of(chunk), chunk, tokens_of(chunk)):
                 emitted = True
-                yield self._emit(released, run_manager)
+                yield self._emit(released)
             if gate.cut is not None:
                 break
         released, decision = gate.finish()
+        phases.record(decision)
         for chunk in released:
             emitted = True
-            yield self._emit(chunk, run_manager)
-        yield self._final(prompt, decision, gate, emitted)
+            yield self._emit(chunk)
+        yield self._final(phases, prompt, decision, gate, emitted, config)
 
     async def _astream(
         self,
@@ -155,55 +188,61 @@ class GuardedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        import asyncio
-
+        phases = self._phases(run_manager)
+        config = quiet_config(run_manager)
         core = to_core(messages)
-        before = await self._guard.abefore(core)
-        if before.final and before.action is not Action.ALLOW:
-            text = (
-                await asyncio.to_thread(self._escalated_text, core, before, None)
-                if before.action is Action.ESCALATE
-                else before.message or ""
-            )
+        before = await asyncio.to_thread(phases.before, core)
+        if blocked(before):
+            text = await asyncio.to_thread(self._blocked_text, phases, core, before, config)
             yield self._end_chunk(text, before, False)
             return
         prompt = before.messages if before.messages is not None else core
         gate = StreamGate(self._guard, prompt, context=before, window=self.stream_window, alert_bci=self.alert_bci)
         emitted = False
-        async for chunk in self._runnable().astream(self._prompt(messages, prompt), stop=stop, **kwargs):
+        async for chunk in self._runnable().astream(_apply_prompt(messages, prompt), config, stop=stop, **kwargs):
             for released in gate.push(text_of(chunk), chunk, tokens_of(chunk)):
                 emitted = True
-                yield self._emit(released, None)
+                yield self._emit(released)
             if gate.cut is not None:
                 break
         released, decision = await asyncio.to_thread(gate.finish)
+        phases.record(decision)
         for chunk in released:
             emitted = True
-            yield self._emit(chunk, None)
-        yield await asyncio.to_thread(self._final, prompt, decision, gate, emitted)
+            yield self._emit(chunk)
+        yield await asyncio.to_thread(self._final, phases, prompt, decision, gate, emitted, config)
 
-    def _emit(self, chunk: Any, run_manager: CallbackManagerForLLMRun | None) -> ChatGenerationChunk:
-        out = ChatGenerationChunk(
+    @staticmethod
+    def _emit(chunk: Any) -> ChatGenerationChunk:
+        """A released chunk of the wrapped model, re-wrapped (LangChain reports it to the run's callbacks)."""
+        return ChatGenerationChunk(
             message=AIMessageChunk(
                 content=text_of(chunk), response_metadata=dict(getattr(chunk, "response_metadata", {}) or {})
             )
         )
-        if run_manager:
-            run_manager.on_llm_new_token(text_of(chunk), chunk=out)
-        return out
 
-    def _final(self, prompt: list[Message], decision: Decision, gate: StreamGate, emitted: bool) -> ChatGenerationChunk:
+    def _final(
+        self,
+        phases: RequestPhases,
+        prompt: list[Message],
+        decision: Decision,
+        gate: StreamGate,
+        emitted: bool,
+        config: RunnableConfig,
+    ) -> ChatGenerationChunk:
         if decision.action is Action.ALLOW:
-            return ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata=_metadata(decision)))
+            return ChatGenerationChunk(
+                message=AIMessageChunk(content="", response_metadata=decision_metadata(decision))
+            )
         if decision.action is Action.ESCALATE:
-            escalated = self._escalate_decision(prompt, decision, gate.text)
+            escalated = phases.escalate(prompt, decision, original=gate.text, target=self._escalation(config))
             return self._end_chunk(escalated.answer or escalated.message or "", escalated, emitted)
         return self._end_chunk(decision.message or "", decision, emitted)
 
-    def _escalate_decision(self, prompt: list[Message], decision: Decision, original: str | None) -> Decision:
-        target = (lambda msgs: generation_of(self.escalate_to.invoke(to_langchain(msgs)))) if self.escalate_to else None
-        return self._guard.escalate(prompt, decision, original=original, target=target)
-
-    def _escalated_text(self, prompt: list[Message], decision: Decision, original: str | None) -> str:
-        escalated = self._escalate_decision(prompt, decision, original)
+    def _blocked_text(self, phases: RequestPhases, prompt: list[Message], decision: Decision, config: Any) -> str:
+        """What the user reads when the request was blocked before the model: the policy's message, or the
+        escalation's answer when the input phase escalated."""
+        if decision.action is not Action.ESCALATE or decision.phase == "output":
+            return decision.answer or decision.message or ""
+        escalated = phases.escalate(prompt, decision, original=None, target=self._escalation(config))
         return escalated.answer or escalated.message or ""

@@ -1,7 +1,7 @@
 """fallback_on_escalate: an escalation falls back to a larger model; an abstain never does.
 
-With ``GuardrailsCallbackHandler(guard, raise_error=True)`` (or ``input_guard``, or a ConformalRetriever with
-``on_empty="raise"``) a blocked run raises AbstainViolation (the policy abstained, or a check failed and
+With ``GuardrailsCallbackHandler(guard, raise_error=True)`` (or ``input_guard``, or a ConformalRetriever, by
+default) a blocked run raises AbstainViolation (the policy abstained, or a check failed and
 on_error failed closed) or EscalateViolation (the policy escalated). Only the second may be answered by
 another model: ``with_fallbacks(..., exceptions_to_handle=(GuardrailViolation,))`` would hand a refused
 request (say, how to build a bomb) to the fallback model, which answers it.
@@ -17,13 +17,15 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 
 from guardrails_uq import AbstainViolation, Decision, EscalateViolation
 
+from ._convert import decision_metadata
+
 In = TypeVar("In")
 Out = TypeVar("Out")
 
 
 def _policy_message(decision: Decision) -> AIMessage:
     """The policy's answer to an abstain, shaped like a GuardedChatModel's (Decision in response_metadata)."""
-    return AIMessage(content=decision.message or "", response_metadata={"guardrails": decision.model_dump(mode="json")})
+    return AIMessage(content=decision.message or "", response_metadata=decision_metadata(decision))
 
 
 def fallback_on_escalate(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,11 +30,11 @@ from langchain_guardrails_uq import (
     fallback_on_escalate,
     input_guard,
 )
+from lc_testkit import README, ROOT, run_readme_block
 
 from guardrails_uq import Action, Call, Check, Guard, loads_policy
 from guardrails_uq.testing import FailingCheck, StaticCheck
 
-README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = ("fallback-on-escalate", "with-fallbacks")
 REFUSAL = "I can't help with that request."
 CHECK_DOWN = "The safety check is down; try again later."
@@ -92,13 +91,6 @@ def large_model(calls: ChatCalls) -> Runnable:
     return FakeListChatModel(responses=[LARGE]).with_config(callbacks=[calls])
 
 
-def readme_block(name: str) -> str:
-    """The python block that follows ``<!-- tested: NAME ...-->`` in the README."""
-    text = README.read_text(encoding="utf-8")
-    start = text.index("```python\n", text.index(f"<!-- tested: {name} ")) + len("```python\n")
-    return text[start : text.index("```", start)]
-
-
 def run_block(name: str, guard: Guard, question: str, small_answer: str, calls: ChatCalls) -> dict[str, Any]:
     """Execute a README block with the names it uses; returns its namespace (``answer``, ``handler``)."""
     namespace: dict[str, Any] = {
@@ -108,13 +100,16 @@ def run_block(name: str, guard: Guard, question: str, small_answer: str, calls: 
         "large_model": large_model(calls),
         "question": question,
     }
-    exec(compile(readme_block(name), f"README.md:{name}", "exec"), namespace)
-    return namespace
+    return run_readme_block(name, namespace)
 
 
-def test_every_tested_readme_block_runs_here() -> None:
+def test_every_tested_readme_block_is_run_where_it_says() -> None:
     text = README.read_text(encoding="utf-8")
-    assert set(re.findall(r"<!-- tested: ([\w-]+) ", text)) == set(BLOCKS)
+    markers = re.findall(r"<!-- tested: ([\w-]+) \(([\w/.]+) runs this block\) -->", text)
+    assert {name for name, _ in markers} >= {*BLOCKS, "agent", "rag-chain", "proxy-client"}
+    for name, path in markers:
+        assert f'"{name}"' in (ROOT / path).read_text(encoding="utf-8"), f"{path} does not run README block {name}"
+    assert text.count("<!-- tested: ") == len(markers), "a tested marker does not name its test file"
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     assert not [b for b in blocks if "exceptions_to_handle=(GuardrailViolation" in b]
 
@@ -206,10 +201,12 @@ def test_conformal_retriever_raises_by_action() -> None:
     store = InMemoryVectorStore(DeterministicFakeEmbedding(size=16))
     store.add_documents([Document(id="a", page_content="Paris is in France."), Document(id="b", page_content="x")])
     flagged = StaticCheck("sources", "retrieval", compute=lambda call: {"app.flagged": "Lyon" in (call.query or "")})
-    retriever = ConformalRetriever(source=store, guard=make_guard(flagged), k=2, on_empty="raise")
+    retriever = ConformalRetriever(source=store, guard=make_guard(flagged), k=2)
     assert len(retriever.invoke("Paris")) == 2
     with pytest.raises(EscalateViolation):
         retriever.invoke("Lyon")
-    broken = ConformalRetriever(source=store, guard=make_guard(FailingCheck("sources", "retrieval")), on_empty="raise")
+    broken = ConformalRetriever(source=store, guard=make_guard(FailingCheck("sources", "retrieval")))
     with pytest.raises(AbstainViolation):
         broken.invoke("Paris")
+    legacy = ConformalRetriever(source=store, guard=make_guard(flagged), k=2, on_empty="empty")  # the former name
+    assert legacy.on_block == "empty" and legacy.invoke("Lyon") == []
