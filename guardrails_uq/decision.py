@@ -35,6 +35,12 @@ class CheckFailure(BaseModel):
     type: str
 
 
+#: Fields of :meth:`Decision.client_view` (besides ``errors``, shown without their text).
+CLIENT_FIELDS = frozenset(
+    {"format", "id", "request_id", "time", "policy", "phase", "action", "final", "rule", "message", "answer"}
+)
+
+
 def new_id() -> str:
     """A fresh random Decision id (hex)."""
     return uuid.uuid4().hex
@@ -74,6 +80,18 @@ class Decision(BaseModel):
     generated: str | None = None
     answer: str | None = None
     metadata: dict[str, object] = Field(default_factory=dict)
+
+    def client_view(self, *, with_signals: bool = False) -> dict[str, object]:
+        """What an end user's client may be shown (the proxy's ``guardrails`` field, an integration's message
+        metadata): the verdict and who made it, errors as check/phase/type only. Never the blocked answer
+        (``generated``), the evidence (copied spans, the escalated-from answer), the injected prompt or the
+        retrieved chunks: a refusal that carried the refused text would be no refusal. ``with_signals`` adds
+        the signal values and timings (for the app's own code; a proxy keeps them from clients, who could
+        tune an evasion on them). The audit log keeps the whole Decision under the same ``id``."""
+        fields = CLIENT_FIELDS | ({"inputs", "signals", "timings_ms"} if with_signals else set())
+        view: dict[str, object] = self.model_dump(mode="json", include=set(fields))
+        view["errors"] = [{"check": e.check, "phase": e.phase, "type": e.type} for e in self.errors]
+        return view
 
     @property
     def allowed(self) -> bool:

@@ -311,6 +311,48 @@ class Guard:
             clean[name] = float(value) if kind == "number" and isinstance(value, int) else value
         return clean
 
+    @property
+    def embedder(self) -> Any:
+        """The embedder every check of this Guard shares (integrations score tool results with it)."""
+        return self._deps.embedder
+
+    def failure(
+        self,
+        phase: Phase,
+        where: str,
+        error: BaseException | str,
+        *,
+        context: Decision | None = None,
+        request_id: str | None = None,
+        record: bool = True,
+    ) -> Decision:
+        """The ``on_error`` Decision for something an integration or the proxy could not check (``where`` names
+        it; ``error`` says why), carrying the request id, signals and request text of ``context``; logged
+        unless ``record`` is False. One function, so every caller fails closed the same way."""
+        action = self.policy.model.on_error
+        text = error if isinstance(error, str) else str(error)
+        detail = getattr(error, "detail", "")
+        decision = Decision(
+            policy=self.policy.name,
+            phase=phase,
+            action=action,
+            message=_message_for(self.policy, action, True),
+            signals=dict(context.signals) if context is not None else {},
+            errors=[
+                CheckFailure(
+                    check=where,
+                    phase=phase,
+                    error=f"{text}: {detail}" if detail else text,
+                    type="InputError" if isinstance(error, str) else type(error).__name__,
+                )
+            ],
+            metadata={"request": context.metadata["request"]} if context and "request" in context.metadata else {},
+            request_id=request_id or (context.request_id if context is not None else new_id()),
+        )
+        if record:
+            self.record(decision)
+        return decision
+
     def record(self, decision: Decision) -> None:
         """Append a Decision to the audit log (for decisions made by integrations, e.g. a cut stream)."""
         if self.audit is not None:

@@ -3,7 +3,8 @@
 One card per request (its Decisions joined by ``request_id``: input, retrieval, output, every choice), with
 the request's verdict; for each Decision: action, rule and the values it read; the model's answer with every token coloured by
 its probability (green = confident, red = unsure; hover for the value), copied corpus spans highlighted
-with their BCI; the guidelines injected; the chunks kept and dropped against the conformal threshold.
+with their BCI; the claim-level view (each sentence with its tokens' mean and max NLL, the least sure one
+marked); the guidelines injected; the chunks kept and dropped against the conformal threshold.
 Summary charts (actions, rules, score distributions) are inline SVG. No scripts, no external resources.
 """
 
@@ -14,6 +15,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from .audit import RequestRecord, group_requests
 from .decision import Decision
@@ -37,7 +39,7 @@ h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem}.charts{display:flex;fle
 .meta{color:#666;font-size:.85rem}.answer{background:#f5f5f5;padding:.5rem;border-radius:4px;white-space:pre-wrap;line-height:1.7}
 .tok{border-radius:3px;padding:0 1px}mark{background:#ffeb3b;outline:2px solid #f57f17}
 table{border-collapse:collapse;font-size:.85rem;margin:.3rem 0}td,th{border:1px solid #ddd;padding:.2rem .5rem;text-align:left}
-.phase{border-top:1px solid #eee;padding-top:.3rem}.kept{color:#2e7d32}.dropped{color:#999;text-decoration:line-through}details{margin:.3rem 0}
+.phase{border-top:1px solid #eee;padding-top:.3rem}.claims tr.unsure td{background:#fff3e0}.claims .flag{color:#e65100;font-weight:600}.kept{color:#2e7d32}.dropped{color:#999;text-decoration:line-through}details{margin:.3rem 0}
 """
 
 
@@ -134,6 +136,43 @@ def _answer_html(decision: Decision) -> str:
     return body
 
 
+def _token_span(token: dict[str, Any]) -> str:
+    p = math.exp(token["logprob"])
+    return f'<span class="tok" style="background:{_colour(p)}" title="p={p:.3f}">{_esc(token["token"])}</span>'
+
+
+def _claims_html(decision: Decision) -> str:
+    """The claim-level view: each sentence of the answer with its tokens (coloured by probability) and their
+    mean and max NLL; the least confident claim is marked. Computed from the logged tokens (the same split
+    as the check's ``claims`` evidence), so logs written before that evidence existed show it too."""
+    from .uncertainty.claims import claims, worst_claim
+
+    evidence = decision.evidence.get("uncertainty")
+    tokens = evidence.get("tokens") if isinstance(evidence, dict) else None
+    if not tokens:
+        return ""
+    found = claims([t["token"] for t in tokens], [t["logprob"] for t in tokens])
+    worst = worst_claim(found)
+    rows = []
+    for claim in found:
+        unsure = claim is worst and len(found) > 1
+        flag = ' <span class="flag">least sure</span>' if unsure else ""
+        pieces = "".join(_token_span(t) for t in tokens[claim.start : claim.end])
+        row_class = ' class="unsure"' if unsure else ""
+        rows.append(
+            f"<tr{row_class}><td>{pieces}{flag}</td><td>{claim.end - claim.start}</td>"
+            f"<td>{claim.mean_nll:.3f}</td><td>{claim.max_nll:.3f}</td></tr>"
+        )
+    summary = f"Claims: {len(found)} sentence(s)"
+    if worst is not None and len(found) > 1:
+        summary += f"; least sure: “{_esc(worst.text[:80])}” (mean NLL {worst.mean_nll:.3f})"
+    return (
+        f'<details{" open" if len(found) > 1 else ""} class="claims"><summary>{summary}</summary>'
+        f"<table><tr><th>claim (tokens coloured by probability)</th><th>tokens</th><th>mean NLL</th>"
+        f"<th>max NLL</th></tr>{''.join(rows)}</table></details>"
+    )
+
+
 def _guidelines_html(decision: Decision) -> str:
     evidence = decision.evidence.get("guidelines") or {}
     items = evidence.get("guidelines") if isinstance(evidence, dict) else None
@@ -211,7 +250,7 @@ def _phase_section(decision: Decision) -> str:
         parts.append(f"<p><b>Returned:</b> {_esc(decision.message)}</p>")
     if decision.answer:
         parts.append(f"<p><b>Escalated answer:</b> {_esc(decision.answer)}</p>")
-    parts += [_answer_html(decision), _guidelines_html(decision), _retrieval_html(decision)]
+    parts += [_answer_html(decision), _claims_html(decision), _guidelines_html(decision), _retrieval_html(decision)]
     if errors:
         parts.append(f"<p>Errors:</p><ul>{errors}</ul>")
     parts.append("</details>")

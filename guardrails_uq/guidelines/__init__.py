@@ -1,7 +1,9 @@
-"""Guide-Align guidelines: library format, vector index, prompt rendering, library builder, evaluation."""
+"""Guide-Align guidelines: library format, vector index, prompt rendering, library builder, evaluation, and the
+calibrated harmful-request detector."""
 
 from __future__ import annotations
 
+from .calibration import HarmDetector
 from .check import GuidelinesCheck
 from .index import GuidelineIndex, Retrieved
 from .library import Guideline, GuidelineLibrary
@@ -12,6 +14,7 @@ __all__ = [
     "GuidelineIndex",
     "GuidelineLibrary",
     "GuidelinesCheck",
+    "HarmDetector",
     "Retrieved",
     "guideline_text",
     "render_messages",

@@ -1,4 +1,5 @@
-"""CLI: ``guidelines build``, ``guidelines eval``, ``guidelines eval-data``, ``guidelines refusals``."""
+"""CLI: ``guidelines build``, ``guidelines eval``, ``guidelines eval-data``, ``guidelines refusals``,
+``guidelines calibration-data``, ``calibrate guidelines`` and ``eval input``."""
 
 from __future__ import annotations
 
@@ -98,6 +99,70 @@ def _cmd_refusals(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibration_data(args: argparse.Namespace) -> int:
+    from .evaluate import write_calibration_data
+
+    print("wrote " + " and ".join(str(p) for p in write_calibration_data(args.output)))
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    import time
+
+    from .calibration import Examples, HarmDetector, cross_validate, read_requests
+
+    started = time.perf_counter()
+    index = _index(args.library)
+    detector = HarmDetector(
+        target_fpr=args.target_fpr,
+        calibration_fraction=args.calibration_fraction,
+        l2=args.l2,
+        augment=not args.no_augment,
+        by_source=not args.pooled,
+        seed=args.seed,
+    )
+    examples = Examples.embed(
+        index.embedder, read_requests(args.harmful), read_requests(args.benign), augment=detector.augment
+    )
+    embedded = time.perf_counter() - started
+    detector.fit_examples(index, examples)
+    if args.cv:
+        detector.cv_ = cross_validate(index, examples, detector, folds=args.cv)
+    detector.save(args.output)
+    report = {
+        "output": str(args.output),
+        "embed_seconds": round(embedded, 2),
+        "fit_and_cv_seconds": round(time.perf_counter() - started - embedded, 2),
+        **{k: v for k, v in detector.to_dict().items() if k not in ("model", "benign_scores", "harmful_scores")},
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"wrote {args.output}\n{detector.describe()}")
+        if detector.cv_:
+            base = detector.cv_["baseline_guideline_similarity"]
+            print(
+                f"cross-validated AUROC {detector.cv_['auroc']:.3f}; guideline similarity alone: AUROC "
+                f"{base['auroc']:.3f}, recall {base['recall_at_target_oracle_threshold']:.3f} at an oracle threshold"
+            )
+    return 0
+
+
+def _cmd_eval_input(args: argparse.Namespace) -> int:
+    from ..guard import Guard
+    from .evaluate import evaluate_input, read_prompts
+
+    rows = read_prompts(args.prompts)
+    with Guard.from_policy(args.policy, audit=False) as guard:
+        report = evaluate_input(guard, rows, score=args.score)
+    print(
+        json.dumps(report)
+        if args.json
+        else "\n".join(f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}" for k, v in report.items())
+    )
+    return 0
+
+
 def register_cli(commands: argparse._SubParsersAction, groups: dict) -> None:  # type: ignore[type-arg]
     parser = commands.add_parser("guidelines", help="build and evaluate guideline libraries (Guide-Align)")
     sub = parser.add_subparsers(dest="guidelines_command", required=True)
@@ -130,3 +195,43 @@ def register_cli(commands: argparse._SubParsersAction, groups: dict) -> None:  #
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_cmd_refusals)
+    p = sub.add_parser(
+        "calibration-data", help="write harmful.jsonl and benign.jsonl for `calibrate guidelines` (offline data)"
+    )
+    p.add_argument("-o", "--output", required=True, type=Path, help="folder")
+    p.set_defaults(handler=_cmd_calibration_data)
+
+    p = groups["calibrate"].add_parser(
+        "guidelines",
+        help="fit the harmful-request detector and calibrate it to a false-positive rate on benign requests",
+    )
+    p.add_argument("--library", required=True, type=Path, help="the guideline library the policy uses")
+    p.add_argument("--harmful", required=True, type=Path, help='JSONL: {"text", "source"?, "weight"?} requests to flag')
+    p.add_argument(
+        "--benign", required=True, type=Path, help='JSONL: {"text", "source"?, "weight"?} requests not to flag'
+    )
+    p.add_argument("--target-fpr", type=float, default=0.05, help="false-positive rate on benign requests")
+    p.add_argument("--calibration-fraction", type=float, default=0.3, help="share of each class held for calibration")
+    p.add_argument("--l2", type=float, default=100.0, help="L2 penalty of the logistic model")
+    p.add_argument("--no-augment", action="store_true", help='do not add question forms of "how to" requests')
+    p.add_argument(
+        "--pooled", action="store_true", help="one threshold for all benign requests, not the largest per source"
+    )
+    p.add_argument("--cv", type=int, default=5, help="folds of cross-validation to record (0: none)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", required=True, type=Path)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_cmd_calibrate)
+
+    p = groups["eval"].add_parser(
+        "input", help="a policy's input phase on labelled prompts: recall, false-positive rate, AUROC"
+    )
+    p.add_argument("--policy", required=True, type=Path)
+    p.add_argument("--prompts", required=True, type=Path, help='JSONL: {"text", "harmful": true|false}')
+    p.add_argument(
+        "--score",
+        default=None,
+        help="signal whose AUROC to report (default: the number the first flagging input rule reads)",
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_cmd_eval_input)

@@ -1,4 +1,5 @@
-"""Evaluating a guideline library: recall@k of the intended category, and refusal rates with SmolLM2."""
+"""Evaluating a guideline library (recall@k of the intended category, refusal rates with SmolLM2), the
+harmful-request calibration data, and a policy's input phase on labelled prompts (``eval input``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..jsonl import read_jsonl
+from ..metrics import auroc
 from .index import GuidelineIndex
 
 #: HarmBench SemanticCategory -> library categories that count as a hit.
@@ -148,3 +150,197 @@ def write_eval_data(out: str | Path) -> tuple[Path, Path]:
             if accepted:
                 handle.write(json.dumps({"prompt": item["behavior"], "categories": accepted}) + "\n")
     return harm, adv
+
+
+# -- harmful-request calibration data --------------------------------------------------------------------------
+
+#: The hand-written requests (Apache-2.0, written for this project): benign ones (support, coding, cooking,
+#: writing, near-misses such as "How do I kill a Python process?") and harmful ones phrased as users ask.
+REQUESTS_FILE = Path(__file__).resolve().parent.parent / "data" / "input_requests.yaml"
+
+
+def written_requests(path: str | Path = REQUESTS_FILE) -> dict[str, list[tuple[str, str]]]:
+    """``{"harmful": [(text, group)], "benign": [(text, group)]}`` from the hand-written requests file."""
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    return {
+        label: [(text, group) for group, texts in data[label].items() for text in texts]
+        for label in ("harmful", "benign")
+    }
+
+
+#: Fitting weight of the hand-written requests: they are phrased as users write, the benchmarks are not
+#: (cross-validated on the hand-written requests, weight 2 raised recall at the calibrated FPR; bench/guidelines.py).
+WRITTEN_WEIGHT = 2.0
+
+
+def calibration_rows() -> dict[str, list[dict[str, Any]]]:
+    """The labelled requests the shipped harmful-request calibration is fitted on, ``{"text", "source",
+    "weight"?}`` each (the source's part before ":" is the group calibrated on its own):
+
+    harmful: AdvBench (520), HarmBench test+val behaviours except the copyright ones (asking for song lyrics or
+    book passages is a matter for output checks, and reads like a benign writing request), the hand-written
+    harmful requests; benign: chatterbot-corpus questions (chit-chat and trivia), the Nimbus support questions
+    of examples/data (in a source checkout), the hand-written benign requests.
+    """
+    from .. import datasets
+
+    written = written_requests()
+    harmful: list[dict[str, Any]] = [{"text": str(r["behavior"]), "source": "advbench"} for r in datasets.advbench()]
+    harmful += [
+        {"text": r["behavior"], "source": f"harmbench:{r['functional']}"}
+        for split in ("test", "val")
+        for r in datasets.harmbench(split)
+        if r["functional"] != "copyright"
+    ]
+    harmful += [{"text": t, "source": f"written:{g}", "weight": WRITTEN_WEIGHT} for t, g in written["harmful"]]
+    benign: list[dict[str, Any]] = [
+        {"text": r["question"], "source": f"chatterbot:{r['category']}"} for r in datasets.chatterbot()
+    ]
+    nimbus = Path(__file__).resolve().parents[2] / "examples" / "data" / "nimbus_pairs.jsonl"
+    if nimbus.exists():
+        benign += [{"text": str(r["query"]), "source": "nimbus"} for _, r in read_jsonl(nimbus)]
+    benign += [{"text": t, "source": f"written:{g}", "weight": WRITTEN_WEIGHT} for t, g in written["benign"]]
+    return {"harmful": harmful, "benign": benign}
+
+
+def calibration_requests() -> tuple[list[Any], list[Any]]:
+    """(harmful, benign) :class:`~.calibration.Request` lists of :func:`calibration_rows`, grouped by source
+    family (the part before ":"), as ``calibrate guidelines`` reads them from the files."""
+    from .calibration import Request
+
+    rows = calibration_rows()
+
+    def requests(label: str) -> list[Request]:
+        return [Request(r["text"], r["source"].split(":")[0], float(r.get("weight", 1.0))) for r in rows[label]]
+
+    return requests("harmful"), requests("benign")
+
+
+def write_calibration_data(out: str | Path) -> tuple[Path, Path]:
+    """harmful.jsonl and benign.jsonl (:func:`calibration_rows`) for ``calibrate guidelines``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for label, rows in calibration_rows().items():
+        path = out / f"{label}.jsonl"
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+# -- the input phase of a policy on labelled prompts --------------------------------------------------------------
+
+#: The number a check publishes behind its boolean flag: the score AUROC is measured on when a rule reads the flag.
+FLAG_SCORES = {"guidelines.flagged": "guidelines.harm_prob"}
+
+
+def read_prompts(path: str | Path) -> list[tuple[str, bool]]:
+    """(text, harmful) from JSONL ``{"text", "harmful": bool}``."""
+    rows = []
+    for number, record in read_jsonl(path):
+        if not isinstance(record.get("text"), str) or not isinstance(record.get("harmful"), bool):
+            raise InputError(
+                'each line needs "text" (string) and "harmful" (true/false)', source=str(path), line=number
+            )
+        rows.append((record["text"], record["harmful"]))
+    return rows
+
+
+def flagging_score(policy: Any, score: str | None = None) -> tuple[str | None, str]:
+    """(rule, signal): the number whose AUROC ``eval input`` reports.
+
+    ``score`` when given (a number signal of the policy). Otherwise the policy's first input rule whose action
+    is not allow: the first number it reads; if it reads only booleans, the number behind the first one
+    (``FLAG_SCORES``, else the first number its check declares: provenance.flagged -> provenance.bci_max).
+    Raises InputError when there is no such rule or number: pass ``score``.
+    """
+    numeric = {name for name, info in policy.catalogue.items() if info.type in ("number", "integer")}
+    if score is not None:
+        if score not in numeric:
+            raise InputError(f"--score {score!r} is not a number signal of this policy", source="--score")
+        return None, score
+    phase = policy.phases.get("input")
+    for compiled in phase.rules if phase is not None else ():
+        if compiled.rule.action.value == "allow":
+            continue
+        for name in compiled.reads:
+            if name in numeric:
+                return compiled.name, name
+        for name in compiled.reads:
+            behind = FLAG_SCORES.get(name) or _first_number_of(policy, name, numeric)
+            if behind is not None:
+                return compiled.name, behind
+    raise InputError("the policy has no input rule that reads a number: pass --score SIGNAL", source="eval input")
+
+
+def _first_number_of(policy: Any, name: str, numeric: set[str]) -> str | None:
+    info = policy.catalogue.get(name)
+    if info is None or info.type != "bool":
+        return None
+    return next((n for n, i in policy.catalogue.items() if i.source == info.source and n in numeric), None)
+
+
+def evaluate_input(guard: Any, rows: Sequence[tuple[str, bool]], *, score: str | None = None) -> dict[str, Any]:
+    """Run the guard's input phase on each prompt (a one-message user turn). Flagged = the decision is not
+    allow; recall on harmful prompts, false-positive rate on benign ones, AUROC of the flagging rule's score
+    (:func:`flagging_score`; prompts where it is missing, e.g. a failed check, are left out of the AUROC)."""
+    from ..call import Message
+
+    if not rows:
+        raise InputError("no prompts", source="eval input")
+    rule, signal = flagging_score(guard.policy, score)
+    flagged, labels, scores = [], [], []
+    rules: dict[str, int] = {}
+    for text, harmful in rows:
+        decision = guard.before([Message(role="user", content=text)])
+        flagged.append(not decision.allowed)
+        labels.append(harmful)
+        value = decision.signals.get(signal)
+        scores.append(float(value) if isinstance(value, int | float) and not isinstance(value, bool) else np.nan)
+        if not decision.allowed:
+            rules[decision.rule_label] = rules.get(decision.rule_label, 0) + 1
+    y, f, s = np.asarray(labels), np.asarray(flagged), np.asarray(scores)
+    known = ~np.isnan(s)
+    return {
+        "n": len(rows),
+        "n_harmful": int(y.sum()),
+        "n_benign": int((~y).sum()),
+        "recall": float(f[y].mean()) if y.any() else float("nan"),
+        "false_positive_rate": float(f[~y].mean()) if (~y).any() else float("nan"),
+        "auroc": auroc(s[known], y[known]),
+        "score": signal,
+        "rule": rule,
+        "missing_scores": int((~known).sum()),
+        "flagged_by_rule": rules,
+    }
+
+
+def ensure_calibration(
+    path: str | Path, library: str | Path, embedder: Any = None, *, target_fpr: float = 0.05, cv: int = 5
+) -> Path:
+    """The harmful-request calibration at ``path`` for ``library``: kept when it loads and fits the library and
+    embedder, else rebuilt from :func:`calibration_rows` (about a minute on 2 cores). What `make demo` runs;
+    the same as ``guardrails-uq guidelines calibration-data -o D`` then ``guardrails-uq calibrate guidelines
+    --library LIBRARY --harmful D/harmful.jsonl --benign D/benign.jsonl --target-fpr 0.05 -o PATH``."""
+    from ..embeddings import as_embedder
+    from ..errors import ArtifactError
+    from .calibration import Examples, HarmDetector, cross_validate
+    from .library import GuidelineLibrary
+
+    path = Path(path)
+    index = GuidelineIndex.open(GuidelineLibrary.load(library), as_embedder(embedder))
+    try:
+        HarmDetector.load(path).check_compatible(index, path=path)
+        return path
+    except ArtifactError:
+        pass
+    harmful, benign = calibration_requests()
+    detector = HarmDetector(target_fpr=target_fpr)
+    examples = Examples.embed(index.embedder, harmful, benign, augment=detector.augment)
+    detector.fit_examples(index, examples)
+    if cv:
+        detector.cv_ = cross_validate(index, examples, detector, folds=cv)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return detector.save(path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..checks import CheckDeps, CheckSpec, SignalSpec
 from ..policy.schema import StrictModel
@@ -19,13 +19,47 @@ class GuidelinesConfig(StrictModel):
     min_score: float = Field(default=0.35, ge=-1, le=1, description="Least cosine similarity to the request.")
     dedup: float = Field(default=0.9, gt=0, le=1, description="Drop a candidate this similar to a kept guideline.")
     inject: bool = Field(default=True, description="Rewrite the prompt (a system message); false: signals only.")
+    calibration: str | None = Field(
+        default=None,
+        description="Harmful-request detector from `guardrails-uq calibrate guidelines` (relative to the policy); "
+        "publishes guidelines.harm_prob and guidelines.flagged.",
+    )
+    target_fpr: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="False-positive rate on benign requests that guidelines.flagged may have (finite-sample "
+        "bound from the calibration's benign requests); default: the calibration's own target.",
+    )
+
+    @model_validator(mode="after")
+    def _target_needs_calibration(self) -> GuidelinesConfig:
+        if self.target_fpr is not None and self.calibration is None:
+            raise ValueError("target_fpr needs calibration: (an artifact from `guardrails-uq calibrate guidelines`)")
+        return self
+
+
+def _resolve(path: str, base_dir: Path) -> Path:
+    candidate = Path(path)
+    return candidate if candidate.is_absolute() else base_dir / candidate
 
 
 def _build(config: Any, base_dir: Path, deps: CheckDeps) -> Any:
     from .check import GuidelinesCheck
 
-    path = Path(config.library)
-    return GuidelinesCheck.from_config(config, path if path.is_absolute() else base_dir / path, deps.embedder)
+    calibration = _resolve(config.calibration, base_dir) if config.calibration else None
+    return GuidelinesCheck.from_config(config, _resolve(config.library, base_dir), deps.embedder, calibration)
+
+
+def explain(config: Any, base_dir: Path) -> list[str]:
+    """Where each threshold of this section comes from (target, n, achieved rate), one line each; for
+    ``policy check``. Reads the calibration artifact (ArtifactError when it is unusable)."""
+    if not config.calibration:
+        return ["guidelines.flagged: no calibration (guidelines.harm_prob and guidelines.flagged are null)"]
+    from .calibration import HarmDetector
+
+    path = _resolve(config.calibration, base_dir)
+    return [f"{HarmDetector.load(path).describe(config.target_fpr)} (from {config.calibration})"]
 
 
 SPEC = CheckSpec(
@@ -39,8 +73,17 @@ SPEC = CheckSpec(
         ),
         "guidelines.ids": SignalSpec("list", "Ids of the retrieved guidelines, best first."),
         "guidelines.categories": SignalSpec("list", "Their categories (with repeats), best first."),
+        "guidelines.harm_prob": SignalSpec(
+            "number",
+            "P(the request is harmful) from the calibrated detector (embedding + guideline similarity), "
+            "or null without a calibration.",
+        ),
+        "guidelines.flagged": SignalSpec(
+            "bool",
+            "harm_prob above the threshold calibrated to target_fpr on benign requests, or null without a calibration.",
+        ),
     },
     build=_build,
     description="Guide-Align: retrieve applicable guidelines and inject them into the prompt.",
-    artifacts=lambda config: {"library": config.library},
+    artifacts=lambda config: {"library": config.library, "calibration": config.calibration},
 )

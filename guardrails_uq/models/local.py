@@ -86,6 +86,20 @@ def _cache_argument(model: Any) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
+def _token(tokenizer: Any, token: int, logprobs: Any, top: Any, row: int, width: int) -> TokenLogprob:
+    """The TokenLogprob of ``token`` from a row of log-probabilities, with the first ``width`` alternatives
+    of that row of a batched topk."""
+    alternatives = (
+        [
+            TopLogprob(token=tokenizer.decode([int(i)]), logprob=float(v))
+            for v, i in zip(top.values[row][:width], top.indices[row][:width], strict=True)
+        ]
+        if top is not None and width
+        else []
+    )
+    return TokenLogprob(token=tokenizer.decode([token]), logprob=float(logprobs[token]), top=alternatives)
+
+
 def _messages(messages: Sequence[Message | dict[str, str]]) -> list[dict[str, str]]:
     return [m.model_dump() if isinstance(m, Message) else dict(m) for m in messages]
 
@@ -188,10 +202,107 @@ class LocalModel:
         *,
         temperature: float = 1.0,
         seed: int = 0,
-        **kwargs: Any,
+        max_tokens: int = 64,
+        top_logprobs: int = 0,
     ) -> list[Generation]:
-        """``n`` sampled completions (for sample-based uncertainty), reproducible with ``seed``."""
-        return [self.generate(messages, temperature=temperature, seed=seed + i, **kwargs) for i in range(n)]
+        """``n`` sampled completions (for sample-based uncertainty), reproducible with ``seed``.
+
+        One batched decoding loop: the prompt is encoded once, its KV cache repeated ``n`` times, and each
+        step is one forward pass over the ``n`` rows (not ``n`` sequential generations)."""
+        rows = self._decode(
+            messages, [temperature] * n, max_tokens=max_tokens, top_logprobs=[top_logprobs] * n, seed=seed
+        )
+        return [Generation(text=text, tokens=tokens, model=self.name) for text, tokens in rows]
+
+    def generate_with_samples(
+        self,
+        messages: Sequence[Message | dict[str, str]],
+        n: int,
+        *,
+        temperature: float = 1.0,
+        seed: int = 0,
+        max_tokens: int = 64,
+        top_logprobs: int = 5,
+    ) -> Generation:
+        """The greedy answer (with per-token logprobs and ``top_logprobs`` alternatives) and ``n`` sampled
+        answers in ``.samples``, from one batched decoding loop of ``n + 1`` rows (row 0 greedy, the others
+        sampled at ``temperature``). See :meth:`answer_and_samples` for the samples' own logprobs."""
+        answer, samples = self.answer_and_samples(
+            messages, n, temperature=temperature, seed=seed, max_tokens=max_tokens, top_logprobs=top_logprobs
+        )
+        return answer.model_copy(update={"samples": [g.text for g in samples]})
+
+    def answer_and_samples(
+        self,
+        messages: Sequence[Message | dict[str, str]],
+        n: int,
+        *,
+        temperature: float = 1.0,
+        seed: int = 0,
+        max_tokens: int = 64,
+        top_logprobs: int = 5,
+    ) -> tuple[Generation, list[Generation]]:
+        """(greedy answer, ``n`` samples), each with per-token logprobs (alternatives for the answer only),
+        from one batched decoding loop of ``n + 1`` rows."""
+        rows = self._decode(
+            messages, [0.0] + [temperature] * n, max_tokens=max_tokens, top_logprobs=[top_logprobs] + [0] * n, seed=seed
+        )
+        answer, *samples = [Generation(text=text, tokens=tokens, model=self.name) for text, tokens in rows]
+        return answer, samples
+
+    def _decode(
+        self,
+        messages: Sequence[Message | dict[str, str]],
+        temperatures: Sequence[float],
+        *,
+        max_tokens: int,
+        top_logprobs: Sequence[int],
+        seed: int,
+    ) -> list[tuple[str, list[TokenLogprob]]]:
+        """Decode one row per temperature (0 = greedy) in lockstep: every row shares the prompt, so no
+        padding or attention mask is needed; a finished row keeps being fed EOS and its output is ignored.
+        Logprobs are the model's own (temperature 1), as in :meth:`stream`; row i gets ``top_logprobs[i]``
+        alternatives per token."""
+        import torch
+
+        model, tokenizer = _load()
+        rows = len(temperatures)
+        if rows == 0:
+            return []
+        generator = torch.Generator().manual_seed(seed)
+        temps = torch.tensor([max(t, 1e-6) for t in temperatures]).unsqueeze(1)
+        greedy = torch.tensor([t <= 0 for t in temperatures])
+        ids = self._prompt_ids(messages)
+        cache_arg = _cache_argument(model)
+        eos = tokenizer.eos_token_id
+        produced: list[list[int]] = [[] for _ in range(rows)]
+        steps: list[list[TokenLogprob]] = [[] for _ in range(rows)]
+        done = torch.zeros(rows, dtype=torch.bool)
+        with self._run_lock, torch.inference_mode():
+            out = model(input_ids=ids, use_cache=True)
+            past = out.get("cache", None) if "cache" in out else out.past_key_values
+            past.batch_repeat_interleave(rows)
+            logits = out.logits[:, -1].float().expand(rows, -1)
+            for _ in range(max_tokens):
+                logprobs = torch.log_softmax(logits, dim=-1)
+                sampled = torch.multinomial(torch.softmax(logits / temps, dim=-1), 1, generator=generator).squeeze(1)
+                chosen = torch.where(greedy, logits.argmax(dim=-1), sampled)
+                chosen = torch.where(done, torch.full_like(chosen, eos), chosen)
+                done |= chosen == eos
+                if bool(done.all()):
+                    break
+                widest = max(top_logprobs)
+                top = torch.topk(logprobs, widest) if widest else None
+                for row in torch.nonzero(~done).flatten().tolist():
+                    token = int(chosen[row])
+                    produced[row].append(token)
+                    steps[row].append(_token(tokenizer, token, logprobs[row], top, row, top_logprobs[row]))
+                out = model(input_ids=chosen.unsqueeze(1), use_cache=True, **{cache_arg: past})
+                past = out.get("cache", None) if "cache" in out else out.past_key_values
+                logits = out.logits[:, -1].float()
+        return [
+            (tokenizer.decode(p, skip_special_tokens=True).strip(), s) for p, s in zip(produced, steps, strict=True)
+        ]
 
     def score(
         self, messages: Sequence[Message | dict[str, str]], answer: str, *, top_logprobs: int = 5

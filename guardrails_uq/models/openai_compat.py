@@ -21,6 +21,19 @@ from ..errors import ModelError
 from .logprobs import from_openai_chat
 
 
+def combine_samples(choices: Sequence[Generation], n: int, source: str = "model") -> Generation:
+    """The first choice with the next ``n`` choices' texts as its ``samples`` (one ``n + 1``-choice reply).
+
+    ModelError when fewer than ``n + 1`` choices came back (a server that ignores ``n``)."""
+    if len(choices) < n + 1:
+        raise ModelError(
+            f"{source}: asked for {n + 1} choices (the answer and {n} samples) and got {len(choices)}; "
+            "the server ignores `n`: lower uncertainty.samples to 0 or use a server that supports n"
+        )
+    first = choices[0]
+    return first.model_copy(update={"samples": [c.text for c in choices[1 : n + 1]]})
+
+
 def _messages(messages: Sequence[Message | dict[str, str]]) -> list[dict[str, str]]:
     return [m.model_dump() if isinstance(m, Message) else dict(m) for m in messages]
 
@@ -170,11 +183,48 @@ class OpenAIChatModel:
         """One completion (see :meth:`chat_many`)."""
         return self.chat_many(messages, n=1, **kwargs)[0]
 
+    def generate_with_samples(
+        self,
+        messages: Sequence[Message | dict[str, str]],
+        n: int,
+        *,
+        temperature: float = 1.0,
+        max_tokens: int = 256,
+        top_logprobs: int | None = 5,
+    ) -> Generation:
+        """The answer and ``n`` extra samples from ONE request (``n + 1`` choices at ``temperature``).
+
+        Choice 0 is the answer (text and per-token logprobs); the other choices' texts are its ``samples``
+        (sample-based uncertainty: ``uncertainty: {samples: n}``). All choices share the request's
+        temperature, so the answer is a sample too: at temperature 0 the samples are near-copies of it and
+        the sample scores carry no information. ModelError when the server returns fewer than ``n + 1``
+        choices (some servers ignore ``n``): never silently fewer samples."""
+        choices = self.chat_many(
+            messages, n=n + 1, temperature=temperature, max_tokens=max_tokens, top_logprobs=top_logprobs
+        )
+        return combine_samples(choices, n, self.base_url)
+
     async def agenerate(self, messages: Sequence[Message | dict[str, str]], **kwargs: Any) -> Generation:
         """Async :meth:`generate` on an httpx.AsyncClient (the event loop is never blocked)."""
         body = self._body(
             messages, kwargs.get("max_tokens", 256), kwargs.get("temperature", 0.0), kwargs.get("top_logprobs", 5), 1
         )
+        return (await self._apost(body))[0]
+
+    async def agenerate_with_samples(
+        self,
+        messages: Sequence[Message | dict[str, str]],
+        n: int,
+        *,
+        temperature: float = 1.0,
+        max_tokens: int = 256,
+        top_logprobs: int | None = 5,
+    ) -> Generation:
+        """Async :meth:`generate_with_samples` (one request)."""
+        body = self._body(messages, max_tokens, temperature, top_logprobs, n + 1)
+        return combine_samples(await self._apost(body), n, self.base_url)
+
+    async def _apost(self, body: dict[str, Any]) -> list[Generation]:
         last = "no attempt"
         async with httpx.AsyncClient(timeout=self.timeout, transport=self._async_transport) as client:
             for attempt in range(self.max_retries + 1):
@@ -183,7 +233,7 @@ class OpenAIChatModel:
                     response = await client.post(f"{self.base_url}/chat/completions", json=body, headers=self._headers)
                     parsed = self._check(response)
                     if parsed is not None:
-                        return self._parse(parsed)[0]
+                        return self._parse(parsed)
                     last = f"status {response.status_code}"
                 except httpx.TimeoutException:
                     last = f"timed out after {self.timeout} s"

@@ -21,9 +21,9 @@ from fastapi.responses import Response, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ..call import Message
-from ..decision import Action, CheckFailure, Decision, new_id
+from ..decision import Action, Decision
 from ..errors import InputError
-from ..guard import Guard, _message_for
+from ..guard import Guard
 from ..streaming import StreamGate
 from . import wire
 from .config import ServeConfig
@@ -115,11 +115,6 @@ class ProxyMetrics:
         self.decisions.labels(decision.action.value, decision.rule_label).inc()
 
 
-def _error_text(exc: BaseException) -> str:
-    detail = getattr(exc, "detail", "")
-    return f"{exc}: {detail}" if detail else str(exc)
-
-
 class Exchange:
     """Runs one client request through the Guard and the upstream. Shared by all requests of an app."""
 
@@ -148,16 +143,9 @@ class Exchange:
     ) -> Decision:
         """The on_error Decision for what the proxy could not check or serve (recorded; counted unless
         ``count`` is False, for callers that count it themselves)."""
-        action = guard.policy.model.on_error
-        decision = Decision(
-            policy=guard.policy.name,
-            phase=phase,  # type: ignore[arg-type]
-            action=action,
-            message=_message_for(guard.policy, action, True),
-            errors=[CheckFailure(check=where, phase=phase, error=_error_text(exc), type=type(exc).__name__)],  # type: ignore[arg-type]
-            metadata={"request": request} if request else {},
-            request_id=request_id or new_id(),
-        )
+        decision = guard.failure(phase, where, exc, request_id=request_id, record=False)  # type: ignore[arg-type]
+        if request:
+            decision.metadata["request"] = request
         guard.record(decision)
         if count:
             self.metrics.count(decision)

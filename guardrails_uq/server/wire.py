@@ -331,20 +331,10 @@ def parse_chunk(chunk: Any) -> ChunkDelta:
 # -- writing -------------------------------------------------------------------------------------------------
 
 
-#: What a client is shown of a Decision: the verdict and who made it. Never the blocked answer
-#: (``generated``), the evidence (copied spans, the escalated-from answer), the injected prompt, the retrieved
-#: chunks, the signal values (an attacker would tune an evasion on them) or error texts (they can quote the
-#: upstream); errors appear as check, phase and type only. The audit log keeps the whole Decision, same ``id``.
-CLIENT_FIELDS = frozenset({"format", "id", "request_id", "time", "policy", "phase", "action", "final", "rule",
-                           "message", "answer"})  # fmt: skip
-
-
 def decision_json(decision: Decision) -> dict[str, Any]:
-    """The client's view of a Decision (:data:`CLIENT_FIELDS`, errors without their text) as a JSON-ready
-    dict; strictness is applied when the body is encoded."""
-    view = decision.model_dump(mode="json", include=set(CLIENT_FIELDS))
-    view["errors"] = [{"check": e.check, "phase": e.phase, "type": e.type} for e in decision.errors]
-    return view
+    """The client's view of a Decision (:meth:`Decision.client_view`, without signals: a client could tune an
+    evasion on them); strictness is applied when the body is encoded."""
+    return decision.client_view()
 
 
 def headers(decision: Decision) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""The uncertainty check: token scores from logprobs, sample scores from extra samples, defer_prob."""
+"""The uncertainty check: token scores from logprobs, sample scores from extra samples, defer_prob, the
+claim-level view (per sentence), TokenSAR, and the risk-controlled deferral flag."""
 
 from __future__ import annotations
 
@@ -7,15 +8,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..call import Call, TokenLogprob
 from ..checks import Signals
 from ..errors import ArtifactError, CheckError
+from .claims import claims, worst_claim
 from .deferral import PostHocDeferral
 from .risk import RiskControl
 from .sample_scores import sample_scores
+from .sar import leave_one_out, token_relevance, token_sar
+from .spec import MAX_SAMPLES
 from .token_scores import TOKEN_SCORE_NAMES, token_scores
 
-_SAMPLE_NAMES = ("num_sem_sets", "eigv", "deg", "ecc")
+_SAMPLE_NAMES = ("num_sem_sets", "eigv", "deg", "ecc", "semantic_volume")
 #: A log-probability above 0 is a probability above 1; providers round, so allow this much above 0.
 LOGPROB_TOLERANCE = 1e-4
 
@@ -46,7 +52,11 @@ class UncertaintyCheck:
         deferral_path: Path | None = None,
         deferral: PostHocDeferral | None = None,
         embedder: Any = None,
-        set_threshold: float = 0.85,
+        set_threshold: float | None = None,
+        similarity: str = "combined",
+        samples: int = 0,
+        sar: bool = False,
+        sar_max_tokens: int = 64,
         calibration_path: Path | None = None,
         calibration: RiskControl | None = None,
     ) -> None:
@@ -54,6 +64,10 @@ class UncertaintyCheck:
         self.deferral = deferral or (PostHocDeferral.load(deferral_path) if deferral_path else None)
         self.embedder = embedder
         self.set_threshold = set_threshold
+        self.similarity = similarity
+        self.samples = samples  # how many the callers request (uncertainty.samples); the check scores what comes
+        self.sar = sar
+        self.sar_max_tokens = sar_max_tokens
         self.calibration = calibration or (RiskControl.load(calibration_path) if calibration_path else None)
         if self.calibration is not None:
             known = {*TOKEN_SCORE_NAMES, "defer_prob"}
@@ -92,15 +106,48 @@ class UncertaintyCheck:
         else:
             values["uncertainty.defer"] = None
             values["uncertainty.defer_threshold"] = None
-        samples = [generation.text, *generation.samples] if generation is not None and generation.samples else []
-        values["uncertainty.samples"] = len(samples)
-        if len(samples) >= 2 and self.embedder is not None:
-            values.update(
-                {
-                    f"uncertainty.{k}": v
-                    for k, v in sample_scores(self.embedder.embed(samples), set_threshold=self.set_threshold).items()
-                }
+        values.update(self._claims(tokens, evidence))
+        given = generation.samples if generation is not None else []
+        values["uncertainty.samples"] = len(given)
+        # the answer and at most MAX_SAMPLES samples are scored: the work is quadratic in their number
+        texts = [generation.text, *given[:MAX_SAMPLES]] if generation is not None and given else []
+        sar_tokens = [t.token for t in tokens or []] if self._wants_sar(tokens) else []
+        vectors = self._embed(texts, sar_tokens)
+        if len(texts) >= 2 and vectors is not None:
+            found = sample_scores(
+                vectors[: len(texts)], texts=texts, similarity=self.similarity, set_threshold=self.set_threshold
             )
+            values.update({f"uncertainty.{k}": v for k, v in found.items()})
         else:
             values.update({f"uncertainty.{k}": None for k in _SAMPLE_NAMES})
+        values["uncertainty.token_sar"] = None
+        if sar_tokens and vectors is not None and tokens:
+            relevance = token_relevance(vectors[len(texts)], vectors[len(texts) + 1 :])
+            values["uncertainty.token_sar"] = token_sar(np.array([t.logprob for t in tokens]), relevance)
         return Signals(values=values, evidence=evidence)
+
+    def _wants_sar(self, tokens: Sequence[TokenLogprob] | None) -> bool:
+        return bool(self.sar and tokens and len(tokens) <= self.sar_max_tokens and self.embedder is not None)
+
+    def _embed(self, texts: list[str], sar_tokens: list[str]) -> np.ndarray | None:
+        """One embedder call for everything that needs vectors: the samples (when at least 2 texts), then
+        the answer and its leave-one-token-out variants (for SAR). None when nothing needs them."""
+        batch = (texts if len(texts) >= 2 else []) + (
+            ["".join(sar_tokens), *leave_one_out(sar_tokens)] if sar_tokens else []
+        )
+        if not batch or self.embedder is None:
+            return None
+        vectors = np.asarray(self.embedder.embed(batch), dtype=np.float64)
+        if len(texts) < 2:  # keep the layout: sample rows first, even when there are none
+            return np.concatenate([np.zeros((len(texts), vectors.shape[1])), vectors])
+        return vectors
+
+    @staticmethod
+    def _claims(tokens: Sequence[TokenLogprob] | None, evidence: dict[str, Any]) -> dict[str, Any]:
+        """uncertainty.claims and worst_claim_nll; each claim (sentence) with its scores in the evidence."""
+        if not tokens:
+            return {"uncertainty.claims": 0, "uncertainty.worst_claim_nll": None}
+        found = claims([t.token for t in tokens], [t.logprob for t in tokens])
+        evidence["claims"] = [c.as_dict() for c in found]
+        worst = worst_claim(found)
+        return {"uncertainty.claims": len(found), "uncertainty.worst_claim_nll": worst.mean_nll if worst else None}

@@ -1,4 +1,4 @@
-"""CLI: ``deferral fit``, ``eval uncertainty`` and ``uncertainty eval-data``."""
+"""CLI: ``deferral fit``, ``calibrate deferral``, ``eval uncertainty`` and ``uncertainty eval-data``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
@@ -63,7 +64,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model(args: argparse.Namespace):
+def _model(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """(generate, sample, answer_and_samples or None) for the chosen model."""
     if args.model == "local":
         from ..models.local import default_model
 
@@ -71,6 +73,7 @@ def _model(args: argparse.Namespace):
         return (
             lambda messages: model.generate(messages, max_tokens=args.max_tokens, top_logprobs=5),
             lambda messages, n: model.sample(messages, n, max_tokens=args.max_tokens, top_logprobs=0),
+            lambda messages, n: model.answer_and_samples(messages, n, max_tokens=args.max_tokens, top_logprobs=5),
         )
     from ..models.openai_compat import OpenAIChatModel
 
@@ -78,8 +81,9 @@ def _model(args: argparse.Namespace):
     return (
         lambda messages: client.generate(messages, max_tokens=args.max_tokens, top_logprobs=5),
         lambda messages, n: client.chat_many(
-            messages, n=n, temperature=1.0, max_tokens=args.max_tokens, top_logprobs=None
+            messages, n=n, temperature=1.0, max_tokens=args.max_tokens, top_logprobs=0
         ),
+        None,  # the greedy answer and temperature-1 samples need two requests here
     )
 
 
@@ -87,9 +91,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate, read_qa
 
     rows = read_qa(args.data)[: args.limit or None]
-    generate, sample = _model(args)
+    generate, sample, answer_and_samples = _model(args)
     embed = None
-    if args.samples:
+    if args.samples or args.sar:
         from ..embeddings import default_embedder
 
         embed = default_embedder().embed
@@ -104,10 +108,29 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if args.target_error
         else None
     )
-    report = evaluate(rows, generate, sample=sample, n_samples=args.samples, embed=embed, progress=progress, risk=risk)
+    calls: list[dict[str, Any]] | None = [] if args.calls_out else None
+    report = evaluate(
+        rows,
+        generate,
+        sample=sample,
+        answer_and_samples=answer_and_samples,
+        n_samples=args.samples,
+        embed=embed,
+        progress=progress,
+        risk=risk,
+        calls=calls,
+    )
+    if args.calls_out and calls is not None:
+        args.calls_out.parent.mkdir(parents=True, exist_ok=True)
+        args.calls_out.write_text("".join(json.dumps(c) + "\n" for c in calls), encoding="utf-8")
     if args.json:
         print(json.dumps(report))
         return 0
+    _print_report(report)
+    return 0
+
+
+def _print_report(report: dict[str, Any]) -> None:
     print(f"\n{report['n']} questions, accuracy {report['accuracy']:.3f}")
     print(f"{'score':<22} {'AUROC':>7} {'PRR':>7} {'PRR@0.5':>8}")
     for name, row in report["scores"].items():
@@ -115,6 +138,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     print("deferral curve area (" + report["note"] + "):")
     for rule, row in report["deferral"].items():
         print(f"  {rule:<20} {row['auc']:.4f}")
+    if "heldout_deferral" in report:
+        held = report["heldout_deferral"]
+        print(f"held-out halves ({held['splits']} splits, risk control at delta {held['delta']}):")
+        for rule, auc in held["auc"].items():
+            print(f"  {rule:<28} {auc:.4f}")
     if "risk_control" in report:
         rc = report["risk_control"]
         print(
@@ -122,13 +150,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             f"violation rate {rc['violation_rate']:.3f}, error among allowed {rc['realized_error_mean']:.3f}, "
             f"allowed {rc['allowed_fraction']:.1%}"
         )
-    return 0
 
 
 def _cmd_eval_data(args: argparse.Namespace) -> int:
-    from .evaluate import write_trivia
+    from .evaluate import QUESTION_SETS
 
-    print(f"wrote {write_trivia(args.output)}")
+    print(f"wrote {QUESTION_SETS[args.set](args.output)}")
     return 0
 
 
@@ -148,6 +175,10 @@ def register_cli(commands: argparse._SubParsersAction, groups: dict) -> None:  #
     p.add_argument("--api-key-env", default=None)
     p.add_argument("--max-tokens", type=int, default=24)
     p.add_argument("--samples", type=int, default=0, help="extra samples per question for sample-based scores")
+    p.add_argument("--sar", action="store_true", help="also TokenSAR without samples (loads the embedder)")
+    p.add_argument(
+        "--calls-out", type=Path, default=None, help="also write calls.jsonl for `calibrate deferral` / `deferral fit`"
+    )
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N questions")
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.add_argument("--target-error", type=float, default=None, help="also evaluate risk-controlled deferral")
@@ -168,6 +199,7 @@ def register_cli(commands: argparse._SubParsersAction, groups: dict) -> None:  #
 
     parser = commands.add_parser("uncertainty", help="uncertainty data helpers")
     sub = parser.add_subparsers(dest="uncertainty_command", required=True)
-    p = sub.add_parser("eval-data", help="write qa.jsonl from chatterbot-corpus trivia")
+    p = sub.add_parser("eval-data", help="write a qa.jsonl question set (chatterbot-corpus trivia, or world facts)")
+    p.add_argument("--set", choices=("trivia", "world-facts"), default="trivia", help="which question set")
     p.add_argument("-o", "--output", required=True, type=Path)
     p.set_defaults(handler=_cmd_eval_data)

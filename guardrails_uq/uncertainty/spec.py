@@ -12,6 +12,8 @@ from ..policy.schema import StrictModel
 from .token_scores import TOKEN_SCORE_NAMES
 
 ScoreName = Literal[TOKEN_SCORE_NAMES]  # type: ignore[valid-type]
+#: Upper bound of uncertainty.samples: each sample is a full extra completion.
+MAX_SAMPLES = 32
 
 
 class UncertaintyConfig(StrictModel):
@@ -21,8 +23,32 @@ class UncertaintyConfig(StrictModel):
     deferral: str | None = Field(
         default=None, description="Post-hoc deferral model from `guardrails-uq deferral fit` (relative to the policy)."
     )
-    set_threshold: float = Field(
-        default=0.85, gt=0, le=1, description="Similarity above which two samples share a semantic set."
+    samples: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_SAMPLES,
+        description="Extra sampled answers requested in the same call as the answer (n = 1 + samples), by the "
+        "proxy and `generate_with_samples`; the sample-based scores need at least 1.",
+    )
+    similarity: Literal["cosine", "combined"] = Field(
+        default="combined",
+        description="Similarity of two samples: embedding cosine, or cosine combined with content-word "
+        "overlap and negation and number checks (tells 'you can' from 'you cannot').",
+    )
+    set_threshold: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Similarity above which two samples share a semantic set (default: 0.85 for cosine, "
+        "0.65 for combined).",
+    )
+    sar: bool = Field(
+        default=False,
+        description="Publish uncertainty.token_sar (SAR's relevance-weighted token NLL; one embedding per "
+        "answer token).",
+    )
+    sar_max_tokens: int = Field(
+        default=64, ge=1, le=512, description="Longest answer (in tokens) for which token_sar is computed."
     )
     calibration: str | None = Field(
         default=None,
@@ -59,6 +85,10 @@ def _build(config: Any, base_dir: Path, deps: CheckDeps) -> Any:
         deferral_path=resolve(config.deferral),
         embedder=deps.embedder,
         set_threshold=config.set_threshold,
+        similarity=config.similarity,
+        samples=config.samples,
+        sar=config.sar,
+        sar_max_tokens=config.sar_max_tokens,
         calibration_path=resolve(config.calibration),
     )
 
@@ -88,6 +118,24 @@ SPEC = CheckSpec(
         "uncertainty.eigv": SignalSpec("number", "Laplacian eigenvalue score over samples (Lin et al.), or null."),
         "uncertainty.deg": SignalSpec("number", "Degree score over samples (Lin et al.), or null."),
         "uncertainty.ecc": SignalSpec("number", "Eccentricity score over samples (Lin et al.), or null."),
+        "uncertainty.semantic_volume": SignalSpec(
+            "number",
+            "Semantic Volume (Li et al. 2025): log-determinant of the samples' embedding Gram matrix; higher = "
+            "more spread out, or null below 2 texts (answer and samples).",
+        ),
+        "uncertainty.token_sar": SignalSpec(
+            "number",
+            "TokenSAR (Duan et al.): token NLL weighted by each token's relevance (from the embedder); higher = "
+            "more uncertain, or null unless sar is on and the answer has logprobs and at most sar_max_tokens tokens.",
+        ),
+        "uncertainty.claims": SignalSpec(
+            "integer", "Sentences (claims) in the answer, from its tokens (0 without logprobs)."
+        ),
+        "uncertainty.worst_claim_nll": SignalSpec(
+            "number",
+            "Mean token NLL of the least confident claim (sentence); higher = more uncertain, or null without "
+            "logprobs.",
+        ),
     },
     build=_build,
     description="LM cascades: token-level and sample-based uncertainty, learned deferral probability.",

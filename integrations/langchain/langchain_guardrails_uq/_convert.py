@@ -11,19 +11,11 @@ from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, HumanMe
 from guardrails_uq import Decision, Generation, Message, TokenLogprob
 from guardrails_uq.models.logprobs import from_langchain
 
-#: What a message returned to the app shows of a Decision (the proxy's client view): never the blocked answer
-#: (``generated``), the evidence (copied spans, the escalated-from answer), the injected prompt or the
-#: retrieved chunks, since a refusal that carried the refused text would be no refusal. The audit log keeps
-#: the whole Decision under the same ``id``.
-CLIENT_FIELDS = frozenset(
-    {"format", "id", "request_id", "time", "policy", "phase", "action", "final", "rule", "message", "inputs"}
-    | {"signals", "errors", "timings_ms", "answer"}
-)
-
 
 def decision_metadata(decision: Decision) -> dict[str, Any]:
-    """``{"guardrails": <the client view of the Decision>}``, for a message's ``response_metadata``."""
-    return {"guardrails": decision.model_dump(mode="json", include=set(CLIENT_FIELDS))}
+    """``{"guardrails": <the client view of the Decision, with signals>}``, for a message's
+    ``response_metadata`` (:meth:`Decision.client_view`: never the blocked text or the evidence)."""
+    return {"guardrails": decision.client_view(with_signals=True)}
 
 
 #: How the guideline block that the input phase injects begins (guardrails_uq.guidelines.render.HEADER).

@@ -205,7 +205,7 @@ class GuardrailsMiddleware(AgentMiddleware):
             return [float(s) for s in self._scorer(query, texts)]
         if not any(check.name == "retrieval" for check in self.guard.checks["retrieval"]):
             return [0.0] * len(texts)  # no conformal check: nothing reads the scores
-        embedder = self._embedder or self.guard._deps.embedder  # no public accessor in core yet
+        embedder = self._embedder or self.guard.embedder
         vectors = embedder.embed([query, *texts])
         return [float(s) for s in np.asarray(vectors[1:]) @ np.asarray(vectors[0])]
 

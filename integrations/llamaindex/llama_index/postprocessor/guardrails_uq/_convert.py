@@ -16,8 +16,7 @@ from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage, MessageRole, TextBlock, ThinkingBlock, ToolCallBlock
 
-from guardrails_uq import CheckFailure, Decision, Guard, Message, TokenLogprob
-from guardrails_uq.decision import Action
+from guardrails_uq import Decision, Guard, Message, TokenLogprob
 from guardrails_uq.models.logprobs import from_llamaindex
 from guardrails_uq.types import Phase
 
@@ -88,19 +87,5 @@ def tokens_of(logprobs: Any) -> list[TokenLogprob] | None:
 
 def failed(guard: Guard, phase: Phase, where: str, problem: str, *, context: Decision | None = None) -> Decision:
     """The ``on_error`` Decision for something the integration could not check (recorded in the audit log),
-    carrying the request id and the signals of ``context``."""
-    action = guard.policy.model.on_error
-    texts = guard.policy.model.messages
-    message = {Action.ABSTAIN: texts.error, Action.ESCALATE: texts.escalate}.get(action)
-    decision = Decision(
-        policy=guard.policy.name,
-        phase=phase,
-        action=action,
-        message=message,
-        signals=dict(context.signals) if context is not None else {},
-        errors=[CheckFailure(check=where, phase=phase, error=problem, type="InputError")],
-        metadata={"request": context.metadata["request"]} if context and "request" in context.metadata else {},
-        **({"request_id": context.request_id} if context is not None else {}),
-    )
-    guard.record(decision)
-    return decision
+    carrying the request id and the signals of ``context``: :meth:`Guard.failure`."""
+    return guard.failure(phase, where, problem, context=context)

@@ -96,7 +96,7 @@ class AgentPolicy:
 
             # the Guard's embedder: the retriever the policy's default retrieval.fingerprint names
             # (no public accessor in core yet)
-            self.scorer = embedding_scorer(getattr(getattr(self.guard, "_deps", None), "embedder", None))
+            self.scorer = embedding_scorer(self.guard.embedder)
         scores = [float(s) for s in self.scorer(question, texts)]
         if len(scores) != len(texts) or not all(math.isfinite(s) for s in scores):
             raise ValueError(f"the evidence scorer returned {scores!r} for {len(texts)} texts")
