@@ -124,6 +124,7 @@ def main() -> None:
 
     from guardrails_uq import Guard, load_policy, open_audit, read_audit
     from guardrails_uq.audit import stats
+    from guardrails_uq.guidelines.evaluate import ensure_calibration
     from guardrails_uq.provenance.evaldata import ensure_unsafe_index
     from guardrails_uq.report import write_report
 
@@ -132,8 +133,16 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     audit_path = out / "audit.jsonl"
     audit_path.unlink(missing_ok=True)
-    print("preparing: provenance index of unsafe texts (AdvBench + HarmBench, built once) ...", flush=True)
+    print(
+        "preparing: provenance index of unsafe texts (AdvBench + HarmBench) and its calibrated threshold "
+        "(built once, rebuilt when the index changes) ...",
+        flush=True,
+    )
     ensure_unsafe_index(ROOT / "policies" / "indexes" / "unsafe-corpus")
+    print("preparing: harmful-request calibration (shipped; rebuilt only when it no longer fits the library) ...")
+    ensure_calibration(
+        ROOT / "policies" / "calibration" / "guidelines.json", ROOT / "policies" / "guidelines" / "safety.yaml"
+    )
     policy = load_policy(POLICY)
     guard = Guard(policy, audit=open_audit(audit_path), escalate_to=HumanReviewQueue(out / "review-queue.jsonl"))
     print(
@@ -156,7 +165,7 @@ def main() -> None:
         signals = decision.signals
         keys = []
         for name, fmt in (
-            ("guidelines.top_score", "g={:.2f}"),
+            ("guidelines.harm_prob", "harm={:.2f}"),
             ("retrieval.kept", "kept={}"),
             ("provenance.bci_max", "bci={:.0f}"),
             ("uncertainty.mean_nll", "nll={:.2f}"),
