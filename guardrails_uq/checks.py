@@ -81,6 +81,9 @@ class CheckSpec:
     description: str = ""
     #: Artifact paths a config names, by field name, checked for existence when the policy loads.
     artifacts: Callable[[Any], Mapping[str, str | None]] = lambda config: {}
+    #: Where each threshold of the section comes from (target, n, achieved rate), one line each, for
+    #: ``policy check``: ``explain(config, base_dir)``; reads artifacts only, never loads a model.
+    explain: Callable[[Any, Path], list[str]] = lambda config, base_dir: []
 
 
 @dataclass

@@ -29,6 +29,9 @@ def _cmd_policy_check(args: argparse.Namespace) -> int:
         f"ok: {args.file}: policy {policy.name!r}, checks: {', '.join(checks)}, rules: "
         + ", ".join(f"{n} at {p}" for p, n in counts.items())
     )
+    for spec in policy.configured_checks():
+        for line in spec.explain(policy.section(spec.name), policy.base_dir):
+            print(f"  {spec.name}: {line}")
     return 0
 
 

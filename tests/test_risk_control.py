@@ -153,3 +153,13 @@ def test_calibrate_deferral_cli(tmp_path: Path, capsys) -> None:
     assert "allows nothing" in capsys.readouterr().err
     assert main([*args[:5], "defer_prob", *args[6:]]) == 2
     assert "--deferral" in capsys.readouterr().err
+
+
+def test_policy_check_explains_where_the_threshold_comes_from(tmp_path: Path, capsys) -> None:
+    calibrate_risk(*synthetic(1000, seed=3), target_error=0.1, delta=0.1, score="max_nll").save(
+        tmp_path / "deferral-calibration.json"
+    )
+    (tmp_path / "p.yaml").write_text(POLICY)
+    assert main(["policy", "check", str(tmp_path / "p.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "uncertainty.defer: max_nll >" in out and "error among allowed answers <= 0.1" in out and "n=1000" in out

@@ -39,6 +39,22 @@ def _build(config: Any, base_dir: Path, deps: CheckDeps) -> Any:
     return ConformalCheck.from_config(config, path if path.is_absolute() else base_dir / path, expected)
 
 
+def explain(config: Any, base_dir: Path) -> list[str]:
+    """The retrieval threshold's origin at the policy's alpha, from the calibration artifact."""
+    from .calibration import ConformalCalibrator
+
+    path = Path(config.calibration)
+    origin = ConformalCalibrator.load(path if path.is_absolute() else base_dir / path).origin(config.alpha)
+    line = (
+        f"retrieval threshold {origin['threshold']:.4g}: target coverage {origin['target_coverage']:g} "
+        f"(alpha {config.alpha:g}) on n={origin['n']} calibration queries, score kind {origin['score_kind']} "
+        f"({origin['chosen_by']}); leave-one-out coverage {origin['loo_coverage']:.3f}"
+    )
+    if "cv_coverage" in origin:
+        line += f"; cross-validated coverage {origin['cv_coverage']:.3f}, {origin['cv_kept_mean']:.1f} chunks kept"
+    return [line + f" (from {config.calibration})"]
+
+
 SPEC = CheckSpec(
     name="retrieval",
     phase="retrieval",
@@ -64,4 +80,5 @@ SPEC = CheckSpec(
     build=_build,
     description="CONFLARE: keep retrieved chunks that pass a conformally calibrated threshold.",
     artifacts=lambda config: {"calibration": config.calibration},
+    explain=explain,
 )

@@ -86,4 +86,5 @@ SPEC = CheckSpec(
     build=_build,
     description="Guide-Align: retrieve applicable guidelines and inject them into the prompt.",
     artifacts=lambda config: {"library": config.library, "calibration": config.calibration},
+    explain=explain,
 )

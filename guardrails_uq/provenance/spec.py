@@ -89,4 +89,5 @@ SPEC = CheckSpec(
     build=_build,
     description="TraceShield: verbatim spans from an indexed unsafe corpus, scored by the Belief Conflict Index.",
     artifacts=lambda config: {"index": config.index, "calibration": config.calibration},
+    explain=lambda config, base_dir: [f"provenance.flagged: {threshold_origin(config, base_dir).describe()}"],
 )

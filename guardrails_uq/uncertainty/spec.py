@@ -93,6 +93,24 @@ def _build(config: Any, base_dir: Path, deps: CheckDeps) -> Any:
     )
 
 
+def explain(config: Any, base_dir: Path) -> list[str]:
+    """The deferral threshold's origin, from the risk-control artifact (none: no calibrated threshold)."""
+    if not config.calibration:
+        return ["uncertainty.defer: no calibration (null); rules on raw scores use hand-set numbers"]
+    from .risk import RiskControl
+
+    path = Path(config.calibration)
+    control = RiskControl.load(path if path.is_absolute() else base_dir / path)
+    if not control.certified:
+        return [f"uncertainty.defer: nothing certified for error <= {control.target_error:g} at delta "
+                f"{control.delta:g} on n={control.n} calls: every answer is deferred (from {config.calibration})"]  # fmt: skip
+    return [
+        f"uncertainty.defer: {control.score} > {control.threshold:.4g}: error among allowed answers <= "
+        f"{control.target_error:g} with probability >= {1 - control.delta:g} (n={control.n} calls; on them it "
+        f"allows {control.allowed_fraction:.1%} with error {control.calibration_error:.3f}) (from {config.calibration})"
+    ]
+
+
 SPEC = CheckSpec(
     name="uncertainty",
     phase="output",
@@ -140,4 +158,5 @@ SPEC = CheckSpec(
     build=_build,
     description="LM cascades: token-level and sample-based uncertainty, learned deferral probability.",
     artifacts=lambda config: {"deferral": config.deferral, "calibration": config.calibration},
+    explain=explain,
 )
