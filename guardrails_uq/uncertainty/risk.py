@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.stats import binom
 
 from ..artifacts import field, read_artifact, write_artifact
 from ..errors import ArtifactError, InputError
@@ -118,6 +117,8 @@ def start_size(target_error: float, delta: float) -> int:
     certified (at least one error tolerated). Depends on the target and delta only, never on labels, so
     starting there keeps validity; starting earlier wastes the walk on sets too small to certify (one early
     error would stop it)."""
+    from scipy.stats import binom  # here, not at import: scipy costs ~67 MB in every Guard otherwise
+
     n = max(1, math.ceil(2 / target_error))
     while binom.cdf(math.floor(n * target_error / 2), n, target_error) > delta:
         n += 1
@@ -141,6 +142,8 @@ def calibrate_risk(
     last_of_value = np.flatnonzero(np.r_[s[1:] != s[:-1], True])
     allowed = last_of_value + 1
     k = errors[last_of_value]
+    from scipy.stats import binom
+
     p_values = binom.cdf(k, allowed, target_error)
     level = delta / STARTS  # Bonferroni over the walks: each controls its family-wise error at delta / STARTS
     eligible = np.flatnonzero(allowed >= start_size(target_error, level))
