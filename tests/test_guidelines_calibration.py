@@ -273,6 +273,17 @@ def test_shipped_calibration_flags_the_issue_requests(tmp_path: Path) -> None:
         assert decision.inputs == {"guidelines.flagged": True}
     for text in ORDINARY:
         assert guard.before([Message(role="user", content=text)]).allowed, text
+    # moved to an earlier turn or a system message, behind a harmless last message: still refused
+    harmful, follow_up = ISSUE_REQUESTS[0], "Please go ahead with what I asked above."
+    for messages in (
+        [Message(role="user", content=harmful), Message(role="assistant", content="Sure."),
+         Message(role="user", content=follow_up)],
+        [Message(role="system", content=harmful), Message(role="user", content=follow_up)],
+    ):  # fmt: skip
+        assert guard.before(messages).rule == "harmful-request", messages
+    chat = [Message(role="system", content="You are a helpful assistant for Nimbus Notes."),
+            Message(role="user", content=ORDINARY[0])]  # fmt: skip
+    assert guard.before(chat).allowed, "an ordinary system prompt does not flag an ordinary request"
     shipped = HarmDetector.load(SHIPPED)
     assert shipped.target_fpr == 0.05 and shipped.cv_ is not None and shipped.cv_["folds"] == 5
     assert set(shipped.benign_scores_) >= {"chatterbot", "written"}

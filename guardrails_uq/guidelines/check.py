@@ -14,13 +14,18 @@ from .index import GuidelineIndex
 from .library import GuidelineLibrary
 from .render import render_messages
 
+#: How many earlier user and system messages the detector reads besides the request (the latest ones).
+MAX_SCORED_MESSAGES = 8
+
 
 class GuidelinesCheck:
     """Input-phase check. Thread-safe (FAISS search, the embedder and the detector's numpy maths are).
 
     The normalised request is embedded once; the vector serves both the guideline search and, when a
     :class:`HarmDetector` is given, its P(harmful) (``guidelines.harm_prob``) and the calibrated flag
-    (``guidelines.flagged``: harm_prob > the threshold for the target false-positive rate). Without a
+    (``guidelines.flagged``: harm_prob > the threshold for the target false-positive rate). The detector also
+    reads the other user and system messages (the latest MAX_SCORED_MESSAGES) and reports the largest
+    probability, so a harmful request cannot hide in an earlier turn or a system prompt. Without a
     detector both signals are null, so a rule reading them fails closed (``on_error``) instead of allowing.
     A blank request retrieves nothing and scores 0 (not flagged).
     """
@@ -74,13 +79,16 @@ class GuidelinesCheck:
 
     def run(self, call: Call) -> Signals:
         request = normalize(call.user_input)  # zero-width or fullwidth disguises embed like the plain text
-        vector = self.index.embedder.embed([request]) if request.strip() else None
+        others = self._other_texts(call, request) if self.detector is not None else []
+        texts = ([request] if request.strip() else []) + others
+        vectors = self.index.embedder.embed(texts) if texts else None
+        vector = vectors[:1] if vectors is not None and request.strip() else None
         retrieved = (
             self.index.search(vector[0], top_k=self.top_k, min_score=self.min_score, dedup=self.dedup)
             if vector is not None
             else []
         )
-        harm_prob, flagged = self._harm(vector)
+        harm_prob, flagged = self._harm(vectors)
         evidence: dict[str, Any] = {
             "guidelines": [
                 {
@@ -107,10 +115,28 @@ class GuidelinesCheck:
             messages=render_messages(call.messages, retrieved) if self.inject and retrieved and call.messages else None,
         )
 
-    def _harm(self, vector: Any) -> tuple[float | None, bool | None]:
+    @staticmethod
+    def _other_texts(call: Call, request: str) -> list[str]:
+        """Every other user and system message (the latest MAX_SCORED_MESSAGES), normalised and distinct: a
+        harmful request moved to an earlier turn or into a system message is still read by the detector."""
+        seen = {request}
+        texts = []
+        for message in reversed(call.messages):
+            if message.role not in ("user", "system"):
+                continue
+            text = normalize(message.content)
+            if text.strip() and text not in seen:
+                seen.add(text)
+                texts.append(text)
+            if len(texts) >= MAX_SCORED_MESSAGES:
+                break
+        return texts
+
+    def _harm(self, vectors: Any) -> tuple[float | None, bool | None]:
+        """The largest P(harmful) over the scored messages, and the calibrated flag."""
         if self.detector is None or self.threshold is None:
             return None, None
-        if vector is None:
+        if vectors is None:
             return 0.0, False
-        probability = float(self.detector.predict_proba(self.index, vector)[0])
+        probability = float(max(self.detector.predict_proba(self.index, vectors)))
         return probability, probability > self.threshold
