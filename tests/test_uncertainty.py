@@ -235,3 +235,47 @@ def test_quantiles_match_numpy() -> None:
 
     values = -np.random.default_rng(4).exponential(1.0, 37)
     assert nll_quantiles(values) == pytest.approx(np.quantile(-values, QUANTILES))
+
+
+def _letters(texts: list[str]) -> np.ndarray:
+    """A model-free embedder: letter counts, unit length."""
+    rows = np.zeros((len(texts), 26)) + 1e-3
+    for i, text in enumerate(texts):
+        for ch in text.lower():
+            if "a" <= ch <= "z":
+                rows[i, ord(ch) - 97] += 1.0
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_evaluate_with_samples_scores_every_method_and_writes_calls(tmp_path: Path, capsys) -> None:
+    """New scores (claims, SAR, Semantic Volume, both similarities), the held-out comparison of Chow-Sum,
+    Post-Hoc-Quantile and the risk-controlled rule, and calls.jsonl that `calibrate deferral` reads."""
+    from guardrails_uq.uncertainty.evaluate import evaluate
+
+    rng = np.random.default_rng(0)
+    rows = [(f"q{i}", ["yes"]) for i in range(60)]
+    right = {f"q{i}": bool(rng.random() < 0.6) for i in range(60)}
+
+    def answer(messages: list[dict], temperature: float = 0.0) -> Generation:
+        ok = right[messages[-1]["content"]]
+        text = "yes" if ok else "no idea"
+        lp = (-rng.exponential(0.1 if ok else 1.5, 3)).tolist()
+        return Generation(text=text if temperature == 0 or ok else str(rng.integers(9)), tokens=tokens(lp))
+
+    def both(messages: list[dict], n: int) -> tuple[Generation, list[Generation]]:
+        return answer(messages), [answer(messages, 1.0) for _ in range(n)]
+
+    calls: list[dict] = []
+    report = evaluate(rows, answer, answer_and_samples=both, n_samples=3, embed=_letters, calls=calls, splits=10)
+    expected = {"worst_claim_nll", "token_sar", "sar", "semantic_volume", "eigv", "eigv_cosine", "num_sem_sets"}
+    assert expected <= set(report["scores"])
+    held = report["heldout_deferral"]
+    assert held["splits"] == 10
+    assert {"chow_sum", "post_hoc_quantile", "risk_controlled_g_nll", "risk_controlled_max_nll"} <= set(held["auc"])
+    assert held["auc"]["random"] < held["auc"]["chow_sum"] <= held["auc"]["oracle"]
+    path = tmp_path / "calls.jsonl"
+    path.write_text("".join(json.dumps(c) + "\n" for c in calls))
+    out = tmp_path / "cal.json"
+    assert main(["calibrate", "deferral", "--calls", str(path), "--score", "max_nll", "--target-error", "0.3",
+                 "-o", str(out)]) == 0  # fmt: skip
+    assert json.loads(out.read_text())["n"] == 60
