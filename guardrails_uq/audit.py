@@ -414,10 +414,13 @@ class RequestRecord:
 
     @property
     def verdict(self) -> Decision | None:
-        """What the request got: its first final Decision that is not allow (a block, a replaced choice),
-        else its last final allow; None when no phase decided finally (a provisional pass only, e.g. a
+        """What the request got: the outcome of its escalation when it escalated, else its first final
+        Decision that is not allow (a block, a replaced choice), else its last final allow; None when no phase decided finally (a provisional pass only, e.g. a
         client that went away, or an app that never ran the output phase)."""
         finals = [d for d in self.decisions if d.final]
+        escalations = [d for d in finals if "escalation" in d.evidence]
+        if escalations:  # the escalation's outcome (its answer, or its refusal) is what the user got
+            return escalations[-1]
         return next((d for d in finals if d.action is not Action.ALLOW), finals[-1] if finals else None)
 
     @property

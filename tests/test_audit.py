@@ -121,3 +121,23 @@ def test_stats_count_requests_not_records() -> None:
         "by_action": {"abstain": 2, "allow": 1, "incomplete": 1},
         "by_rule": {"(default)": 1, "harmful": 1, "copied": 1, "(incomplete)": 1},
     }
+
+
+def test_an_escalated_requests_verdict_is_the_escalation_outcome() -> None:
+    from guardrails_uq import Action, Decision
+    from guardrails_uq.audit import group_requests
+
+    log = [
+        Decision(policy="p", phase="output", action=Action.ESCALATE, rule="unsure", request_id="a"),
+        Decision(
+            policy="p",
+            phase="output",
+            action=Action.ESCALATE,
+            rule="unsure",
+            answer="Paris.",
+            evidence={"escalation": {"target": "large"}},
+            request_id="a",
+        ),  # fmt: skip
+    ]
+    (request,) = group_requests(log)
+    assert request.verdict is log[1] and request.verdict.answer == "Paris."
