@@ -137,7 +137,7 @@ def test_an_escalated_requests_verdict_is_the_escalation_outcome() -> None:
             answer="Paris.",
             evidence={"escalation": {"target": "large"}},
             request_id="a",
-        ),  # fmt: skip
+        ),
     ]
     (request,) = group_requests(log)
     assert request.verdict is log[1] and request.verdict.answer == "Paris."
