@@ -178,7 +178,7 @@ def cost_table(costs: dict[str, list[float]]) -> None:
     for name, values in costs.items():
         median = statistics.median(values)
         shown = f"{median * 1e3:10.3f} ms" if median >= 1e-3 else f"{median * 1e6:10.1f} µs"
-        print(f"  {name:<48} {shown}   x{median / baseline:.4f}")
+        print(f"  {name:<54} {shown}   x{median / baseline:.4f}")
     batched, sequential = statistics.median(costs[BATCHED]), statistics.median(costs[SEQUENTIAL])
     print(f"  batched sampling is {sequential / batched:.1f}x faster than {SAMPLES} extra generations")
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..call import Call, TokenLogprob
+from ..call import Call, Generation, TokenLogprob
 from ..checks import Signals
 from ..errors import ArtifactError, CheckError
 from .claims import claims, worst_claim
@@ -107,40 +107,32 @@ class UncertaintyCheck:
             values["uncertainty.defer"] = None
             values["uncertainty.defer_threshold"] = None
         values.update(self._claims(tokens, evidence))
+        values.update(self._embedding_signals(generation, tokens))
+        return Signals(values=values, evidence=evidence)
+
+    def _embedding_signals(self, generation: Generation | None, tokens: list[TokenLogprob] | None) -> dict[str, Any]:
+        """The signals that need the embedder: sample scores (answer + samples) and TokenSAR, from one
+        embedder call (sample texts first, then the answer and its leave-one-token-out variants)."""
         given = generation.samples if generation is not None else []
-        values["uncertainty.samples"] = len(given)
         # the answer and at most MAX_SAMPLES samples are scored: the work is quadratic in their number
         texts = [generation.text, *given[:MAX_SAMPLES]] if generation is not None and given else []
-        sar_tokens = [t.token for t in tokens or []] if self._wants_sar(tokens) else []
-        vectors = self._embed(texts, sar_tokens)
-        if len(texts) >= 2 and vectors is not None:
+        sar_tokens = [t.token for t in tokens] if tokens and self._wants_sar(tokens) else []
+        batch = texts + (["".join(sar_tokens), *leave_one_out(sar_tokens)] if sar_tokens else [])
+        vectors = np.asarray(self.embedder.embed(batch), dtype=np.float64) if batch and self.embedder else None
+        out: dict[str, Any] = {"uncertainty.samples": len(given), "uncertainty.token_sar": None}
+        out.update({f"uncertainty.{k}": None for k in _SAMPLE_NAMES})
+        if texts and vectors is not None:
             found = sample_scores(
                 vectors[: len(texts)], texts=texts, similarity=self.similarity, set_threshold=self.set_threshold
             )
-            values.update({f"uncertainty.{k}": v for k, v in found.items()})
-        else:
-            values.update({f"uncertainty.{k}": None for k in _SAMPLE_NAMES})
-        values["uncertainty.token_sar"] = None
+            out.update({f"uncertainty.{k}": v for k, v in found.items()})
         if sar_tokens and vectors is not None and tokens:
             relevance = token_relevance(vectors[len(texts)], vectors[len(texts) + 1 :])
-            values["uncertainty.token_sar"] = token_sar(np.array([t.logprob for t in tokens]), relevance)
-        return Signals(values=values, evidence=evidence)
+            out["uncertainty.token_sar"] = token_sar(np.array([t.logprob for t in tokens]), relevance)
+        return out
 
-    def _wants_sar(self, tokens: Sequence[TokenLogprob] | None) -> bool:
-        return bool(self.sar and tokens and len(tokens) <= self.sar_max_tokens and self.embedder is not None)
-
-    def _embed(self, texts: list[str], sar_tokens: list[str]) -> np.ndarray | None:
-        """One embedder call for everything that needs vectors: the samples (when at least 2 texts), then
-        the answer and its leave-one-token-out variants (for SAR). None when nothing needs them."""
-        batch = (texts if len(texts) >= 2 else []) + (
-            ["".join(sar_tokens), *leave_one_out(sar_tokens)] if sar_tokens else []
-        )
-        if not batch or self.embedder is None:
-            return None
-        vectors = np.asarray(self.embedder.embed(batch), dtype=np.float64)
-        if len(texts) < 2:  # keep the layout: sample rows first, even when there are none
-            return np.concatenate([np.zeros((len(texts), vectors.shape[1])), vectors])
-        return vectors
+    def _wants_sar(self, tokens: Sequence[TokenLogprob]) -> bool:
+        return bool(self.sar and len(tokens) <= self.sar_max_tokens and self.embedder is not None)
 
     @staticmethod
     def _claims(tokens: Sequence[TokenLogprob] | None, evidence: dict[str, Any]) -> dict[str, Any]:
