@@ -185,6 +185,26 @@ def _guidelines_html(decision: Decision) -> str:
     return f"<details open><summary>Guidelines injected ({len(items)})</summary><table><tr><th>id</th><th>title</th><th>category</th><th>score</th></tr>{rows}</table></details>"
 
 
+def _deferral_html(decision: Decision) -> str:
+    """The risk-controlled deferral rule the answer was held to: target, delta, n and the certified threshold."""
+    uncertainty = decision.evidence.get("uncertainty")
+    rule = uncertainty.get("deferral") if isinstance(uncertainty, dict) else None
+    if not isinstance(rule, dict):
+        return ""
+    value = rule.get("value")
+    shown = (
+        "nothing certified: every answer deferred"
+        if rule.get("threshold") is None
+        else f"threshold {rule['threshold']:.4g}"
+    )
+    measured = "n/a" if value is None else f"{value:.4g}"
+    return (
+        f'<p class="meta">Deferral: {_esc(rule["score"])} = {measured}; error among allowed answers &le; '
+        f"{rule['target_error']:g} with probability &ge; {1 - rule['delta']:g} (n={rule['n']} calibration calls), "
+        f"{shown}</p>"
+    )
+
+
 def _retrieval_html(decision: Decision) -> str:
     evidence = decision.evidence.get("retrieval")
     if not isinstance(evidence, dict):
@@ -251,6 +271,7 @@ def _phase_section(decision: Decision) -> str:
     if decision.answer:
         parts.append(f"<p><b>Escalated answer:</b> {_esc(decision.answer)}</p>")
     parts += [_answer_html(decision), _claims_html(decision), _guidelines_html(decision), _retrieval_html(decision)]
+    parts.append(_deferral_html(decision))
     if errors:
         parts.append(f"<p>Errors:</p><ul>{errors}</ul>")
     parts.append("</details>")

@@ -116,6 +116,11 @@ def test_the_check_publishes_defer_and_the_policy_escalates(tmp_path: Path) -> N
     assert unsure.action is Action.ESCALATE and unsure.rule == "uncertain"
     no_logprobs = guard.after("yes")
     assert no_logprobs.signals["uncertainty.defer"] is True, "no score: deferred, never allowed blindly"
+    rule = unsure.evidence["uncertainty"]["deferral"]
+    assert rule["target_error"] == 0.1 and rule["n"] == 1000 and rule["threshold"] == pytest.approx(control.threshold)
+    from guardrails_uq.report import render
+
+    assert "error among allowed answers &le; 0.1" in render([unsure]), "the report shows the target and threshold"
 
 
 def calls_file(path: Path, n: int, seed: int) -> Path:

@@ -103,6 +103,16 @@ class UncertaintyCheck:
             value = values.get(f"uncertainty.{self.calibration.score}")
             values["uncertainty.defer"] = self.calibration.defer(value)
             values["uncertainty.defer_threshold"] = self.calibration.threshold
+            control = self.calibration
+            evidence["deferral"] = {
+                "score": control.score,
+                "value": value,
+                "threshold": control.threshold if control.certified else None,
+                "target_error": control.target_error,
+                "delta": control.delta,
+                "n": control.n,
+                "certified": control.certified,
+            }
         else:
             values["uncertainty.defer"] = None
             values["uncertainty.defer_threshold"] = None
