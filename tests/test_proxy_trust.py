@@ -441,3 +441,21 @@ def test_several_workers_serve_and_log_to_one_audit_file(folder: Path) -> None:
     assert [a.json()["guardrails"]["action"] for a in answers] == ["allow", "abstain"] * 4
     logged = list(read_audit(folder / "audit.jsonl"))
     assert len({d.request_id for d in logged}) == 8 and len(logged) == 16
+
+
+@pytest.mark.slow  # the sample scores embed the answers with the packaged MiniLM
+def test_policy_samples_come_from_the_same_call_and_are_never_shown(folder: Path) -> None:
+    (folder / "policy.yaml").write_text(
+        POLICY.replace("uncertainty: {score: mean_nll}", "uncertainty: {score: mean_nll, samples: 3}")
+    )
+    answers = iter(["Open Settings and choose Export.", "Use File, then Export.", "Try Settings.", "No idea."])
+    with ChatCompletionsServer(lambda request: next(answers)) as upstream:
+        config = ServeConfig(policy=folder / "policy.yaml", upstream=upstream.base_url)
+        with Running(create_app(config)) as base:
+            response = ask(base, "How do I export?")
+    assert upstream.requests[-1]["n"] == 4, "one call: the answer and 3 samples"
+    body = response.json()
+    assert [c["message"]["content"] for c in body["choices"]] == ["Open Settings and choose Export."]
+    assert "No idea" not in response.text
+    output = [d for d in read_audit(folder / "audit.jsonl") if d.phase == "output"][-1]
+    assert output.signals["uncertainty.samples"] == 3 and output.signals["uncertainty.num_sem_sets"] is not None

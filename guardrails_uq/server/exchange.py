@@ -25,6 +25,7 @@ from ..decision import Action, Decision
 from ..errors import InputError
 from ..guard import Guard
 from ..streaming import StreamGate
+from ..uncertainty.samples import requested_samples, upstream_n
 from . import wire
 from .config import ServeConfig
 
@@ -186,6 +187,9 @@ class Exchange:
             "logprobs": True,
             "top_logprobs": request.top_logprobs or self.config.top_logprobs,
         }
+        samples = 0 if request.stream else requested_samples(guard.policy)
+        if samples:  # uncertainty.samples: extra choices from the same call, checked as samples, never shown
+            forward["n"] = upstream_n(request.n, samples)
         if request.stream:
             events = self._stream(guard, request, forward, prompt, before, spent, release)
             return StreamingResponse(
@@ -267,9 +271,10 @@ class Exchange:
             return wire.error_response(status, message, "upstream_error", decision)
         t0 = time.perf_counter()
         several = len(choices[: request.n]) > 1
+        samples = [c.checked_text for c in choices[request.n :] if not isinstance(c, InputError)]
         out, decisions = [], []
         for index, choice in enumerate(choices[: request.n]):  # extra choices are never shown
-            body, decision = await self._decide_choice(guard, index, choice, prompt, before, request, user)
+            body, decision = await self._decide_choice(guard, index, choice, prompt, before, request, user, samples)
             if several:
                 body["guardrails"] = wire.decision_json(decision)
             out.append(body)
@@ -291,6 +296,7 @@ class Exchange:
         before: Decision,
         request: wire.ChatRequest,
         user: str | None,
+        samples: list[str] | None = None,
     ) -> tuple[dict[str, Any], Decision]:
         """The output phase (and escalation) for one choice, and the choice the client will see."""
         if isinstance(choice, InputError):
@@ -300,7 +306,10 @@ class Exchange:
             )
             return wire.choice_json(index, decision.message or ""), decision
         try:
-            decision = await guard.aafter(choice.generation(), messages=prompt, context=before)
+            generation = choice.generation()
+            if samples:
+                generation = generation.model_copy(update={"samples": samples})
+            decision = await guard.aafter(generation, messages=prompt, context=before)
             if decision.action is Action.ESCALATE:
                 decision = await guard.aescalate(prompt, decision, original=choice.checked_text)
         except Exception as exc:
