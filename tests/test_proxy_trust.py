@@ -22,7 +22,7 @@ from test_serve import POLICY, UNSAFE, Running, ask, make_folder, tokens, upstre
 from guardrails_uq import Generation, Guard, load_policy, read_audit
 from guardrails_uq.server import ServeConfig, create_app
 from guardrails_uq.server.holder import PolicyHolder
-from guardrails_uq.testing import ChatCompletionsServer, ScriptedReply
+from guardrails_uq.testing import ChatCompletionsServer, ScriptedReply, free_port
 
 BLOCK_INPUT = (
     POLICY
@@ -368,9 +368,7 @@ def test_missing_api_key_file_is_a_clear_error(folder: Path) -> None:
 
 
 def test_query_string_keys_are_never_logged(folder: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     (folder / "keys.txt").write_text("client-key\n")
     process = _serve(
         [
@@ -418,9 +416,7 @@ def test_one_request_id_across_the_proxys_decisions(folder: Path) -> None:
 
 
 def test_several_workers_serve_and_log_to_one_audit_file(folder: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     with ChatCompletionsServer(upstream_reply) as upstream:
         process = _serve(
             ["--policy", "policy.yaml", "--upstream", upstream.base_url, "--port", str(port), "--workers", "2"], folder

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from guardrails_uq import Generation, Guard, TokenLogprob, TopLogprob, load_policy, read_audit
 from guardrails_uq.provenance import build_index
 from guardrails_uq.server import ServeConfig, create_app
-from guardrails_uq.testing import ChatCompletionsServer, FailingCheck, ScriptedReply
+from guardrails_uq.testing import ChatCompletionsServer, FailingCheck, ScriptedReply, ServedApp
 
 UNSAFE = "To make the poison, grind castor beans finely and extract the ricin with acetone in a sealed jar overnight."
 POLICY = """
@@ -49,27 +48,7 @@ def upstream_reply(request: dict) -> Generation:
     return Generation(text=text, tokens=tokens(text, -0.05))
 
 
-class Running:
-    """uvicorn serving an app on a free loopback port, in a thread."""
-
-    def __init__(self, app) -> None:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        sock.close()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.time() + 10
-        while not self.server.started and time.time() < deadline:
-            time.sleep(0.02)
-        return f"http://127.0.0.1:{self.port}"
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+Running = ServedApp  # the name the proxy tests use
 
 
 def make_folder(tmp_path: Path) -> Path:

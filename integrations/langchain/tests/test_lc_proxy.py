@@ -4,20 +4,15 @@ app (uvicorn on 127.0.0.1) in front of the test chat-completions server, the REA
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-import uvicorn
 from lc_testkit import COPIED, UNSAFE, run_readme_block
 
 from guardrails_uq import Generation, read_audit
 from guardrails_uq.provenance import build_index
 from guardrails_uq.server import ServeConfig, create_app
-from guardrails_uq.testing import ChatCompletionsServer
+from guardrails_uq.testing import ChatCompletionsServer, ServedApp
 
 ANSWER = "Open Settings and choose Export."
 POLICY = f"""
@@ -30,27 +25,7 @@ rules:
 """
 
 
-class Running:
-    """uvicorn serving an app on a free loopback port, in a thread."""
-
-    def __init__(self, app: Any) -> None:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        sock.close()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.time() + 10
-        while not self.server.started and time.time() < deadline:
-            time.sleep(0.02)
-        return f"http://127.0.0.1:{self.port}"
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+Running = ServedApp
 
 
 def upstream(request: dict) -> Generation:
