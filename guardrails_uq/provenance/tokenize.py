@@ -44,6 +44,22 @@ def tokens_of(normalized: str) -> list[str]:
     return [token.lower() for token in TOKEN_PATTERN.findall(normalized)]  # İ lowers to 2 characters, Σ by context
 
 
+#: bytes.translate table of the ASCII fast path: letters lowered, digits kept, every other byte a space.
+_ASCII_TOKEN_BYTES = bytes(
+    (c | 0x20 if chr(c).isalpha() else c) if c < 128 and chr(c).isalnum() else 0x20 for c in range(256)
+)
+
+
+def token_line(normalized: str) -> bytes:
+    """The tokens of ``tokens_of(normalized)``, UTF-8 encoded and separated by single or repeated spaces, for
+    the index build. ASCII text (the bulk of most corpora) takes one ``bytes.translate`` (about 3x faster
+    than the regex): for ASCII, ``[^\\W_]`` is exactly [A-Za-z0-9] and lowering is A-Z -> a-z, so the tokens
+    are the same (tested). A token never contains a byte below 0x80 other than a letter or digit."""
+    if normalized.isascii():
+        return normalized.encode("ascii").translate(_ASCII_TOKEN_BYTES)
+    return b" ".join(token.encode("utf-8") for token in tokens_of(normalized))
+
+
 def tokenize(text: str) -> list[str]:
     """Lowercased word tokens of normalised ``text``."""
     return tokens_of(normalize(text))
