@@ -77,3 +77,20 @@ def test_a_block_vocabulary_gives_every_document_its_tokens() -> None:
     expected = [token for t in texts for token in [*tokenize(t), ""]]
     assert got == expected
     assert lengths.tolist() == [len(tokenize(t)) + 1 for t in texts]
+
+
+def test_a_lookup_worker_loads_some_shards_with_the_global_counts(tmp_path) -> None:
+    from guardrails_uq import InputError
+    from guardrails_uq.provenance import CorpusIndex, build_index
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"text": f"doc {i} " + "word " * i}) + "\n" for i in range(40)))
+    build_index(corpus, tmp_path / "idx", shard_tokens=100)
+    whole = CorpusIndex.load(tmp_path / "idx")
+    part = CorpusIndex.load(tmp_path / "idx", shards=[1, 2])
+    assert len(whole.shards) > 3 and [s.name for s in part.shards] == ["shard-00001", "shard-00002"]
+    assert np.array_equal(part.counts, whole.counts) and part.total == whole.total
+    (tmp_path / "idx" / "shard-00000" / "sa.npy").write_bytes(b"damaged")  # not part of this worker's load
+    CorpusIndex.load(tmp_path / "idx", shards=[1])
+    with pytest.raises(InputError, match="no shard 99"):
+        CorpusIndex.load(tmp_path / "idx", shards=[99])

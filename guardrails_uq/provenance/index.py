@@ -38,7 +38,7 @@ import sys
 import time
 import unicodedata
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -504,8 +504,12 @@ class CorpusIndex:
         self.shards = shards
 
     @classmethod
-    def load(cls, path: str | Path, *, verify: Literal["full", "size"] = "full") -> CorpusIndex:
-        """Load the index at ``path``.
+    def load(
+        cls, path: str | Path, *, verify: Literal["full", "size"] = "full", shards: Sequence[int] | None = None
+    ) -> CorpusIndex:
+        """Load the index at ``path``; with ``shards``, only those shards (by number) are mapped and verified
+        (a lookup worker serving part of a large index), while the vocabulary and counts stay global, so BCI
+        values are the whole index's. InputError for a shard number the index does not have.
 
         ArtifactError (never another exception) naming the path or manifest field and the fix when the
         folder is missing or is a file, the build did not finish, the manifest is not a JSON object of this
@@ -517,12 +521,18 @@ class CorpusIndex:
         _check_header(path, manifest)
         _check_seal(path, manifest)
         _check_fields(path, manifest)
+        entries = manifest["shards"]
+        chosen = range(len(entries)) if shards is None else list(shards)
+        unknown = [n for n in chosen if not (isinstance(n, int) and 0 <= n < len(entries))]
+        if unknown:
+            raise InputError(f"no shard {unknown[0]!r}: the index has shards 0..{len(entries) - 1}", source=str(path))
+        names = {"", *(entries[n]["name"] for n in chosen)}
         for relative, info in _expected_files(manifest).items():
-            _verify_file(path / relative, info, verify)
+            if str(relative.parent if relative.parent != Path(".") else "") in names:
+                _verify_file(path / relative, info, verify)
         vocab = _load_vocab(path, int(manifest["vocab_size"]))
         counts = _load_counts(path, manifest)
-        shards = [_load_shard(path, entry) for entry in manifest["shards"]]
-        return cls(path, manifest, vocab, counts, shards)
+        return cls(path, manifest, vocab, counts, [_load_shard(path, entries[n]) for n in chosen])
 
     def ids(self, tokens: list[str]) -> np.ndarray:
         """Token ids (-1 for tokens the corpus never saw: they can never be part of a match)."""
