@@ -214,3 +214,41 @@ def test_check_conforms(index: CorpusIndex) -> None:
     check = ProvenanceCheck(index, min_span=4)
     calls = [Call(generation=Generation(text=t)) for t in ("quartz dust and cobalt slowly while humming", "hi", "")]
     assert_conforms(check, SPEC, calls)
+
+
+@pytest.mark.parametrize("chunk", [7, 512])
+@pytest.mark.parametrize("repeats", [3, 70, 200])
+def test_frequent_and_long_copies_match_the_definition(tmp_path: Path, monkeypatch, repeats: int, chunk: int) -> None:
+    """Spans with more occurrences than the direct-comparison limit (64), and long spans occurring several
+    times that diverge after one comparison chunk, are found exactly as the definition says."""
+    from guardrails_uq.provenance import match
+
+    monkeypatch.setattr(match, "_DIRECT_CHUNK", chunk)
+    rng = np.random.default_rng(repeats)
+    phrase = [int(t) for t in rng.integers(1, 30, 12)]
+    docs = [[*phrase, *(int(t) for t in rng.integers(1, 30, 6))] for _ in range(repeats)]
+    long_doc = [int(t) for t in rng.integers(1, 30, 700)]
+    docs += [long_doc, [*long_doc[:520], 30, *long_doc[521:]], long_doc[:300], long_doc[:640]]
+    words = {i: f"w{i}" for i in range(1, 31)}
+    corpus = write_corpus(tmp_path / "c.jsonl", [{"text": " ".join(words[t] for t in d)} for d in docs])
+    build_index(corpus, tmp_path / "idx", shard_tokens=400)
+    index = CorpusIndex.load(tmp_path / "idx")
+    text = "|".join("".join(chr(0x100 + t) for t in d) for d in docs)  # one character per token
+
+    def oracle(query: list[int], k: int) -> list[tuple[int, int, int]]:  # brute_force's definition, with str.find
+        q = "".join(chr(0x100 + t) for t in query)
+        spans, reach = [], 0
+        for s in range(len(q)):
+            length = 0
+            while s + length < len(q) and q[s : s + length + 1] in text:
+                length += 1
+            if length >= k and s + length > reach:
+                count = sum(1 for i in range(len(text)) if text.startswith(q[s : s + length], i))
+                spans.append((s, s + length, count))
+                reach = s + length
+        return spans
+
+    assert oracle(docs[0][:10] + [30] * 3, 3) == brute_force(docs, docs[0][:10] + [30] * 3, 3)
+    for query in (docs[0] + [30, 30] + long_doc[:600] + [30], phrase[:10] + long_doc[100:650] + docs[1][5:]):
+        found = find_spans(index, " ".join(words[t] for t in query), min_span=6)
+        assert [(s.start, s.end, s.count) for s in found] == oracle(query, 6)

@@ -4,9 +4,12 @@ A span is reported when it is *maximal*: it occurs in the corpus, has at least `
 cannot be extended left or right without ceasing to occur. The matcher walks the answer once, left to
 right, keeping the suffix-array interval (per shard) of the span currently being matched:
 
-* a span starts when the window of the last ``min_span`` tokens occurs (one binary search per shard);
+* a span starts when the window of the last ``min_span`` tokens occurs (one binary search per shard; the
+  end of its interval is found by looking at the next suffix first, as most windows occur once);
 * it grows while its interval narrowed by the next token stays non-empty (a ``searchsorted`` on the
-  interval's next column, or a binary search when the interval is large);
+  interval's next column, or a binary search when the interval is large); once the span has at most
+  64 occurrences, the corpus text after each is compared with every answer token known in one gather,
+  so a long copied span costs a few array operations, not a few per token;
 * when it dies, the next span is the earliest start whose text through the new token still occurs
   (a binary search over starts: "occurs" is monotone in the start).
 
@@ -45,8 +48,15 @@ def window_intervals(shard: Shard, windows: np.ndarray) -> tuple[np.ndarray, np.
         columns = np.arange(windows.shape[1], dtype=np.int64)
         prefix = shard.tokens[np.minimum(positions[:, None] + columns, len(shard.tokens) - 1)]
         hits = rows[(prefix == windows[rows]).all(axis=1)]
-        if len(hits):
-            upper[hits] = _bound(shard, windows[hits], upper=True)
+        upper[hits] = lower[hits] + 1
+        # most windows occur once: the next suffix differs, so the bound is lower + 1 without a search
+        probe = hits[lower[hits] + 1 < len(shard.sa)]
+        if len(probe):
+            positions = np.asarray(shard.sa[lower[probe] + 1], dtype=np.int64)
+            prefix = shard.tokens[np.minimum(positions[:, None] + columns, len(shard.tokens) - 1)]
+            more = probe[(prefix == windows[probe]).all(axis=1)]
+            if len(more):
+                upper[more] = _bound(shard, windows[more], upper=True)
     return lower, upper
 
 
@@ -152,11 +162,58 @@ class Span:
         }
 
 
+#: An open span whose occurrences number at most this many is extended by comparing the corpus text after
+#: each occurrence with the answer directly (one gather for all the answer tokens known), not token by token.
+_DIRECT_MAX = 64
+_DIRECT_CHUNK = 512  # answer tokens compared per gather
+
+
+@dataclass
+class _Reach:
+    """The occurrences of an open span in one shard and how far each keeps matching the answer.
+
+    ``positions`` are the suffixes of the shard's interval starting at SA index ``lo``, in suffix-array
+    order; ``reach[i]`` is how many answer tokens from the span start occurrence i matches (exact when below
+    ``limit``, the answer tokens known then; ``limit`` means "at least"). The occurrences matching the
+    first n tokens are those with reach >= n, a contiguous run of the interval (suffix-array order)."""
+
+    lo: int
+    positions: np.ndarray
+    reach: np.ndarray
+    limit: int
+
+    def extend(self, shard: Shard, answer: np.ndarray, start: int) -> _Reach:
+        """Compare the occurrences that matched every token known so far with the answer tokens after
+        them (``answer[start:]`` is the span's text onwards), in chunks; returns self."""
+        known = len(answer) - start
+        last = len(shard.tokens)
+        pending = np.flatnonzero(self.reach == self.limit)
+        while len(pending):
+            done = int(self.reach[pending[0]])  # every pending occurrence has matched exactly this many
+            width = min(_DIRECT_CHUNK, known - done)
+            if width <= 0:
+                break
+            at = self.positions[pending, None] + done + np.arange(width, dtype=np.int64)
+            same = (shard.tokens[np.minimum(at, last - 1)] == answer[start + done : start + done + width]) & (at < last)
+            matched = np.where(same.all(axis=1), width, same.argmin(axis=1))
+            self.reach[pending] = done + matched
+            pending = pending[matched == width]
+        self.limit = known
+        return self
+
+    def interval(self, length: int) -> tuple[int, int] | None:
+        alive = np.flatnonzero(self.reach >= length)
+        return (self.lo + int(alive[0]), self.lo + int(alive[-1]) + 1) if len(alive) else None
+
+
 @dataclass
 class _Active:
     start: int
-    intervals: Intervals
+    intervals: Intervals  # of ids[start:start + length]; stale while ``reaches`` is in use
+    length: int
     reported: bool = False
+    reaches: dict[int, _Reach] | None = None
+    furthest: int = 0  # max reach over ``reaches``
 
 
 @dataclass
@@ -180,15 +237,18 @@ class SpanMatcher:
     _active: _Active | None = None
     _found: list[tuple[int, int, Intervals]] = field(default_factory=list)
     _last_start: int = -1
+    _known: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # self.ids as an array
 
     def push(self, ids: Iterable[int]) -> None:
         """Feed the next token ids of the answer."""
         batch = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64)
         surprisal = token_surprisal(batch, self.index.counts, self.index.total)
-        for token, value in zip(batch.tolist(), surprisal.tolist(), strict=True):
-            self.ids.append(token)
+        first = len(self.ids)
+        self.ids.extend(batch.tolist())  # steps read only tokens up to their own, except _reach's look-ahead
+        self._known = np.concatenate([self._known, batch]) if len(self._known) else batch
+        for p, value in enumerate(surprisal.tolist(), start=first):
             self._surprisal.append(self._surprisal[-1] + value)
-            self._step(len(self.ids) - 1)
+            self._step(p)
 
     def bci(self, start: int, end: int) -> float:
         """BCI of answer tokens [start, end)."""
@@ -232,13 +292,37 @@ class SpanMatcher:
         window = self._window(start)
         return self._extend(start, window, self.min_span, end - start) if window else {}
 
+    def _grow(self, active: _Active, p: int) -> bool:
+        """Extend the open span by token p; False when ids[start:p + 1] does not occur."""
+        length = p + 1 - active.start
+        if active.reaches is None and sum(hi - lo for lo, hi in active.intervals.values()) <= _DIRECT_MAX:
+            active.reaches = {}
+            for number, (lo, hi) in active.intervals.items():
+                shard = self.index.shards[number]
+                positions = np.asarray(shard.sa[lo:hi], dtype=np.int64)
+                reach = _Reach(lo, positions, np.full(len(positions), active.length, dtype=np.int64), active.length)
+                active.reaches[number] = reach.extend(shard, self._known, active.start)
+            active.furthest = max(int(r.reach.max()) for r in active.reaches.values())
+        if active.reaches is not None:
+            if length > active.furthest and any(length > r.limit for r in active.reaches.values()):
+                for number, reach in active.reaches.items():  # answer tokens arrived since: compare those too
+                    reach.extend(self.index.shards[number], self._known, active.start)
+                active.furthest = max(int(r.reach.max()) for r in active.reaches.values())
+            if length > active.furthest:
+                return False
+            active.length = length
+            return True
+        grown = self._extend(active.start, active.intervals, active.length, length)
+        if not grown:
+            return False
+        active.intervals, active.length = grown, length
+        return True
+
     def _step(self, p: int) -> None:
         k = self.min_span
         active = self._active
         if active is not None:
-            grown = self._extend(active.start, active.intervals, p - active.start, p + 1 - active.start)
-            if grown:
-                active.intervals = grown
+            if self._grow(active, p):
                 self._maybe_alert(active, p + 1)
                 return
             self._close(p)
@@ -256,7 +340,7 @@ class SpanMatcher:
             else:
                 lo = mid + 1
         intervals = self._occurs_through(lo, p + 1)
-        self._active = _Active(start=lo, intervals=intervals)
+        self._active = _Active(start=lo, intervals=intervals, length=p + 1 - lo)
         self._last_start = lo
         self._maybe_alert(self._active, p + 1)
 
@@ -269,8 +353,13 @@ class SpanMatcher:
             self.on_span(active.start, end, value)
 
     def _close(self, end: int) -> None:
-        if self._active is not None:
-            self._found.append((self._active.start, end, self._active.intervals))
+        active = self._active
+        if active is not None:
+            intervals = active.intervals
+            if active.reaches is not None:
+                narrowed = {n: r.interval(end - active.start) for n, r in active.reaches.items()}
+                intervals = {n: span for n, span in narrowed.items() if span is not None}
+            self._found.append((active.start, end, intervals))
             self._active = None
 
     def has_spans(self) -> bool:
