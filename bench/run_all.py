@@ -1,6 +1,8 @@
 """Run every bench/ script and write BENCHMARKS.md from their output (`make bench`).
 
 Nothing in BENCHMARKS.md is typed by hand: each section is the verbatim output of one script, run here.
+``python bench/run_all.py NAME.py ...`` reruns only those scripts and replaces their sections; the others and
+the header are kept, and the header gains a line naming what was rerun and when.
 """
 
 from __future__ import annotations
@@ -15,8 +17,22 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+def _sections(text: str) -> dict[str, str]:
+    """The sections of an existing BENCHMARKS.md by script name."""
+    parts = text.split("\n## ")[1:]
+    return {part.split("\n", 1)[0].strip(): "## " + part.rstrip("\n") + "\n" for part in parts}
+
+
 def main() -> int:
-    scripts = sorted(p for p in HERE.glob("*.py") if not p.name.startswith("_") and p.name != "run_all.py")
+    every = sorted(p for p in HERE.glob("*.py") if not p.name.startswith("_") and p.name != "run_all.py")
+    only = set(sys.argv[1:])
+    unknown = only - {p.name for p in every}
+    if unknown:
+        print(f"no such bench script: {', '.join(sorted(unknown))} (have: {', '.join(p.name for p in every)})")
+        return 2
+    target = HERE.parent / "BENCHMARKS.md"
+    kept = _sections(target.read_text(encoding="utf-8")) if only and target.exists() else {}
+    scripts = [p for p in every if not only or p.name in only]
     sections = []
     failed = []
     for script in scripts:
@@ -42,7 +58,13 @@ def main() -> int:
         "output of the script named in its section; medians over repeated runs, ratios against a baseline measured in the "
         "same process.\n\n"
     )
-    (HERE.parent / "BENCHMARKS.md").write_text(head + "\n".join(sections), encoding="utf-8")
+    fresh = {script.name: section for script, section in zip(scripts, sections, strict=True)}
+    ordered = [fresh.get(p.name) or kept.get(p.name) for p in every]
+    if only and target.exists():
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        head = target.read_text(encoding="utf-8").split("\n## ", 1)[0].rstrip("\n") + "\n"
+        head += f"Rerun on {stamp} (same machine kind, same command): {', '.join(sorted(only))}.\n\n"
+    target.write_text(head + "\n".join(s for s in ordered if s), encoding="utf-8")
     print(f"wrote BENCHMARKS.md ({len(scripts)} scripts, {len(failed)} failed)")
     return 1 if failed else 0
 
