@@ -10,6 +10,7 @@ knowledge base (72 questions, 24 chunks, top 10 retrieved as the demo does), the
 100 random 50/50 splits: held-out coverage and mean chunks kept per score kind at alpha 0.05/0.1/0.2, with
 ``auto`` run as it is used (chosen by 5-fold cross-validation x3 on each calibration half, then calibrated
 there), which kind it picks, and what choosing costs (``calibrate conformal`` on all queries, auto vs one kind).
+Peak RSS of each row and each set, all in this one process (its peak is reset before each; see _common).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import fmt_us, machine, median_seconds
+from _common import fmt_mb, fmt_us, machine, median_seconds, peak_rss_mb, reset_peak_rss
 
 from guardrails_uq.call import Call, ScoredDocument
 from guardrails_uq.conformal import SCORE_KINDS, ConformalCalibrator, ConformalCheck, keep_mask
@@ -46,10 +47,14 @@ def _calibrator(kind: str, rng: np.random.Generator) -> ConformalCalibrator:
 def cost() -> None:
     rng = np.random.default_rng(0)
     print(f"machine: {machine()}")
-    print(f"{'kind':<16} {'documents':>9} {'keep_mask':>12} {'check.run':>12} {'sort-and-cut':>13} {'run/sort':>9}")
+    print(
+        f"{'kind':<16} {'documents':>9} {'keep_mask':>12} {'check.run':>12} {'sort-and-cut':>13} {'run/sort':>9} "
+        f"{'peak RSS':>9}"
+    )
     for kind in ("similarity", "relative", "hybrid"):
         check = ConformalCheck(_calibrator(kind, rng), alpha=0.1)
         for n in (10, 1000):
+            reset_peak_rss()
             scores = rng.uniform(0, 1, n)
             texts = [" ".join(rng.choice(WORDS, 12)) for _ in range(n)]
             documents = [
@@ -66,10 +71,14 @@ def cost() -> None:
             # each call a new set of texts, as in production: no BM25 index cache hit (chunk tokens are cached)
             run = median_seconds(lambda c=call, r=check.run: (_bm25_index.cache_clear(), r(c)))
             cut = median_seconds(lambda d=documents: sorted(d, key=lambda x: -x.score)[:5])
-            print(f"{kind:<16} {n:>9} {fmt_us(mask):>12} {fmt_us(run):>12} {fmt_us(cut):>13} {run / cut:>9.1f}")
+            print(
+                f"{kind:<16} {n:>9} {fmt_us(mask):>12} {fmt_us(run):>12} {fmt_us(cut):>13} {run / cut:>9.1f} "
+                f"{fmt_mb(peak_rss_mb()):>9}"
+            )
     print(
         "(hybrid: every call builds a BM25 index over its documents; their tokens come from a cache, as for a "
-        "knowledge base's recurring chunks: tokenising 1,000 new chunks adds about 40 ms)"
+        "knowledge base's recurring chunks: tokenising 1,000 new chunks adds about 40 ms; peak RSS: of this "
+        "process while the row ran, every row running in it)"
     )
 
 
@@ -113,6 +122,7 @@ def efficiency() -> None:
             ),
         ]
         for name, chunks_path, pairs_path, top_k in sets:
+            reset_peak_rss()
             retriever, pairs, data = _retrieved(chunks_path, pairs_path, top_k)
             started = time.perf_counter()
             report = evaluate(data, alphas, splits=100)
@@ -131,6 +141,7 @@ def efficiency() -> None:
             single = _fit_seconds(retriever, pairs, top_k, "similarity")
             auto = _fit_seconds(retriever, pairs, top_k, "auto")
             print(f"fit on all queries: similarity {single:.2f} s, auto {auto:.2f} s; this evaluation {elapsed:.1f} s")
+            print(f"peak RSS while this set ran: {fmt_mb(peak_rss_mb())} (one process for every set; MiniLM loaded)")
 
 
 def main() -> None:

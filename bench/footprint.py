@@ -1,14 +1,15 @@
 """Footprint: peak RSS of the demo guard with the torch and the ONNX MiniLM, and embedding latency torch vs ONNX.
 
-Peak RSS (VmHWM; ``ru_maxrss`` where there is no /proc: Linux carries ru_maxrss over execve, so a child
-would report a larger parent's peak) of each configuration, each in a fresh subprocess that
+Peak RSS (VmHWM, ``_common.peak_rss_mb``; never ``ru_maxrss``, which Linux carries over fork and exec, so a
+child would report a larger parent's peak) of each configuration, each in a fresh subprocess that
 loads the demo policy's Guard and runs the input phase only, or all four checks (input: guidelines;
 retrieval: conformal filter of the Nimbus knowledge base scored with the same embedder; output:
 provenance + uncertainty on an answer with token logprobs). Baseline: the same process with the
 sentence-transformers (torch) MiniLM; the ONNX runs use the cached export, and one more run measures the
 first use (export into an empty cache). Then, in one process: embedding latency medians of both backends
 (one short query; the 64 guideline texts of the shipped library as one batch), their ratio, and the cosine
-agreement of the two on the guideline texts and varied ones (long > 256 tokens, unicode, empty).
+agreement of the two on the guideline texts and varied ones (long > 256 tokens, unicode, empty), and the peak
+RSS of that process (both backends loaded).
 Targets: all four checks under 300 MB; no torch in the ONNX process.
 
     python bench/footprint.py
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, median_seconds
+from _common import fmt_mb, machine, median_seconds, peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICY = ROOT / "policies" / "demo.yaml"
@@ -39,15 +39,6 @@ ANSWER = (
     "To reset your password, open the sign-in screen, choose Forgot password and follow the link we e-mail you. "
     "The link expires after 30 minutes."
 )
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set (its own memory: VmHWM), in MB."""
-    try:
-        with open("/proc/self/status") as status:
-            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def child(phases: str) -> None:
@@ -163,6 +154,7 @@ def latency() -> None:
         f"cosine(onnx, torch) over {len(texts)} texts (the guidelines; > 256 tokens, unicode, empty): "
         f"min {agreement.min():.7f}, median {np.median(agreement):.7f}"
     )
+    print(f"peak RSS of this process (both backends, every latency row above): {fmt_mb(peak_rss_mb())}")
 
 
 def main() -> None:

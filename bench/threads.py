@@ -7,7 +7,7 @@ Python loop), started after the idle measurement and stopped after the busy one.
 configuration runs in a fresh subprocess (torch's intra-op pool is process-wide): the torch MiniLM with
 torch's default threads (the baseline: before this change) and bounded to 1, and the ONNX MiniLM with 1
 (the default) and 2 threads. Reported: p50 latency of each path, the main/worker ratio under contention
-(target: about 1), and the contended/idle slowdown.
+(target: about 1), the contended/idle slowdown, and the peak RSS of each configuration's process.
 
     python bench/threads.py [--calls 40]
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine
+from _common import fmt_mb, machine, peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICY = ROOT / "policies" / "demo.yaml"
@@ -80,7 +80,7 @@ def child(calls: int) -> None:
         for spinner in spinners:
             spinner.kill()
             spinner.wait()
-    print(json.dumps({"idle": idle, "busy": busy, "torch": "torch" in sys.modules}))
+    print(json.dumps({"idle": idle, "busy": busy, "torch": "torch" in sys.modules, "peak_mb": peak_rss_mb()}))
 
 
 def main() -> None:
@@ -99,7 +99,7 @@ def main() -> None:
     print(f"machine: {machine()}; load average before: {os.getloadavg()[0]:.1f}; {args.calls} calls per path")
     print(
         f"{'embedder':<26} {'idle main':>10} {'idle worker':>12} {'busy main':>10} {'busy worker':>12} "
-        f"{'main/worker':>12} {'busy/idle':>10}"
+        f"{'main/worker':>12} {'busy/idle':>10} {'peak RSS':>9}"
     )
     configs = [
         ("torch, default threads", "torch", None),
@@ -125,7 +125,7 @@ def main() -> None:
         (im, iw), (bm, bw) = out["idle"], out["busy"]
         print(
             f"{label:<26} {im * 1e3:>8.1f}ms {iw * 1e3:>10.1f}ms {bm * 1e3:>8.1f}ms {bw * 1e3:>10.1f}ms "
-            f"{bm / bw:>12.2f} {max(bm, bw) / max(im, iw):>10.2f}"
+            f"{bm / bw:>12.2f} {max(bm, bw) / max(im, iw):>10.2f} {fmt_mb(out['peak_mb']):>9}"
         )
 
 

@@ -12,6 +12,7 @@ samples: the answer and N samples in one batched decoding loop, against the naiv
 Part 3. The sample similarity: AUROC for telling paraphrases from contradictions on the written pairs
 (guardrails_uq/data/similarity_pairs.jsonl), embedding cosine against the combined similarity.
 
+Each part ends with the peak RSS of the process while it ran (one process; its peak is reset between parts).
 ``--quick`` runs part 1 only (no model).
 """
 
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import fmt_us, machine, median_seconds
+from _common import fmt_mb, fmt_us, machine, median_seconds, peak_rss_mb, reset_peak_rss
 
 from guardrails_uq.call import TokenLogprob, TopLogprob
 from guardrails_uq.uncertainty.token_scores import arrays, scores_from_arrays, token_scores
@@ -201,10 +202,15 @@ def similarity_table() -> None:
 
 def main() -> None:
     token_bench()
+    print(f"  peak RSS of this process (part 1): {fmt_mb(peak_rss_mb())}")
     if "--quick" in sys.argv:
         return
+    reset_peak_rss()
     cost_table(answer_costs())
+    print(f"  peak RSS while part 2 ran (SmolLM2 and MiniLM loaded in this process): {fmt_mb(peak_rss_mb())}")
+    reset_peak_rss()
     similarity_table()
+    print(f"  peak RSS while part 3 ran (same process, both models still loaded): {fmt_mb(peak_rss_mb())}")
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def clean_text(text: str) -> str:
-    """``text`` with every lone surrogate replaced by U+FFFD (a no-op scan for ordinary text)."""
-    return _SURROGATE.sub("\ufffd", text)
+    """``text`` with every lone surrogate replaced by U+FFFD (ASCII text, which cannot hold one, is not scanned)."""
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
 
 
 def sanitize(value: Any) -> Any:
@@ -39,17 +39,14 @@ def sanitize(value: Any) -> Any:
 
 
 def dumps(value: Any, **kwargs: Any) -> str:
-    """Strict JSON text of ``value`` (see :func:`sanitize`); never NaN, infinities or lone surrogates.
-
-    Tries the plain encoder first (the common, clean case costs nothing extra)."""
-    try:
-        text = json.dumps(value, allow_nan=False, ensure_ascii=False, **kwargs)
-        text.encode("utf-8")
-        return text
-    except (ValueError, UnicodeEncodeError):
-        return json.dumps(sanitize(value), allow_nan=False, ensure_ascii=False, **kwargs)
+    """Strict JSON text of ``value`` (see :func:`sanitize`); never NaN, infinities or lone surrogates."""
+    return dumpb(value, **kwargs).decode("utf-8")
 
 
 def dumpb(value: Any, **kwargs: Any) -> bytes:
-    """:func:`dumps` as UTF-8 bytes."""
-    return dumps(value, **kwargs).encode("utf-8")
+    """:func:`dumps` as UTF-8 bytes, encoded once: the plain encoder first (the common, clean case costs
+    nothing extra; encoding to UTF-8 is what proves the text holds no lone surrogate), else the sanitized copy."""
+    try:
+        return json.dumps(value, allow_nan=False, ensure_ascii=False, **kwargs).encode("utf-8")
+    except (ValueError, UnicodeEncodeError):
+        return json.dumps(sanitize(value), allow_nan=False, ensure_ascii=False, **kwargs).encode("utf-8")

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from guardrails_uq import Generation, ModelError, TokenLogprob, TopLogprob
+from guardrails_uq.errors import InputError
 from guardrails_uq.models import logprobs as lp
 from guardrails_uq.models.openai_compat import OpenAIChatModel
 from guardrails_uq.testing import ChatCompletionsServer, ScriptedReply
@@ -129,6 +130,28 @@ def test_logprob_parsers() -> None:
     assert li == [TokenLogprob(token="hi", logprob=-0.2, top=[TopLogprob(token="hey", logprob=-1.9)])]
     with pytest.raises(ValueError, match="must be a number"):
         lp.from_openai_chat({"content": [{"token": "x", "logprob": "high"}]})
+
+
+@pytest.mark.parametrize("bad", [True, float("nan"), "0.5", None, [-0.1]])
+def test_chat_logprob_errors_name_the_position(bad: object) -> None:
+    good = {"token": "a", "logprob": -0.1, "top_logprobs": [{"token": "a", "logprob": -0.1}]}
+    with pytest.raises(InputError, match=r"^logprobs: content\[1\]: logprob must be a number"):
+        lp.from_openai_chat({"content": [good, {"token": "b", "logprob": bad}]})
+    with pytest.raises(InputError, match=r"^logprobs: content\[1\]\.top_logprobs: logprob must be a number"):
+        lp.from_openai_chat({"content": [good, {"token": "b", "logprob": -0.2, "top_logprobs": [{"token": "c", "logprob": bad}]}]})  # fmt: skip
+
+
+def test_chat_logprobs_are_validated_as_the_models_are() -> None:
+    """Integers are numbers, tokens are text, lone surrogates become U+FFFD, infinities pass to the checks."""
+    parsed = lp.from_openai_chat(
+        {"content": [{"token": 7, "logprob": 0, "bytes": [55], "top_logprobs": [{"token": "x\ud800", "logprob": -1}]},
+                     {"token": "é\udfff", "logprob": float("-inf"), "top_logprobs": None}]}
+    )  # fmt: skip
+    assert parsed == [
+        TokenLogprob(token="7", logprob=0.0, top=[TopLogprob(token="x\ufffd", logprob=-1.0)]),
+        TokenLogprob(token="é\ufffd", logprob=float("-inf")),
+    ]
+    assert all(type(t) is TokenLogprob and all(type(a) is TopLogprob for a in t.top) for t in parsed)
 
 
 @pytest.mark.slow

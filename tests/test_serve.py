@@ -248,3 +248,60 @@ def test_policy_replaced_while_serving(folder: Path) -> None:
             health = wait_for(base, lambda h: h["reload_errors"] >= 1)
             assert health["policy"] == "proxy-v2", "a broken edit keeps the old policy serving"
             assert ask(base, "How do I export?").status_code == 200
+
+
+def test_an_in_process_upstream_gets_what_the_input_phase_read(folder: Path) -> None:
+    """create_app(upstream=transport): the forwarded messages are the checked role/content pairs (a developer
+    message as system, text parts joined), logprobs are asked for, and the answer passes the output phase."""
+    import asyncio
+
+    seen: list[dict] = []
+
+    def upstream(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        text = "Open Settings and choose Export."
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
+                  "logprobs": {"content": [{"token": t.token, "logprob": t.logprob, "top_logprobs": []}
+                                           for t in tokens(text, -0.05)]}}  # fmt: skip
+        return httpx.Response(200, json={"id": "u", "choices": [choice], "usage": {"total_tokens": 9}})
+
+    app = create_app(ServeConfig(policy=folder / "policy.yaml", upstream="http://up/v1"), upstream=httpx.MockTransport(upstream))  # fmt: skip
+    messages = [{"role": "developer", "content": "Be brief."},
+                {"role": "user", "content": [{"type": "text", "text": "How do I "}, {"type": "text", "text": "export?"}]}]  # fmt: skip
+
+    async def post() -> httpx.Response:
+        async with app.router.lifespan_context(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as c:
+            return await c.post("http://proxy/v1/chat/completions", json={"model": "m", "messages": messages})
+
+    response = asyncio.run(post())
+    assert response.status_code == 200 and response.json()["guardrails"]["action"] == "allow"
+    assert response.json()["choices"][0]["message"]["content"] == "Open Settings and choose Export."
+    assert response.json()["usage"] == {"total_tokens": 9}
+    assert seen[0]["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "How do I export?"}]  # fmt: skip
+    assert seen[0]["logprobs"] is True and seen[0]["top_logprobs"] == 5
+
+
+def test_a_cookie_the_upstream_sets_never_reaches_another_caller(folder: Path) -> None:
+    """The proxy's one upstream client is shared by every caller: it must keep no cookies."""
+    import asyncio
+
+    cookies: list[str | None] = []
+
+    def upstream(request: httpx.Request) -> httpx.Response:
+        cookies.append(request.headers.get("cookie"))
+        text = "Open Settings and choose Export."
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
+                  "logprobs": {"content": [{"token": t.token, "logprob": t.logprob, "top_logprobs": []}
+                                           for t in tokens(text, -0.05)]}}  # fmt: skip
+        return httpx.Response(200, json={"id": "u", "choices": [choice]},
+                              headers={"set-cookie": "session=alice-secret; Path=/"})  # fmt: skip
+
+    app = create_app(ServeConfig(policy=folder / "policy.yaml", upstream="http://up/v1"), upstream=httpx.MockTransport(upstream))  # fmt: skip
+
+    async def two_callers() -> list[int]:
+        async with app.router.lifespan_context(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as c:
+            body = {"model": "m", "messages": [{"role": "user", "content": "How do I export?"}]}
+            return [(await c.post("http://proxy/v1/chat/completions", json=body)).status_code for _ in range(2)]
+
+    assert asyncio.run(two_callers()) == [200, 200]
+    assert cookies == [None, None]

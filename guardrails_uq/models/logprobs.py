@@ -17,6 +17,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from ..call import TokenLogprob, TopLogprob
 from ..errors import InputError
 
@@ -27,6 +29,18 @@ def _number(value: Any, where: str) -> float:
     return float(value)
 
 
+def _chat_number(value: Any, index: int, field: str = "") -> float:
+    """:func:`_number` for ``content[index]{field}``; a plain float (every value, nearly always) passes without
+    the message being built (this runs once per token and alternative)."""
+    if type(value) is float and value == value:  # not NaN
+        return value
+    return _number(value, f"content[{index}]{field}")
+
+
+#: Validates a whole answer's tokens in one call (one model construction per token would cost more than parsing).
+_TOKENS = TypeAdapter(list[TokenLogprob])
+
+
 def from_openai_chat(logprobs: Mapping[str, Any] | None) -> list[TokenLogprob] | None:
     """Parse a chat-completions ``choice["logprobs"]`` object."""
     if not logprobs:
@@ -34,18 +48,16 @@ def from_openai_chat(logprobs: Mapping[str, Any] | None) -> list[TokenLogprob] |
     content = logprobs.get("content")
     if content is None:
         return None
-    tokens = []
+    tokens: list[dict[str, Any]] = []
     for i, item in enumerate(content):
         if not isinstance(item, Mapping) or "token" not in item or "logprob" not in item:
             raise InputError(f"logprobs.content[{i}] needs 'token' and 'logprob'", source="logprobs")
         top = [
-            TopLogprob(token=str(alt["token"]), logprob=_number(alt["logprob"], f"content[{i}].top_logprobs"))
+            {"token": str(alt["token"]), "logprob": _chat_number(alt["logprob"], i, ".top_logprobs")}
             for alt in item.get("top_logprobs") or []
         ]
-        tokens.append(
-            TokenLogprob(token=str(item["token"]), logprob=_number(item["logprob"], f"content[{i}]"), top=top)
-        )
-    return tokens
+        tokens.append({"token": str(item["token"]), "logprob": _chat_number(item["logprob"], i), "top": top})
+    return _TOKENS.validate_python(tokens)
 
 
 def from_openai_completions(logprobs: Mapping[str, Any] | None) -> list[TokenLogprob] | None:

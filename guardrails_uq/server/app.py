@@ -10,6 +10,8 @@ client ──▶ auth, rate, body size ──▶ parse ──▶ input phase ─
 from __future__ import annotations
 
 import contextlib
+import gc
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 import logging
 import threading
 import time
@@ -63,8 +65,11 @@ class AccessLog:
             )  # fmt: skip
 
 
-def create_app(config: ServeConfig, *, guard: Guard | None = None) -> FastAPI:
-    """The proxy as a FastAPI app (``guard`` fixes the Guard, for tests; otherwise it follows the file)."""
+def create_app(
+    config: ServeConfig, *, guard: Guard | None = None, upstream: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    """The proxy as a FastAPI app (``guard`` fixes the Guard, for tests; otherwise it follows the file).
+    ``upstream`` replaces the network transport to the upstream (an in-process model, for benchmarks and tests)."""
     holder = PolicyHolder(config.policy, guard, config.reload_interval)
     limiter = RateLimiter(config.rate_per_second, config.burst)
     metrics = ProxyMetrics.create()
@@ -73,7 +78,11 @@ def create_app(config: ServeConfig, *, guard: Guard | None = None) -> FastAPI:
     def client() -> httpx.AsyncClient:
         if "upstream" not in clients:
             clients["upstream"] = httpx.AsyncClient(
-                timeout=config.timeout, limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)
+                timeout=config.timeout,
+                limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+                transport=upstream,
+                # one client serves every caller: a cookie the upstream sets for one must never reach the next
+                cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
             )
         return clients["upstream"]
 
@@ -138,12 +147,27 @@ def create_app(config: ServeConfig, *, guard: Guard | None = None) -> FastAPI:
 CONFIG_ENV = "GUARDRAILS_UQ_SERVE_CONFIG"
 
 
+def freeze_loaded() -> None:
+    """In a server process whose app is built: leave everything loaded so far (modules, the app, its Guard and
+    indexes) out of the garbage collector's full passes (:func:`gc.freeze`).
+
+    An answer with token logprobs (the proxy asks for 5 alternatives a token) becomes thousands of small objects,
+    which trigger a full pass every dozen requests or so; each pass rescanned the whole loaded process, about a
+    third of the time of a 256-token request (bench/serve.py, in-process part). Frozen objects are still freed
+    by reference counting (a reloaded policy's old Guard holds no reference cycles); only cycles among them
+    would never be collected."""
+    gc.collect()
+    gc.freeze()
+
+
 def app_from_env() -> FastAPI:
     """The app of one worker process, from the settings :func:`serve` put in ``CONFIG_ENV``."""
     import json
     import os
 
-    return create_app(ServeConfig.from_json(json.loads(os.environ[CONFIG_ENV])))
+    app = create_app(ServeConfig.from_json(json.loads(os.environ[CONFIG_ENV])))
+    freeze_loaded()
+    return app
 
 
 def serve(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8080, workers: int = 1) -> None:
@@ -162,7 +186,9 @@ def serve(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8080, wor
     options: dict[str, Any] = {"host": host, "port": port, "log_level": "info", "access_log": False,
                                "log_config": log_config}  # fmt: skip
     if workers <= 1:
-        uvicorn.run(create_app(config), **options)
+        app = create_app(config)
+        freeze_loaded()
+        uvicorn.run(app, **options)
         return
     os.environ[CONFIG_ENV] = json.dumps(config.to_json())
     uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=workers, **options)

@@ -125,7 +125,7 @@ class Exchange:
         self.config = config
         self.client = client
         self.metrics = metrics
-        self.url = f"{config.upstream.rstrip('/')}/chat/completions"
+        self.url = httpx.URL(f"{config.upstream.rstrip('/')}/chat/completions")  # parsed once, not per call
         key = os.environ.get(config.upstream_api_key_env) if config.upstream_api_key_env else None
         self.upstream_headers = {"Authorization": f"Bearer {key}"} if key else {}
 
@@ -183,7 +183,7 @@ class Exchange:
         prompt = before.messages if before.messages is not None else request.messages
         forward = {
             **{k: v for k, v in request.body.items() if k in FORWARDED},
-            "messages": [m.model_dump() for m in prompt],
+            "messages": [{"role": m.role, "content": m.content} for m in prompt],  # the text the input phase read
             "logprobs": True,
             "top_logprobs": request.top_logprobs or self.config.top_logprobs,
         }

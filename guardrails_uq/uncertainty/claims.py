@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 _END = re.compile(r"[.!?\u2026][\"')\]\u201d\u2019]*\s*$")
@@ -33,7 +33,7 @@ class Claim:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-compatible, rounded for evidence."""
-        data = asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self)}  # asdict() would deep-copy plain values
         for key in ("mean_nll", "max_nll", "g_nll"):
             data[key] = round(data[key], 4)
         return data
