@@ -23,7 +23,20 @@ if TYPE_CHECKING:
 
 
 class GuardrailsError(Exception):
-    """Base class of every error raised by guardrails-uq."""
+    """Base class of every error raised by guardrails-uq.
+
+    Every subclass pickles and unpickles as itself with its attributes (Ray tasks and actors, process pools),
+    whatever its constructor takes."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.args, dict(vars(self))))
+
+
+def _rebuild(cls: type[GuardrailsError], args: tuple[Any, ...], state: dict[str, Any]) -> GuardrailsError:
+    error = cls.__new__(cls)
+    error.args = args
+    vars(error).update(state)
+    return error
 
 
 class PolicyError(GuardrailsError):

@@ -10,9 +10,24 @@ from typing import Any
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
-    from .index import build_index
+    from ..errors import InputError
+    from .index import DEFAULT_SHARD_TOKENS, BuildReport, build_index
 
-    report = build_index(args.corpus, args.output, shard_tokens=args.shard_size, progress=not args.quiet)
+    report: BuildReport
+    if args.engine == "ray":
+        if args.shard_size is not None:
+            raise InputError("--engine ray cuts shards by bytes: use --shard-bytes, not --shard-size")
+        from .distributed import DEFAULT_SHARD_BYTES, build_index_ray
+
+        shard_bytes = args.shard_bytes if args.shard_bytes is not None else DEFAULT_SHARD_BYTES
+        report = build_index_ray(args.corpus, args.output, shard_bytes=shard_bytes, progress=not args.quiet)
+    else:
+        if args.shard_bytes is not None:
+            raise InputError("--shard-bytes is for --engine ray; the local build cuts shards with --shard-size")
+        shard_tokens = args.shard_size if args.shard_size is not None else DEFAULT_SHARD_TOKENS
+        if len(args.corpus) > 1:
+            raise InputError("the local build takes one corpus file: concatenate them, or use --engine ray")
+        report = build_index(args.corpus[0], args.output, shard_tokens=shard_tokens, progress=not args.quiet)
     print(
         f"indexed {report.documents:,} documents, {report.tokens:,} tokens into {args.output} "
         f"({report.shards} shard(s), {report.resumed_shards} reused) in {report.seconds:.1f} s"
@@ -118,11 +133,20 @@ def register_cli(commands: argparse._SubParsersAction, groups: dict) -> None:  #
     parser = commands.add_parser("provenance", help="build and inspect provenance (TraceShield) indexes")
     sub = parser.add_subparsers(dest="provenance_command", required=True)
     p = sub.add_parser("index", help="index a JSONL(.gz) corpus into suffix-array shards")
-    p.add_argument("--corpus", required=True, type=Path, help='JSONL(.gz), one {"id", "text"} per line')
+    p.add_argument(
+        "--corpus", required=True, type=Path, nargs="+",
+        help='JSONL(.gz), one {"id", "text"} per line (several files with --engine ray)',
+    )  # fmt: skip
     p.add_argument("-o", "--output", required=True, type=Path, help="index folder")
     p.add_argument(
-        "--shard-size", type=int, default=250_000_000, help="tokens per shard: bounds memory (~16 bytes/token)"
-    )
+        "--shard-size", type=int, default=None,
+        help="tokens per shard (default 250M): bounds the build's memory, ~9 bytes per token",
+    )  # fmt: skip
+    p.add_argument(
+        "--engine", choices=("local", "ray"), default="local",
+        help="local: this machine's cores; ray: shards built as Ray tasks (extra `ray`, docs/provenance-at-scale.md)",
+    )  # fmt: skip
+    p.add_argument("--shard-bytes", type=int, default=None, help="with --engine ray: corpus bytes per shard")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_index)
     p = sub.add_parser("eval-data", help="write an evaluation corpus and answers from offline unsafe texts")
