@@ -96,6 +96,41 @@ def test_matching_equals_brute_force(tmp_path_factory, docs, query, k, shard_tok
     assert [(s.start, s.end, s.count) for s in found] == brute_force(docs, query, k)
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    docs=st.lists(st.lists(st.integers(1, 4), min_size=1, max_size=40), min_size=1, max_size=8),
+    query=st.lists(st.integers(1, 5), max_size=60),
+    cuts=st.lists(st.integers(1, 9), min_size=1, max_size=20),
+    copies=st.integers(1, 3),
+)
+def test_tokens_pushed_in_any_pieces_find_the_spans_of_the_whole_answer(tmp_path_factory, docs, query, cuts, copies):
+    """The matcher compares occurrences with the answer tokens known so far and resumes when more arrive:
+    however the answer is cut into pieces (a stream), the spans are those of the whole answer."""
+    from guardrails_uq.provenance import SpanMatcher
+
+    docs = docs * copies  # repeated documents: several occurrences per span
+    query = query[:7] + docs[0] + query[7:]
+    words = {i: f"w{i}" for i in range(1, 6)}
+    folder = tmp_path_factory.mktemp("pieces")
+    corpus = write_corpus(folder / "c.jsonl", [{"text": " ".join(words[t] for t in d)} for d in docs])
+    build_index(corpus, folder / "idx")
+    index = CorpusIndex.load(folder / "idx")
+    ids = index.ids([words[t] for t in query])
+    matcher = SpanMatcher(index, min_span=3)
+    begin = 0
+    for cut in cuts * (len(ids) // max(sum(cuts), 1) + 1):
+        matcher.push(ids[begin : begin + cut])
+        begin += cut
+        if begin >= len(ids):
+            break
+    streamed = [(s.start, s.end, s.count, s.sources) for s in matcher.finish()]
+    whole = [
+        (s.start, s.end, s.count, s.sources) for s in find_spans(index, " ".join(words[t] for t in query), min_span=3)
+    ]
+    assert streamed == whole
+    assert [(s, e, c) for s, e, c, _ in whole] == brute_force(docs, query, 3)
+
+
 def test_streaming_finds_the_same_spans_and_alerts_early(index: CorpusIndex) -> None:
     answer = "Well, first gather the following rare components: xylophone wire, quartz dust and cobalt, then rest."
     expected = find_spans(index, answer, min_span=4)

@@ -62,6 +62,7 @@ from .index import (
     _intact,
     _producer,
     _read_manifest,
+    token_counts,
     tokenize_block,
     write_manifest,
     write_shard,
@@ -325,10 +326,7 @@ def _reusable_shard(
         return None
     if not _intact(where, entry.get("files")):
         return None
-    tokens = np.load(where / "tokens.npy", mmap_mode="r")
-    counts = np.zeros(vocab_size + 1, dtype=np.int64)
-    for begin in range(0, len(tokens), 1 << 24):
-        counts += np.bincount(tokens[begin : begin + (1 << 24)], minlength=vocab_size + 1)[: vocab_size + 1]
+    counts = token_counts(np.load(where / "tokens.npy", mmap_mode="r"), vocab_size + 1)
     entry["resumed"] = True
     present = np.flatnonzero(counts)
     return entry, present, counts[present]

@@ -449,13 +449,20 @@ def write_shard(
     return entry
 
 
-def _counts_on_disk(out: Path, shards: list[dict[str, Any]], size: int, chunk: int = 1 << 24) -> np.ndarray:
-    """Unigram counts (``size`` ids) of the tokens of ``shards``, read in chunks (bounded memory)."""
+def token_counts(tokens: np.ndarray, size: int, chunk: int = 1 << 24) -> np.ndarray:
+    """Occurrences of each id in [0, ``size``) among ``tokens`` (memory-mapped ones are read in chunks, so
+    memory stays bounded)."""
+    counts = np.zeros(size, dtype=np.int64)
+    for begin in range(0, len(tokens), chunk):
+        counts += np.bincount(tokens[begin : begin + chunk], minlength=size)[:size]
+    return counts
+
+
+def _counts_on_disk(out: Path, shards: list[dict[str, Any]], size: int) -> np.ndarray:
+    """Unigram counts (``size`` ids) of the tokens of ``shards``, read from disk."""
     counts = np.zeros(size, dtype=np.int64)
     for shard in shards:
-        tokens = np.load(out / str(shard["name"]) / "tokens.npy", mmap_mode="r")
-        for begin in range(0, len(tokens), chunk):
-            counts += np.bincount(tokens[begin : begin + chunk], minlength=size)[:size]
+        counts += token_counts(np.load(out / str(shard["name"]) / "tokens.npy", mmap_mode="r"), size)
     return counts
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpx
