@@ -232,10 +232,15 @@ def build_index(
             f"shard size must be between 1 and {MAX_TOKENS // 2} tokens (a shard's suffix array is int32)",
             source="shard_tokens",
         )
+    if not corpus.is_file():
+        raise InputError("corpus file not found", source=str(corpus))
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").unlink(missing_ok=True)  # an index being (re)built is not loadable
 
-    completed, words = _resumable(out)
+    # which corpus the shards are made of: a shard is reused only for the same bytes (an edited corpus,
+    # same name or not, is indexed afresh; reading it costs ~2 s per GB)
+    source = {"corpus_sha256": _sha256(corpus)}
+    completed, words = _resumable(out, source)
     vocab = Vocabulary()
     vocab.update((word, i + 1) for i, word in enumerate(words))
     skip = sum(int(s["documents"]) for s in completed)
@@ -246,7 +251,7 @@ def build_index(
     report = _progress(corpus.stat().st_size if corpus.exists() else 0, progress)
     # a token takes >= 2 bytes of JSONL (a character and a separator): the most a shard's buffer can need
     expected = (corpus.stat().st_size if corpus.exists() else 0) * (8 if corpus.suffix == ".gz" else 1) // 2 + (1 << 20)
-    shard = _ShardBuffer(out, len(completed), shard_tokens, vocab, expected)
+    shard = _ShardBuffer(out, len(completed), shard_tokens, vocab, expected, source)
     counts = _counts_on_disk(out, completed, len(vocab) + 1)  # of the resumed shards; new ones are added below
     documents = skip
     bytes_read = 0
@@ -305,8 +310,10 @@ class _ShardBuffer:
     not kept as a list of per-block arrays: freed block arrays stay in the allocator's heap, so
     concatenating them used to keep ~1 GB more resident per GB of text while the suffix array was sorted."""
 
-    def __init__(self, out: Path, next_index: int, shard_tokens: int, vocab: Vocabulary, expected: int) -> None:
-        self.out, self.index, self.limit, self.vocab = out, next_index, shard_tokens, vocab
+    def __init__(
+        self, out: Path, next_index: int, shard_tokens: int, vocab: Vocabulary, expected: int, source: dict[str, Any]
+    ) -> None:
+        self.out, self.index, self.limit, self.vocab, self.source = out, next_index, shard_tokens, vocab, source
         self.capacity = max(1, min(shard_tokens + (1 << 20), expected))
         self.tokens = np.empty(0, dtype=np.int32)
         self.lengths: list[np.ndarray] = []
@@ -344,14 +351,14 @@ class _ShardBuffer:
             return []
         tokens, lengths, doc_ids = self.tokens[: self.size], np.concatenate(self.lengths), self.doc_ids
         self.tokens, self.lengths, self.doc_ids, self.size = np.empty(0, dtype=np.int32), [], [], 0
-        entry = _write_shard(self.out, self.index, tokens, lengths, doc_ids, self.vocab)
+        entry = _write_shard(self.out, self.index, tokens, lengths, doc_ids, self.vocab, self.source)
         self.index += 1
         return [entry]
 
 
-def _resumable(out: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """The leading shards a build can reuse and the vocabulary they were built with."""
-    completed = _completed_shards(out)
+def _resumable(out: Path, source: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The leading shards a build of the corpus ``source`` describes can reuse, and their vocabulary."""
+    completed = _completed_shards(out, source)
     while completed:
         words = _vocab_prefix(out, completed[-1])
         if words is not None:
@@ -360,9 +367,10 @@ def _resumable(out: Path) -> tuple[list[dict[str, Any]], list[str]]:
     return [], []
 
 
-def _completed_shards(out: Path) -> list[dict[str, Any]]:
-    """The leading shards that are complete, made with this format, tokenizer and normalisation (shards
-    of an older build are rebuilt, never mixed in) and intact (every file matches shard.json)."""
+def _completed_shards(out: Path, source: dict[str, Any]) -> list[dict[str, Any]]:
+    """The leading shards that are complete, made from the same corpus bytes (``source``) with this format,
+    tokenizer and normalisation (shards of an older build or another corpus are rebuilt, never mixed in)
+    and intact (every file matches shard.json)."""
     shards: list[dict[str, Any]] = []
     producer = _producer()
     while True:
@@ -373,7 +381,7 @@ def _completed_shards(out: Path) -> list[dict[str, Any]]:
             return shards
         if not isinstance(entry, dict) or any(entry.get(k) != v for k, v in producer.items()):
             return shards
-        if not _intact(folder, entry.get("files")):
+        if entry.get("source") != source or not _intact(folder, entry.get("files")):
             return shards
         entry["resumed"] = True
         shards.append(entry)
@@ -406,7 +414,13 @@ def _vocab_prefix(out: Path, entry: dict[str, Any]) -> list[str] | None:
 
 
 def _write_shard(
-    out: Path, index: int, tokens: np.ndarray, lengths: np.ndarray, doc_ids: list[str], vocab: Vocabulary
+    out: Path,
+    index: int,
+    tokens: np.ndarray,
+    lengths: np.ndarray,
+    doc_ids: list[str],
+    vocab: Vocabulary,
+    source: dict[str, Any],
 ) -> dict[str, Any]:
     """Write shard ``index`` of a local build, with vocab.txt as it stands (the shard's ids refer to it)."""
     words = sorted(vocab, key=vocab.__getitem__)
@@ -418,16 +432,25 @@ def _write_shard(
         doc_ids,
         vocab_size=len(vocab),
         vocab_sha256=_sha256(out / "vocab.txt"),
+        source=source,
     )
 
 
 def write_shard(
-    folder: Path, tokens: np.ndarray, lengths: np.ndarray, doc_ids: list[str], *, vocab_size: int, vocab_sha256: str
+    folder: Path,
+    tokens: np.ndarray,
+    lengths: np.ndarray,
+    doc_ids: list[str],
+    *,
+    vocab_size: int,
+    vocab_sha256: str,
+    source: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write one shard: ``tokens`` (int32 ids in [0, vocab_size], a 0 after each document), ``lengths`` (each
     document's token count including its 0), ``doc_ids``; its suffix array; shard.json last. Returns the
     shard's manifest entry. ``vocab_sha256`` is the SHA-256 of vocab.txt's first ``vocab_size`` lines, the
-    words the ids refer to (a resumed build checks it). Peak memory: the tokens plus 4 bytes per token."""
+    words the ids refer to (a resumed build checks it); ``source``, recorded in the entry, what the shard was
+    made from (a resumed build reuses it only for the same). Peak memory: the tokens plus 4 bytes per token."""
     folder.mkdir(parents=True, exist_ok=True)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     sa = suffix_array(tokens, vocab_size + 1)
@@ -443,6 +466,7 @@ def write_shard(
         "tokens": len(tokens),
         "vocab_size": vocab_size,
         "vocab_sha256": vocab_sha256,
+        **({"source": source} if source is not None else {}),
         "files": {name: _describe(folder / name) for name in _SHARD_FILES},
     }
     _atomic_write(folder / "shard.json", json.dumps(entry, indent=1).encode("utf-8"))
