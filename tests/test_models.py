@@ -183,3 +183,31 @@ def test_local_model_behind_the_local_server() -> None:
         generation = client(server).generate(USER, top_logprobs=2)
     assert generation.tokens and len(generation.tokens[0].top) == 2
     json.dumps(server.requests)
+
+
+def test_the_model_client_sends_no_cookie_an_upstream_set() -> None:
+    """One OpenAIChatModel serves many callers (a cascade's escalation model): a cookie one response sets
+    must not go out with the next request."""
+    import httpx
+
+    seen: list[str | None] = []
+
+    def upstream(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("cookie"))
+        choice = {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+        return httpx.Response(200, json={"choices": [choice]}, headers={"set-cookie": "session=alice; Path=/"})
+
+    model = OpenAIChatModel("http://upstream/v1", "m", transport=httpx.MockTransport(upstream), backoff=0.01)
+    assert model.generate(USER).text == model.generate(USER).text == "ok"
+    assert seen == [None, None]
+
+
+def test_an_integer_logprob_too_large_for_a_float_is_an_input_error() -> None:
+    from guardrails_uq.models.logprobs import from_openai_chat
+
+    with pytest.raises(InputError, match=r"content\[0\].*out of range"):
+        from_openai_chat({"content": [{"token": "a", "logprob": 10**400, "top_logprobs": []}]})
+    with pytest.raises(InputError, match="out of range"):
+        from_openai_chat(
+            {"content": [{"token": "a", "logprob": -1.0, "top_logprobs": [{"token": "b", "logprob": -(10**400)}]}]}
+        )

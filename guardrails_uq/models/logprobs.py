@@ -24,9 +24,15 @@ from ..errors import InputError
 
 
 def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(float(value)):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise InputError(f"{where}: logprob must be a number, got {value!r}", source="logprobs")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float: no logprob is
+        raise InputError(f"{where}: logprob {str(value)[:20]}... is out of range", source="logprobs") from None
+    if math.isnan(number):
+        raise InputError(f"{where}: logprob must be a number, got {value!r}", source="logprobs")
+    return number
 
 
 def _chat_number(value: Any, index: int, field: str = "") -> float:

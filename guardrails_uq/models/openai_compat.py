@@ -12,6 +12,7 @@ import asyncio
 import os
 import time
 from collections.abc import Sequence
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpx
@@ -36,6 +37,12 @@ def combine_samples(choices: Sequence[Generation], n: int, source: str = "model"
 
 def _messages(messages: Sequence[Message | dict[str, str]]) -> list[dict[str, str]]:
     return [m.model_dump() if isinstance(m, Message) else dict(m) for m in messages]
+
+
+def cookieless_jar() -> CookieJar:
+    """A cookie jar that keeps nothing. A client shared by many callers (the proxy's, a cascade's escalation
+    model) must never send one caller's cookie, set by an upstream response, with another caller's request."""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 
 class OpenAIChatModel:
@@ -65,7 +72,7 @@ class OpenAIChatModel:
         self.timeout = timeout
         self.max_retries = max_retries
         self.backoff = backoff
-        self._client = httpx.Client(timeout=timeout, transport=transport)
+        self._client = httpx.Client(timeout=timeout, transport=transport, cookies=cookieless_jar())
         self._async_transport = async_transport
 
     @classmethod
@@ -226,7 +233,9 @@ class OpenAIChatModel:
 
     async def _apost(self, body: dict[str, Any]) -> list[Generation]:
         last = "no attempt"
-        async with httpx.AsyncClient(timeout=self.timeout, transport=self._async_transport) as client:
+        async with httpx.AsyncClient(
+            timeout=self.timeout, transport=self._async_transport, cookies=cookieless_jar()
+        ) as client:
             for attempt in range(self.max_retries + 1):
                 response = None
                 try:

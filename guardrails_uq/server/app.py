@@ -15,7 +15,6 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpx
@@ -24,6 +23,7 @@ from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import generate_latest
 
 from ..guard import Guard
+from ..models.openai_compat import cookieless_jar
 from . import wire
 from .config import ServeConfig
 from .exchange import Exchange, ProxyMetrics
@@ -82,7 +82,7 @@ def create_app(
                 limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
                 transport=upstream,
                 # one client serves every caller: a cookie the upstream sets for one must never reach the next
-                cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+                cookies=cookieless_jar(),
             )
         return clients["upstream"]
 
