@@ -287,3 +287,21 @@ def test_frequent_and_long_copies_match_the_definition(tmp_path: Path, monkeypat
     for query in (docs[0] + [30, 30] + long_doc[:600] + [30], phrase[:10] + long_doc[100:650] + docs[1][5:]):
         found = find_spans(index, " ".join(words[t] for t in query), min_span=6)
         assert [(s.start, s.end, s.count) for s in found] == oracle(query, 6)
+
+
+def test_a_repetitive_answer_fails_closed_within_the_work_budget(tmp_path: Path) -> None:
+    """Hostile input (found by a hostile trial): an answer repeating one token thousands of times, against a
+    corpus holding a long run of it, made span matching quadratic (70 s for 2,000 tokens), stalling the
+    proxy's event loop on streams. Past a work budget matching fails, and the check fails closed."""
+    build_index(write_corpus(tmp_path / "c.jsonl", [*DOCS, {"id": "laugh", "text": "na " * 1000}]), tmp_path / "idx")
+    index = CorpusIndex.load(tmp_path / "idx")
+    with pytest.raises(InputError, match="work budget"):
+        find_spans(index, "na " * 2000)
+    stream = ProvenanceStream(index, threshold=1e9, min_span=6)
+    with pytest.raises(InputError, match="work budget"):
+        for _ in range(2000):
+            stream.feed("na ")
+    (tmp_path / "p.yaml").write_text(POLICY)
+    decision = Guard.from_policy(tmp_path / "p.yaml", audit=False).after("na " * 2000)
+    assert decision.action is Action.ABSTAIN and "work budget" in decision.errors[0].error
+    assert find_spans(index, "na " * 300), "a shorter run is still matched"

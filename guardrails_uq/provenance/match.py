@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import InputError
 from .bci import token_surprisal
 from .index import CorpusIndex, Shard
 from .tokenize import normalize_with_map, token_spans, tokens_of
@@ -162,6 +163,13 @@ class Span:
         }
 
 
+#: Work budget of one answer: token-by-token narrowing steps allowed, a base plus a number per answer token.
+#: Ordinary answers use a few per token; an answer repeating one token for thousands of tokens against a corpus
+#: holding a long run of it needs (run length) per token (quadratic): past the budget, matching raises
+#: InputError, which the provenance check turns into the policy's on_error (fail closed), instead of stalling.
+_STEPS_BASE = 20_000
+_STEPS_PER_TOKEN = 64
+
 #: An open span whose occurrences number at most this many is extended by comparing the corpus text after
 #: each occurrence with the answer directly (one gather for all the answer tokens known), not token by token.
 _DIRECT_MAX = 64
@@ -238,6 +246,7 @@ class SpanMatcher:
     _found: list[tuple[int, int, Intervals]] = field(default_factory=list)
     _last_start: int = -1
     _known: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # self.ids as an array
+    _steps: int = 0  # token-by-token narrowing steps so far (bounded: see _STEPS_BASE)
 
     def push(self, ids: Iterable[int]) -> None:
         """Feed the next token ids of the answer."""
@@ -273,6 +282,13 @@ class SpanMatcher:
     def _extend(self, start: int, intervals: Intervals, length: int, target: int) -> Intervals:
         """Narrow ``intervals`` (matching ids[start:start+length]) to ids[start:start+target]; {} if none."""
         current = dict(intervals)
+        self._steps += max(target - length, 0)
+        if self._steps > _STEPS_BASE + _STEPS_PER_TOKEN * len(self.ids):
+            raise InputError(
+                f"the answer is too repetitive to match within the provenance work budget ({self._steps:,} "
+                f"narrowing steps for {len(self.ids):,} tokens): failing closed",
+                source="provenance",
+            )
         for offset in range(length, target):
             token = self.ids[start + offset]
             if token <= 0:
