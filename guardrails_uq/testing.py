@@ -6,6 +6,9 @@
 * :func:`assert_conforms`: the conformance suite every check must pass (use it for your own checks).
 * :class:`ChatCompletionsServer`: a real OpenAI-compatible HTTP server on 127.0.0.1, scripted or backed by a
   model, for testing clients, builders and escalation without a remote API.
+* :func:`keyword_score`, :func:`build_keyword_artifacts`, :func:`keyword_harm_check`, :func:`guard_without_embedder`:
+  a keyword-overlap retriever and real artifacts for it (a conformal calibration, a provenance index), so an
+  integration's fast tests run a real Guard without downloading or loading an embedder.
 """
 
 from __future__ import annotations
@@ -18,11 +21,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .call import Call
 from .checks import Check, CheckSpec, Signals
 from .types import Evidence, Phase, SignalMap
+
+if TYPE_CHECKING:
+    from .guard import Guard
 
 _TYPE_CHECKS: dict[str, Callable[[object], bool]] = {
     "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
@@ -335,3 +342,102 @@ class ServedApp:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+# -- keyword retrieval over a JSONL knowledge base (an integration's fast tests) ---------------------------
+
+_STOP = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "can",
+        "do",
+        "does",
+        "for",
+        "from",
+        "how",
+        "i",
+        "in",
+        "is",
+        "it",
+        "my",
+        "of",
+        "on",
+        "or",
+        "the",
+        "to",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "will",
+        "with",
+        "you",
+        "your",
+    ]
+)
+
+
+def content_words(text: str) -> set[str]:
+    """The lowercased words of ``text`` without common function words."""
+    return {w for w in re.findall(r"\w+", text.lower()) if w not in _STOP}
+
+
+def keyword_score(question: str, texts: Sequence[str]) -> list[float]:
+    """The fraction of the question's content words each text contains (the ``kw-overlap`` retriever)."""
+    asked = content_words(question)
+    return [len(asked & content_words(t)) / max(len(asked), 1) for t in texts]
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """One JSON object per line of ``path``."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def build_keyword_artifacts(folder: Path, kb: Path, pairs: Path, unsafe: str, unsafe_id: str = "unsafe") -> Path:
+    """Into ``folder``: calib.json, the conformal calibration of :func:`keyword_score` (fingerprint
+    ``kw-overlap``) over the chunks of ``kb`` and the labelled questions of ``pairs`` (``query``,
+    ``relevant``), and unsafe-index, a provenance index of the one document ``unsafe`` (id ``unsafe_id``)."""
+    from .call import ScoredDocument
+    from .conformal import calibrate
+    from .provenance import build_index
+
+    texts = {c["id"]: c["text"] for c in read_jsonl(kb)}
+
+    def retrieve(query: str) -> list[ScoredDocument]:
+        scores = keyword_score(query, list(texts.values()))
+        return [ScoredDocument(id=i, score=s) for i, s in zip(texts, scores, strict=True)]
+
+    labelled = [(p["query"], p["relevant"]) for p in read_jsonl(pairs)]
+    calibrate(retrieve, labelled, score_kind="similarity", fingerprint="kw-overlap").save(folder / "calib.json")
+    (folder / "unsafe.jsonl").write_text(json.dumps({"id": unsafe_id, "text": unsafe}) + "\n", encoding="utf-8")
+    build_index(folder / "unsafe.jsonl", folder / "unsafe-index")
+    return folder
+
+
+def keyword_harm_check(words: frozenset[str] = frozenset({"bomb", "poison"})) -> StaticCheck:
+    """Input signal ``app.harmful``: the request holds one of ``words`` (stands in for a harm classifier)."""
+    return StaticCheck(
+        "harm", "input", compute=lambda call: {"app.harmful": bool(content_words(call.user_input) & words)}
+    )
+
+
+def guard_without_embedder(policy_text: str, base_dir: Path, *extra: Check) -> Guard:
+    """A Guard from ``policy_text``: the checks its sections configure, built with an embedder that is never
+    loaded (none of them may embed text), plus ``extra`` checks."""
+    from . import as_embedder, loads_policy
+    from .checks import CheckDeps
+    from .guard import Guard
+
+    policy = loads_policy(policy_text, base_dir=base_dir)
+    deps = CheckDeps(embedder=as_embedder(None))
+    checks = [spec.build(policy.section(spec.name), policy.base_dir, deps) for spec in policy.configured_checks()]
+    return Guard(policy, checks=[*checks, *extra])

@@ -56,12 +56,9 @@ from .index import (
     BuildReport,
     CorpusIndex,
     _atomic_write,
-    _check_fields,
-    _check_header,
-    _check_seal,
     _intact,
     _producer,
-    _read_manifest,
+    read_manifest,
     token_counts,
     tokenize_block,
     write_manifest,
@@ -634,10 +631,7 @@ class RayCorpusIndex:
         num_cpus: float = 1.0,
     ) -> None:
         self.path = Path(path)
-        manifest = _read_manifest(self.path)  # ArtifactError here, before any actor starts
-        _check_header(self.path, manifest)
-        _check_seal(self.path, manifest)
-        _check_fields(self.path, manifest)
+        manifest = read_manifest(self.path)  # ArtifactError here, before any actor starts
         if not isinstance(actors, int) or actors < 1:
             raise InputError("actors must be a positive integer", source="actors")
         self.manifest = manifest

@@ -552,10 +552,7 @@ class CorpusIndex:
         (``manifest_sha256``), its counts disagree, or any file's size (and, with verify="full", SHA-256)
         differs from the manifest."""
         path = Path(path)
-        manifest = _read_manifest(path)
-        _check_header(path, manifest)
-        _check_seal(path, manifest)
-        _check_fields(path, manifest)
+        manifest = read_manifest(path)
         entries = manifest["shards"]
         chosen = range(len(entries)) if shards is None else list(shards)
         unknown = [n for n in chosen if not (isinstance(n, int) and 0 <= n < len(entries))]
@@ -584,6 +581,17 @@ class CorpusIndex:
             f"CorpusIndex({str(self.path)!r}, documents={self.manifest['documents']}, tokens={self.total}, "
             f"shards={len(self.shards)})"
         )
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest of the index folder ``path``, checked: this format, tokenizer and normalisation, sealed,
+    every field present, typed and consistent (ArtifactError naming the field and the fix otherwise). The
+    index's files are not read: :meth:`CorpusIndex.load` verifies those."""
+    manifest = _read_manifest(path)
+    _check_header(path, manifest)
+    _check_seal(path, manifest)
+    _check_fields(path, manifest)
+    return manifest
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

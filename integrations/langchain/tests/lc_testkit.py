@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -27,12 +26,16 @@ from langchain_core.outputs import ChatResult
 from langchain_core.retrievers import BaseRetriever
 from pydantic import Field
 
-from guardrails_uq import Guard, ScoredDocument, as_embedder, loads_policy
+from guardrails_uq import Guard
 from guardrails_uq.audit import RequestRecord, group_requests, read_audit
-from guardrails_uq.checks import CheckDeps
-from guardrails_uq.conformal import calibrate
-from guardrails_uq.provenance import build_index
-from guardrails_uq.testing import StaticCheck
+from guardrails_uq.testing import (
+    StaticCheck,
+    build_keyword_artifacts,
+    guard_without_embedder,
+    keyword_harm_check,
+    keyword_score,
+    read_jsonl,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 DATA = ROOT / "examples" / "data"
@@ -63,58 +66,9 @@ default: allow
 on_error: abstain
 """
 
-_STOP = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "by",
-        "can",
-        "do",
-        "does",
-        "for",
-        "from",
-        "how",
-        "i",
-        "in",
-        "is",
-        "it",
-        "my",
-        "of",
-        "on",
-        "or",
-        "the",
-        "to",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "why",
-        "will",
-        "with",
-        "you",
-        "your",
-    ]
-)
-
-
-def words(text: str) -> set[str]:
-    return {w for w in re.findall(r"\w+", text.lower()) if w not in _STOP}
-
-
-def keyword_score(question: str, texts: Sequence[str]) -> list[float]:
-    """The fraction of the question's content words each text contains (the ``kw-overlap`` retriever)."""
-    asked = words(question)
-    return [len(asked & words(t)) / max(len(asked), 1) for t in texts]
-
 
 def knowledge_base() -> list[dict[str, str]]:
-    return [json.loads(line) for line in (DATA / "nimbus_kb.jsonl").read_text().splitlines()]
+    return read_jsonl(DATA / "nimbus_kb.jsonl")
 
 
 def kb_text(chunk_id: str) -> str:
@@ -139,35 +93,18 @@ class KeywordRetriever(BaseRetriever):
 
 def build_artifacts(folder: Path) -> Path:
     """The calibration (kw-overlap on the example KB's labelled questions) and the unsafe-text index."""
-    texts = {c["id"]: c["text"] for c in knowledge_base()}
-
-    def retrieve(query: str) -> list[ScoredDocument]:
-        scores = keyword_score(query, list(texts.values()))
-        return [ScoredDocument(id=i, score=s) for i, s in zip(texts, scores, strict=True)]
-
-    pairs = [json.loads(line) for line in (DATA / "nimbus_pairs.jsonl").read_text().splitlines()]
-    calibrate(
-        retrieve, [(p["query"], p["relevant"]) for p in pairs], score_kind="similarity", fingerprint="kw-overlap"
-    ).save(folder / "calib.json")
-    (folder / "unsafe.jsonl").write_text(json.dumps({"id": "ricin-howto", "text": UNSAFE}) + "\n")
-    build_index(folder / "unsafe.jsonl", folder / "unsafe-index")
-    return folder
+    return build_keyword_artifacts(folder, DATA / "nimbus_kb.jsonl", DATA / "nimbus_pairs.jsonl", UNSAFE, "ricin-howto")
 
 
 def harm_check() -> StaticCheck:
     """Input signal app.harmful: the request asks for a bomb or poison (stands in for a harm classifier)."""
-    return StaticCheck(
-        "harm", "input", compute=lambda call: {"app.harmful": bool(words(call.user_input) & {"bomb", "poison"})}
-    )
+    return keyword_harm_check()
 
 
 def make_guard(folder: Path, audit: Path) -> Guard:
     """A Guard from :data:`POLICY`: its own checks built from their sections, plus :func:`harm_check`."""
     text = POLICY.format(folder=folder, audit=audit, refusal=REFUSAL, no_evidence=NO_EVIDENCE, copied=COPIED)
-    policy = loads_policy(text, base_dir=folder)
-    deps = CheckDeps(embedder=as_embedder(None))  # never loaded: no check here embeds text
-    checks = [spec.build(policy.section(spec.name), policy.base_dir, deps) for spec in policy.configured_checks()]
-    return Guard(policy, checks=[*checks, harm_check()])
+    return guard_without_embedder(text, folder, harm_check())
 
 
 def requests_in(audit: Path) -> list[RequestRecord]:
