@@ -2,7 +2,7 @@
 
 A LangChain RAG app and a LlamaIndex query engine over the same knowledge base, both answering with the
 embedded SmolLM2 and guarded by the same policy (policies/demo.yaml: guidelines, conformal retrieval,
-TraceShield provenance, uncertainty). Twenty scripted requests: answerable, unanswerable, harmful, and
+TraceShield provenance, uncertainty, grounding). Twenty scripted requests: answerable, unanswerable, harmful, and
 requests that draw out copied unsafe text. A live table, the audit log, and an HTML report at the end.
 
     python examples/demo.py [--out out/demo] [--limit N]
@@ -169,6 +169,7 @@ def main() -> None:
             ("retrieval.kept", "kept={}"),
             ("provenance.bci_max", "bci={:.0f}"),
             ("uncertainty.mean_nll", "nll={:.2f}"),
+            ("grounding.support", "sup={:.2f}"),
         ):
             if signals.get(name) is not None:
                 keys.append(fmt.format(signals[name]))

@@ -108,11 +108,17 @@ class Decision(BaseModel):
         return "(default)" if self.final else "(pass)"
 
     def explain(self) -> str:
-        """A short human-readable account: action, deciding rule, the values it read, errors."""
+        """A short human-readable account: action, deciding rule, the values it read, what the checks it read
+        say about them (their evidence's ``explain`` lines, e.g. the failing claim), errors."""
         lines = [f"{self.action.value.upper()} at {self.phase} ({self.policy})"]
         lines.append(f"  rule: {self.rule_label}")
         for name, value in self.inputs.items():
             lines.append(f"    {name} = {value!r}")
+        for check in dict.fromkeys(name.split(".", 1)[0] for name in self.inputs):
+            detail = self.evidence.get(check)
+            notes = detail.get("explain") if isinstance(detail, dict) else None
+            for note in notes if isinstance(notes, list) else ():
+                lines.append(f"  {check}: {note}")
         if self.message:
             lines.append(f"  message: {self.message}")
         for failure in self.errors:

@@ -132,17 +132,29 @@ class Guard:
         generation: Generation | str,
         *,
         messages: Sequence[Message] = (),
+        documents: Sequence[ScoredDocument] | None = None,
         signals: SignalMap | None = None,
         context: Decision | None = None,
         record: bool = True,
         request_id: str | None = None,
+        partial: bool = False,
     ) -> Decision:
-        """Output phase: provenance and uncertainty checks, output rules, then the policy default.
+        """Output phase: provenance, uncertainty and grounding checks, output rules, then the policy default.
 
-        ``record=False`` skips the audit log (for provisional checks of a partial, streaming answer)."""
+        The evidence grounding reads is ``documents``, else the chunks the context's retrieval phase kept.
+        ``record=False`` skips the audit log; ``partial=True`` marks a streamed prefix (checks may wait for a
+        sentence to end; ``metadata["partial"]``)."""
         if isinstance(generation, str):
             generation = Generation(text=generation)
-        call = Call(messages=list(messages), generation=generation, signals=signals or {})
+        if documents is None and context is not None:
+            documents = context.documents
+        call = Call(
+            messages=list(messages),
+            documents=list(documents) if documents is not None else None,
+            generation=generation,
+            signals=signals or {},
+            metadata={"partial": True} if partial else {},
+        )
         return self._phase("output", call, context, final=True, record=record, request_id=request_id)
 
     def check(self, call: Call) -> Decision:
@@ -398,6 +410,8 @@ class Guard:
                     documents = result.documents
                     call = call.model_copy(update={"documents": documents})
             timings[check.name] = (time.perf_counter() - t0) * 1e3
+        if phase == "retrieval" and documents is None and call.documents is not None:
+            documents = list(call.documents)  # no check filtered: every chunk is kept (the output's evidence)
         t0 = time.perf_counter()
         model = self.policy.model
         provisional = False

@@ -4,7 +4,8 @@ One card per request (its Decisions joined by ``request_id``: input, retrieval, 
 the request's verdict; for each Decision: action, rule and the values it read; the model's answer with every token coloured by
 its probability (green = confident, red = unsure; hover for the value), copied corpus spans highlighted
 with their BCI; the claim-level view (each sentence with its tokens' mean and max NLL, the least sure one
-marked); the guidelines injected; the chunks kept and dropped against the conformal threshold.
+marked); each claim's grounding verdict and the evidence sentence it was aligned with; the guidelines
+injected; the chunks kept and dropped against the conformal threshold.
 Summary charts (actions, rules, score distributions) are inline SVG. No scripts, no external resources.
 """
 
@@ -173,6 +174,40 @@ def _claims_html(decision: Decision) -> str:
     )
 
 
+def _grounding_html(decision: Decision) -> str:
+    """Grounding: each claim of the answer with its verdict, support and contradiction, and the evidence
+    sentence it was aligned with (document id); claims below the threshold are marked."""
+    evidence = decision.evidence.get("grounding")
+    if not isinstance(evidence, dict):
+        return ""
+    claims = evidence.get("claims")
+    if not isinstance(claims, list) or not claims:
+        return ""
+    threshold = evidence.get("threshold")
+    limit = threshold if isinstance(threshold, int | float) and not isinstance(threshold, bool) else None
+    rows, failing = [], 0
+    for claim in claims:
+        if not isinstance(claim, dict):
+            continue
+        support = claim.get("support")
+        weak = limit is not None and isinstance(support, int | float) and support < limit
+        failing += weak
+        verdict = _esc(claim.get("verdict"))
+        marked = f'<span class="flag">{verdict}</span>' if weak else verdict
+        row_class = ' class="unsure"' if weak else ""
+        rows.append(
+            f"<tr{row_class}><td>{_esc(claim.get('claim'))}</td><td>{marked}</td>"
+            f"<td>{_esc(support)}</td><td>{_esc(claim.get('contradiction'))}</td>"
+            f"<td><code>{_esc(claim.get('document'))}</code>: {_esc(claim.get('sentence'))}</td></tr>"
+        )
+    summary = f"Grounding: {len(rows)} claim(s), {failing} below the threshold {_esc(threshold)}"
+    return (
+        f'<details{" open" if failing else ""} class="claims grounding"><summary>{summary}</summary>'
+        f"<table><tr><th>claim</th><th>verdict</th><th>support</th><th>contradiction</th>"
+        f"<th>aligned evidence sentence</th></tr>{''.join(rows)}</table></details>"
+    )
+
+
 def _guidelines_html(decision: Decision) -> str:
     evidence = decision.evidence.get("guidelines") or {}
     items = evidence.get("guidelines") if isinstance(evidence, dict) else None
@@ -270,7 +305,8 @@ def _phase_section(decision: Decision) -> str:
         parts.append(f"<p><b>Returned:</b> {_esc(decision.message)}</p>")
     if decision.answer:
         parts.append(f"<p><b>Escalated answer:</b> {_esc(decision.answer)}</p>")
-    parts += [_answer_html(decision), _claims_html(decision), _guidelines_html(decision), _retrieval_html(decision)]
+    parts += [_answer_html(decision), _claims_html(decision), _grounding_html(decision)]
+    parts += [_guidelines_html(decision), _retrieval_html(decision)]
     parts.append(_deferral_html(decision))
     if errors:
         parts.append(f"<p>Errors:</p><ul>{errors}</ul>")

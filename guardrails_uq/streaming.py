@@ -90,7 +90,9 @@ class StreamGate:
         """The output rules on the answer so far; True (and the stream cut) when they do not allow it."""
         self.checks_run += 1
         self._since_check = 0
-        decision = self.guard.after(self._generation(), messages=self.messages, context=self.context, record=False)
+        decision = self.guard.after(
+            self._generation(), messages=self.messages, context=self.context, record=False, partial=True
+        )
         if decision.action is Action.ALLOW:
             return False
         metadata = {**decision.metadata, "stream_cut": True, "stream_prefix_tokens": len(self.tokens)}

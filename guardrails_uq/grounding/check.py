@@ -1,0 +1,117 @@
+"""The grounding check: does the evidence the guard kept say what the answer says?
+
+Output phase. The evidence is the call's documents: the chunks that passed the retrieval phase (carried from
+the retrieval Decision given as context, or passed to ``Guard.after(documents=...)``), tool results in
+agents. The question is the last user message. Without claims or evidence, ``grounding.checked`` is false
+and the other values are null: a rule reads ``grounding.checked && grounding.flagged``, and what no evidence
+means is the policy's choice. On a streamed prefix (``call.metadata["partial"]``) the last sentence is scored
+only once it is complete.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..call import Call
+from ..checks import Signals
+from ..errors import ArtifactError, InputError
+from ..types import SignalMap
+from .assess import Assessment, assess
+from .calibration import FIX, GroundingCalibration
+from .scorer import Scorer
+from .text import sentences
+
+#: Threshold on grounding.support for a judge without a calibration (not calibrated: P(supported) < 0.5).
+DEFAULT_JUDGE_THRESHOLD = 0.5
+
+
+def _complete(answer: str) -> str:
+    """``answer`` without a trailing sentence that has not ended yet (for streamed prefixes)."""
+    found = sentences(answer)
+    if (
+        found
+        and not found[-1].text.rstrip("\"')]”’").endswith((".", "!", "?", "…"))
+        and "\n" not in answer[found[-1].end :]
+    ):
+        return answer[: found[-1].start]
+    return answer
+
+
+class GroundingCheck:
+    """Output-phase check; thread-safe (the scorers are)."""
+
+    name = "grounding"
+    phase = "output"
+
+    def __init__(self, scorer: Scorer, threshold: float, *, origin: str = "") -> None:
+        self.scorer = scorer
+        self.threshold = float(threshold)
+        self.origin = origin
+
+    @classmethod
+    def from_config(cls, config: Any, base_dir: Path, embedder: Any) -> GroundingCheck:
+        """Build from the policy section: the calibration's scorer (or the judge) and its threshold."""
+        judge = None
+        if config.judge is not None:
+            from ..models.openai_compat import OpenAIChatModel
+            from .judge import JudgeScorer
+
+            endpoint = config.judge
+            model = OpenAIChatModel(
+                endpoint.url,
+                endpoint.model,
+                api_key_env=endpoint.api_key_env,
+                timeout=endpoint.timeout,
+                max_retries=endpoint.max_retries,
+            )
+            judge = JudgeScorer(model, concurrency=endpoint.concurrency)
+        if config.calibration is None:
+            if judge is None:  # the schema refuses this; kept for direct callers
+                raise ArtifactError(None, "the offline grounding scorer needs a calibration artifact", fix=FIX)
+            threshold = config.threshold if config.threshold is not None else DEFAULT_JUDGE_THRESHOLD
+            return cls(judge, threshold, origin="hand-set" if config.threshold is not None else "default")
+        path = Path(config.calibration)
+        path = path if path.is_absolute() else base_dir / path
+        calibration = GroundingCalibration.load(path)
+        scorer = calibration.scorer(embedder, judge=judge, path=path)
+        target = config.target_fpr if config.target_fpr is not None else calibration.target_fpr
+        try:
+            threshold = calibration.threshold(target)
+        except InputError as exc:
+            raise ArtifactError(path, str(exc), fix=f"state a larger target_fpr, or {FIX}") from None
+        return cls(scorer, threshold, origin=str(path))
+
+    def run(self, call: Call) -> Signals:
+        answer = call.generation.text if call.generation is not None else ""
+        if call.metadata.get("partial"):
+            answer = _complete(answer)
+        documents = [(d.id, d.text) for d in call.documents or () if d.text.strip()]
+        result = assess(answer, call.user_input, documents, self.scorer, threshold=self.threshold)
+        flagged = None if result.support is None else result.support < self.threshold
+        values: SignalMap = {
+            "grounding.checked": result.checked,
+            "grounding.claims": len(result.verdicts),
+            "grounding.support": result.support,
+            "grounding.contradiction": result.contradiction,
+            "grounding.unsupported_claims": result.unsupported_claims,
+            "grounding.flagged": flagged,
+            "grounding.threshold": self.threshold,
+        }
+        return Signals(values=values, evidence=self._evidence(result, len(documents)))
+
+    def _evidence(self, result: Assessment, documents: int) -> dict[str, Any]:
+        failing = [v for v in result.verdicts if v.support < self.threshold]
+        explain = [
+            f"claim {v.claim.text!r} is {v.verdict} (support {v.support:.2f}, contradiction {v.contradiction:.2f}) "
+            f"by {v.document}: {v.sentence!r}"
+            for v in sorted(failing, key=lambda v: v.support)
+        ]
+        return {
+            "scorer": self.scorer.name,
+            "threshold": self.threshold,
+            "threshold_origin": self.origin,
+            "documents": documents,
+            "claims": [v.as_evidence() for v in result.verdicts],
+            "explain": explain,
+        }
