@@ -459,3 +459,17 @@ def test_demo_policy_explains_the_grounding_threshold():
     checked = _cli("policy", "check", str(ROOT / "policies" / "demo.yaml"))
     assert checked.returncode == 0, checked.stderr
     assert "grounding.flagged: support <" in checked.stdout and "target false-positive rate 0.35" in checked.stdout
+
+
+@pytest.mark.slow
+def test_the_report_marks_each_claim_and_shows_its_sentence(guard):
+    from guardrails_uq.report import render
+
+    kept = guard.retrieve("Can I export my notes as a PDF?", docs("export"))
+    answer = "Yes, Markdown export works. No, you cannot export <b>notes</b> as a PDF."
+    decision = guard.after(answer, context=kept)
+    page = render([kept, decision])
+    assert "Grounding: 2 claim(s), 1 below the threshold" in page
+    assert "No, you cannot export &lt;b&gt;notes&lt;/b&gt; as a PDF." in page and "<b>notes</b>" not in page
+    assert "You can export any notebook as Markdown, PDF or HTML from Settings &gt; Export." in page
+    assert '<span class="flag">contradicted</span>' in page
