@@ -473,3 +473,31 @@ def test_the_report_marks_each_claim_and_shows_its_sentence(guard):
     assert "No, you cannot export &lt;b&gt;notes&lt;/b&gt; as a PDF." in page and "<b>notes</b>" not in page
     assert "You can export any notebook as Markdown, PDF or HTML from Settings &gt; Export." in page
     assert '<span class="flag">contradicted</span>' in page
+
+
+@pytest.mark.slow
+def test_a_judge_is_calibrated_the_same_way_and_the_policy_uses_its_threshold(embedder, tmp_path):
+    corpus = tmp_path / "kb.jsonl"
+    corpus.write_text(
+        "\n".join(json.dumps({"id": i, "text": CHUNKS[i]}) for i in ("sync", "export", "import", "plans"))
+    )
+    with ChatCompletionsServer(_judge_reply) as server:
+        from guardrails_uq.models.openai_compat import OpenAIChatModel
+
+        judge = JudgeScorer(OpenAIChatModel(server.base_url, "judge"), concurrency=4)
+        calibration = GroundingCalibration(target_fpr=0.2, folds=2).fit(read_chunks(corpus), embedder, judge=judge)
+        saved = calibration.save(tmp_path / "judge.json")
+        loaded = GroundingCalibration.load(saved)
+        assert loaded.model_ is None and loaded.scorer_name_ == judge.name
+        with pytest.raises(ArtifactError, match="judge endpoint"):
+            loaded.scorer(embedder)
+        policy = tmp_path / "p.yaml"
+        policy.write_text(
+            "version: 1\nname: judged\n"
+            f"grounding: {{calibration: {saved}, judge: {{url: '{server.base_url}', model: judge}}}}\n"
+            "rules: []\ndefault: allow\n"
+        )
+        with Guard(load_policy(policy), embedder=embedder, audit=False) as guard:
+            decision = guard.after("Nimbus syncs your notes every 30 seconds.", documents=docs("sync"))
+    assert decision.signals["grounding.threshold"] == pytest.approx(loaded.threshold(0.2))
+    assert decision.evidence["grounding"]["scorer"] == judge.name
