@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, HumanMessage, SystemMessage, ToolMessage
 
 from guardrails_uq import Decision, Generation, Message, TokenLogprob
+from guardrails_uq.jsonsafe import tool_call_text
 from guardrails_uq.models.logprobs import from_langchain
 
 
@@ -73,13 +73,10 @@ def tokens_of(message: Any) -> list[TokenLogprob] | None:
 
 
 def tool_calls_text(message: Any) -> str:
-    """The tool calls an AI message makes, one ``name(arguments as JSON)`` a line ("" when none)."""
-    lines = []
-    for call in getattr(message, "tool_calls", None) or []:
-        lines.append(f"{call.get('name')}({json.dumps(call.get('args', {}), ensure_ascii=False, sort_keys=True)})")
-    for call in getattr(message, "invalid_tool_calls", None) or []:
-        lines.append(f"{call.get('name')}({call.get('args') or ''})")
-    return "\n".join(lines)
+    """The tool calls an AI message makes, as each tool reads them (:func:`guardrails_uq.jsonsafe.tool_call_text`:
+    the name, then every key and decoded string of the arguments, one a line); "" when there are none."""
+    calls = [*(getattr(message, "tool_calls", None) or []), *(getattr(message, "invalid_tool_calls", None) or [])]
+    return "\n".join(tool_call_text(str(call.get("name") or ""), call.get("args") or {}) for call in calls)
 
 
 def generation_of(message: Any) -> Generation:

@@ -29,6 +29,7 @@ from pydantic import Field
 from guardrails_uq import Guard
 from guardrails_uq.audit import RequestRecord, group_requests, read_audit
 from guardrails_uq.testing import (
+    UNSAFE_RUSSIAN,
     StaticCheck,
     build_keyword_artifacts,
     guard_without_embedder,
@@ -92,8 +93,16 @@ class KeywordRetriever(BaseRetriever):
 
 
 def build_artifacts(folder: Path) -> Path:
-    """The calibration (kw-overlap on the example KB's labelled questions) and the unsafe-text index."""
-    return build_keyword_artifacts(folder, DATA / "nimbus_kb.jsonl", DATA / "nimbus_pairs.jsonl", UNSAFE, "ricin-howto")
+    """The calibration (kw-overlap on the example KB's labelled questions) and the unsafe-text index (the
+    ricin passage, in English and in Russian)."""
+    return build_keyword_artifacts(
+        folder,
+        DATA / "nimbus_kb.jsonl",
+        DATA / "nimbus_pairs.jsonl",
+        UNSAFE,
+        "ricin-howto",
+        {"ricin-ru": UNSAFE_RUSSIAN},
+    )
 
 
 def harm_check() -> StaticCheck:

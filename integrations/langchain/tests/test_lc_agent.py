@@ -37,7 +37,7 @@ from lc_testkit import (
 )
 
 from guardrails_uq import Action, Guard
-from guardrails_uq.testing import ChatCompletionsServer, ScriptedReply
+from guardrails_uq.testing import UNSAFE_RUSSIAN, ChatCompletionsServer, ScriptedReply, break_lines
 
 PASSWORD = "How do I reset my password?"
 POISONED = ("attachments-cleanup", f"Cleaning up attachments: {UNSAFE}")
@@ -167,6 +167,33 @@ def test_unsafe_tool_call_arguments_are_blocked_before_the_tool_runs(guard: Guar
     model = scripted(reply("", calls=[("send_email", {"to": "x@example.com", "body": UNSAFE})]))
     tools = Tools()
     messages = ask(agent_for(guard, model, tools), "Write to my friend about my notes.")
+    assert tools.ran == [] and messages[-1].content == COPIED and not messages[-1].tool_calls
+    assert requests_in(audit)[0].verdict.rule == "memorized-unsafe-text"
+
+
+@pytest.mark.parametrize("body", [break_lines(UNSAFE), break_lines(UNSAFE_RUSSIAN)], ids=["english", "russian"])
+def test_tool_call_arguments_are_read_as_the_tool_reads_them(guard: Guard, audit: Path, body: str) -> None:
+    """A line break every five words is ``\\n`` glued to the next word in JSON text: the passage hid from a
+    check of the arguments' JSON; the tool receives (and the e-mail carries) the passage itself."""
+    model = scripted(reply("", calls=[("send_email", {"to": "x@example.com", "body": body})]))
+    tools = Tools()
+    messages = ask(agent_for(guard, model, tools), "Write to my friend about my notes.")
+    assert tools.ran == [] and messages[-1].content == COPIED and not messages[-1].tool_calls
+    assert requests_in(audit)[0].verdict.rule == "memorized-unsafe-text"
+
+
+def test_escaped_tool_call_arguments_from_an_openai_server_are_read_decoded(guard: Guard, audit: Path) -> None:
+    """The wire JSON of the arguments has ``\\uXXXX`` escapes (``ensure_ascii``) and ``\\n``; ChatOpenAI decodes
+    them, so the tool would send the Russian passage."""
+    arguments = json.dumps({"to": "x@example.com", "body": break_lines(UNSAFE_RUSSIAN)})
+    assert "\\u0427" in arguments
+    call = {"id": "call-1", "type": "function", "function": {"name": "send_email", "arguments": arguments}}
+    with ChatCompletionsServer(
+        script=[_completion({"role": "assistant", "content": None, "tool_calls": [call]})]
+    ) as server:
+        model = ChatOpenAI(base_url=server.base_url, api_key="sk-test", model="m", max_retries=0)
+        tools = Tools()
+        messages = ask(agent_for(guard, model, tools), "Write to my friend about my notes.")
     assert tools.ran == [] and messages[-1].content == COPIED and not messages[-1].tool_calls
     assert requests_in(audit)[0].verdict.rule == "memorized-unsafe-text"
 

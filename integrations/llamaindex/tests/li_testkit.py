@@ -42,6 +42,7 @@ from pydantic import PrivateAttr
 from guardrails_uq import Guard
 from guardrails_uq.audit import RequestRecord, group_requests, read_audit
 from guardrails_uq.testing import (
+    UNSAFE_RUSSIAN,
     StaticCheck,
     build_keyword_artifacts,
     guard_without_embedder,
@@ -111,8 +112,16 @@ def kb_nodes(*extra: tuple[str, str]) -> list[TextNode]:
 
 
 def build_artifacts(folder: Path) -> Path:
-    """The calibration (kw-overlap on the example KB's labelled questions) and the unsafe-text index."""
-    return build_keyword_artifacts(folder, DATA / "nimbus_kb.jsonl", DATA / "nimbus_pairs.jsonl", UNSAFE, "ricin-howto")
+    """The calibration (kw-overlap on the example KB's labelled questions) and the unsafe-text index (the
+    ricin passage, in English and in Russian)."""
+    return build_keyword_artifacts(
+        folder,
+        DATA / "nimbus_kb.jsonl",
+        DATA / "nimbus_pairs.jsonl",
+        UNSAFE,
+        "ricin-howto",
+        {"ricin-ru": UNSAFE_RUSSIAN},
+    )
 
 
 def harm_check() -> StaticCheck:

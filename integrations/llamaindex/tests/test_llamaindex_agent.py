@@ -31,7 +31,7 @@ from llama_index.core.llms import MockLLM
 from llama_index.postprocessor.guardrails_uq import GuardedLLM, GuardrailsEvent
 
 from guardrails_uq import Action, Decision, Guard
-from guardrails_uq.testing import ChatCompletionsServer
+from guardrails_uq.testing import UNSAFE_RUSSIAN, ChatCompletionsServer, break_lines
 
 # llama-index-workflows lists an agent's members with inspect.getmembers, which touches pydantic's deprecated
 # class attributes: a warning from the framework, not from this code.
@@ -204,7 +204,23 @@ def test_blocked_tool_call_is_dropped_and_never_runs(guard: Guard, audit: Path, 
     assert not [e for e in events if isinstance(e, AgentStream) and e.tool_calls]
     [request] = requests_in(audit)
     assert request.verdict.rule == "memorized-unsafe-text"
-    assert "send_email(" in request.verdict.generated
+    assert f"send_email\nto\nx@example.com\nbody\n{UNSAFE}" in request.verdict.generated
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+@pytest.mark.parametrize("body", [break_lines(UNSAFE), UNSAFE_RUSSIAN], ids=["line-breaks", "russian"])
+def test_tool_call_arguments_are_read_as_the_tool_reads_them(
+    guard: Guard, audit: Path, streaming: bool, body: str
+) -> None:
+    """JSON text of the arguments hid the passage: a line break every five words is ``\\n`` glued to the next
+    word, and every Cyrillic letter was a ``\\uXXXX`` escape; the tool receives the passage itself."""
+    llm = ScriptedLLM([Reply(calls=[("send_email", {"to": "x@example.com", "body": body})])])
+    tools = Tools(kb_text("password-reset"))
+    agent = FunctionAgent(tools=tools.all(), llm=GuardedLLM(llm, guard), streaming=streaming)
+    _, output, _ = run_agent(agent, "Email my friend the garden note.")
+    assert str(output) == COPIED and output.tool_calls == [] and tools.ran == []
+    [request] = requests_in(audit)
+    assert request.verdict.rule == "memorized-unsafe-text"
 
 
 @pytest.mark.parametrize("streaming", [False, True])
