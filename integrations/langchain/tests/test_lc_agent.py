@@ -198,6 +198,57 @@ def test_escaped_tool_call_arguments_from_an_openai_server_are_read_decoded(guar
     assert requests_in(audit)[0].verdict.rule == "memorized-unsafe-text"
 
 
+#: Content blocks a client reads, each carrying the passage (langchain-core's standard blocks, and the raw
+#: provider blocks LangChain keeps in ``content``: Anthropic thinking, OpenAI Responses reasoning summaries).
+READABLE_BLOCKS: dict[str, list[Any]] = {
+    "reasoning": [{"type": "reasoning", "reasoning": UNSAFE}, {"type": "text", "text": "Done."}],
+    "thinking": [{"type": "thinking", "thinking": UNSAFE, "signature": "c2ln"}, {"type": "text", "text": "Done."}],
+    "reasoning-summary": [{"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": UNSAFE}]}],
+    "refusal": [{"type": "refusal", "refusal": UNSAFE}],
+    "text-plain": [{"type": "text-plain", "mime_type": "text/plain", "text": UNSAFE}],
+    "citation": [{"type": "text", "text": "Done.", "annotations": [{"type": "citation", "cited_text": UNSAFE}]}],
+    "server-tool-result": [
+        {"type": "server_tool_result", "tool_call_id": "s1", "status": "success", "output": {"page": UNSAFE}}
+    ],
+}
+
+
+@pytest.mark.parametrize("content", list(READABLE_BLOCKS.values()), ids=list(READABLE_BLOCKS))
+def test_every_content_block_a_client_reads_is_checked(guard: Guard, audit: Path, content: list[Any]) -> None:
+    model = scripted(AIMessage(content=content))
+    messages = ask(agent_for(guard, model, Tools()), "Tell me about my notes.")
+    assert messages[-1].content == COPIED and "acetone" not in str(messages)
+    assert requests_in(audit)[0].verdict.rule == "memorized-unsafe-text"
+
+
+def test_reasoning_the_provider_put_beside_the_content_is_checked(guard: Guard, audit: Path) -> None:
+    """DeepSeek, Groq, Ollama and xAI return reasoning as ``additional_kwargs["reasoning_content"]``."""
+    model = scripted(AIMessage(content="Done.", additional_kwargs={"reasoning_content": UNSAFE}))
+    messages = ask(agent_for(guard, model, Tools()), "Tell me about my notes.")
+    assert messages[-1].content == COPIED and "acetone" not in str(messages)
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        {"type": "image", "url": "https://example.com/recipe.png"},
+        {"type": "non_standard", "value": {"note": UNSAFE}},
+        {"type": "redacted_thinking", "data": "ZW5jcnlwdGVk"},
+        {"type": "mystery", "payload": "anything"},
+        {"text": "a block without a type"},
+    ],
+    ids=["image", "non-standard", "redacted-thinking", "unknown", "untyped"],
+)
+def test_a_block_the_guard_cannot_read_goes_to_on_error(guard: Guard, audit: Path, block: dict[str, Any]) -> None:
+    model = scripted(AIMessage(content=[{"type": "text", "text": "See this."}, block]))
+    messages = ask(agent_for(guard, model, Tools()), "Tell me about my notes.")
+    assert messages[-1].content == guard.policy.model.messages.error and not messages[-1].tool_calls
+    [request] = requests_in(audit)
+    verdict = request.verdict
+    assert verdict.action is Action.ABSTAIN and verdict.phase == "output"
+    assert str(block.get("type", "untyped")) in verdict.errors[0].error
+
+
 def test_escalation_is_answered_by_the_larger_model_and_checked(guard: Guard, audit: Path) -> None:
     large = scripted(reply(ANSWER))
     model = scripted(search("reset password"), reply("Maybe reinstall?", logprob=UNSURE))

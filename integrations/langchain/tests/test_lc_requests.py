@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import HumanMessage
+from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.prompt_values import ChatPromptValue
 from langchain_core.prompts import ChatPromptTemplate
@@ -225,6 +225,30 @@ def test_model_alone_runs_input_and_output_under_one_id(guard: Guard, audit: Pat
     model.batch([[HumanMessage(content=q)] for q in ANSWERABLE])
     requests = requests_in(audit)
     assert [[d.phase for d in r.decisions] for r in requests] == [["input", "output"]] * 2
+
+
+def test_model_reads_every_content_block_and_fails_closed_on_one_it_cannot_read(guard: Guard, audit: Path) -> None:
+    """A passage in a reasoning block (or any block a client sees) is checked; a block the guard cannot read
+    is on_error; an allowed answer keeps its blocks (it is not flattened into text)."""
+    question = [HumanMessage(content="Tell me about my notes.")]
+    thinking = AIMessage(content=[{"type": "thinking", "thinking": UNSAFE}, {"type": "text", "text": ANSWER}])
+    assert GuardedChatModel(model=scripted(thinking), guard=guard).invoke(question).content == COPIED
+    image = AIMessage(content=[{"type": "text", "text": ANSWER}, {"type": "image", "url": "https://example.com/x.png"}])
+    failed = GuardedChatModel(model=scripted(image), guard=guard).invoke(question)
+    assert failed.content == guard.policy.model.messages.error
+    reasoning = [
+        {"type": "reasoning", "reasoning": "The user wants the reset steps."},
+        {"type": "text", "text": ANSWER},
+    ]
+    allowed = GuardedChatModel(model=scripted(AIMessage(content=reasoning)), guard=guard).invoke(question)
+    assert allowed.content == reasoning and allowed.text == ANSWER
+    verdicts = [r.verdict for r in requests_in(audit)]
+    assert [(v.action, v.rule_label) for v in verdicts] == [
+        (Action.ABSTAIN, "memorized-unsafe-text"),
+        (Action.ABSTAIN, "(on_error)"),
+        (Action.ALLOW, "(default)"),
+    ]
+    assert "image" in verdicts[1].errors[0].error
 
 
 def test_input_guard_reads_the_user_text(guard: Guard) -> None:
