@@ -126,10 +126,13 @@ def checked_text(message: Any) -> str:
     read, so the output phase's ``on_error`` decides instead of an unchecked block reaching the client."""
     content = read_content(message)
     if content.unreadable:
-        raise InputError(
-            f"the message has content blocks the guard cannot read: {', '.join(content.unreadable)}", source="model"
-        )
+        raise unreadable_error(content.unreadable)
     return content.text
+
+
+def unreadable_error(kinds: Sequence[str]) -> InputError:
+    """The check failure for content blocks of types ``kinds`` that the guard cannot read."""
+    return InputError(f"the message has content blocks the guard cannot read: {', '.join(kinds)}", source="model")
 
 
 def to_core(messages: Sequence[BaseMessage]) -> list[Message]:

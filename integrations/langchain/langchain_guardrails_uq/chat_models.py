@@ -27,6 +27,7 @@ from ._convert import (
     to_core,
     to_langchain,
     tokens_of,
+    unreadable_error,
 )
 from ._phases import RequestPhases, blocked
 from ._quiet import quiet_config
@@ -55,6 +56,15 @@ def _read(message: AIMessage) -> Generation | InputError:
         return generation_of(message)
     except InputError as exc:
         return exc
+
+
+def _push(gate: StreamGate, chunk: Any) -> list[Any]:
+    """One chunk of the wrapped model into the gate: its answer text, exactly what :meth:`GuardedChatModel._emit`
+    shows. A chunk holding a block the guard cannot read fails the stream (``on_error``; cut unless it allows)."""
+    content = read_content(chunk)
+    if content.unreadable and gate.fail("response", unreadable_error(content.unreadable)).action is not Action.ALLOW:
+        return []
+    return gate.push(content.answer, chunk, tokens_of(chunk))
 
 
 class GuardedChatModel(BaseChatModel):
@@ -188,7 +198,7 @@ class GuardedChatModel(BaseChatModel):
         gate = StreamGate(self._guard, prompt, context=before, window=self.stream_window, alert_bci=self.alert_bci)
         emitted = False
         for chunk in self._runnable().stream(_apply_prompt(messages, prompt), config, stop=stop, **kwargs):
-            for released in gate.push(read_content(chunk).answer, chunk, tokens_of(chunk)):
+            for released in _push(gate, chunk):
                 emitted = True
                 yield self._emit(released)
             if gate.cut is not None:
@@ -219,7 +229,7 @@ class GuardedChatModel(BaseChatModel):
         gate = StreamGate(self._guard, prompt, context=before, window=self.stream_window, alert_bci=self.alert_bci)
         emitted = False
         async for chunk in self._runnable().astream(_apply_prompt(messages, prompt), config, stop=stop, **kwargs):
-            for released in gate.push(read_content(chunk).answer, chunk, tokens_of(chunk)):
+            for released in _push(gate, chunk):
                 emitted = True
                 yield self._emit(released)
             if gate.cut is not None:
