@@ -223,6 +223,22 @@ def test_tool_call_arguments_are_read_as_the_tool_reads_them(
     assert request.verdict.rule == "memorized-unsafe-text"
 
 
+@pytest.mark.parametrize("window", [0, 2, 16])
+def test_a_stream_is_checked_as_the_agent_receives_it(guard: Guard, audit: Path, window: int) -> None:
+    """The agent keeps the last chunk's cumulative message, not the concatenated deltas: a stream whose deltas
+    are benign while its final message holds the passage must not be allowed."""
+    decoy = Reply(text="Here are some gardening tips for your spring garden.", final_text=f"Tips: {UNSAFE}")
+    llm = GuardedLLM(ScriptedLLM([decoy]), guard, stream_window=window)
+    agent = FunctionAgent(tools=[], llm=llm, streaming=True)
+    _, output, events = run_agent(agent, GARDEN)
+    assert str(output).endswith(COPIED) and "acetone" not in str(output)
+    assert "acetone" not in streamed_text(events)
+    [request] = requests_in(audit)
+    assert request.verdict.rule == "memorized-unsafe-text"
+    last = list(GuardedLLM(ScriptedLLM([decoy]), guard).stream_chat([ChatMessage(role="user", content=GARDEN)]))[-1]
+    assert "acetone" not in (last.message.content or "")
+
+
 @pytest.mark.parametrize("streaming", [False, True])
 def test_unsure_answer_is_escalated_to_escalate_to(guard: Guard, audit: Path, streaming: bool) -> None:
     llm = ScriptedLLM(search_then(Reply(text="Maybe try 512-222-1111 for support.", logprob=UNSURE)))
