@@ -58,28 +58,36 @@ def dumpb(value: Any, **kwargs: Any) -> bytes:
         return json.dumps(sanitize(value), allow_nan=False, ensure_ascii=False, **kwargs).encode("utf-8")
 
 
-def json_strings(value: Any) -> list[str]:
+def json_strings(value: Any, *, keys: bool = True) -> list[str]:
     """Every string a reader of ``value`` (decoded JSON: dict, list, str, numbers, bool, None) sees, in order:
-    each key, then its value's strings; list items in order. Numbers, booleans and None spell no text; any
-    other object counts as its ``str()`` (what a tool that formats it would show)."""
+    each key (unless ``keys`` is False), then its value's strings; list items in order. Numbers, booleans and
+    None spell no text; any other object counts as its ``str()`` (what a tool that formats it would show)."""
     if isinstance(value, str):
         return [value]
     if isinstance(value, Mapping):
-        return [text for k, v in value.items() for text in (str(k), *json_strings(v))]
+        texts: list[str] = []
+        for k, v in value.items():
+            texts += [str(k), *json_strings(v, keys=keys)] if keys else json_strings(v, keys=keys)
+        return texts
     if isinstance(value, list | tuple):
-        return [text for v in value for text in json_strings(v)]
+        return [text for v in value for text in json_strings(v, keys=keys)]
     if value is None or isinstance(value, bool | int | float):
         return []
     return [str(value)]
 
 
 def tool_call_text(name: str, arguments: Any) -> str:
-    """The text of a tool call as the tool (and a client) reads it: ``name``, then every key and string of the
-    arguments, one a line. ``arguments`` is decoded JSON, or JSON text (decoded here: escapes such as
-    ``\\n`` and ``\\u0420`` resolved); text that is not JSON is read as it is."""
+    """The text of a tool call as its readers read it, one piece a line: ``name``, every key and string of the
+    arguments in order (a client reading the JSON), then, when keys sit between string values, the values
+    alone in order (a tool that joins its fields: a passage split over ``subject`` and ``body`` reads as
+    one). ``arguments`` is decoded JSON, or JSON text (decoded here: escapes such as ``\\n`` and
+    ``\\u0420`` resolved); text that is not JSON is read as it is."""
     if isinstance(arguments, str):
         try:
             arguments = json.loads(arguments)
         except (ValueError, RecursionError):
             return "\n".join([name, arguments])
-    return "\n".join([name, *json_strings(arguments)])
+    pieces = json_strings(arguments)
+    values = json_strings(arguments, keys=False)
+    joined = values if len(values) > 1 and "\n".join(values) not in "\n".join(pieces) else []
+    return "\n".join([name, *pieces, *joined])

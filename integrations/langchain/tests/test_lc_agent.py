@@ -61,7 +61,8 @@ def guard(artifacts: Path, audit: Path) -> Guard:
 
 class Tools:
     """The agent's tools: a knowledge-base search (its documents, scored, as the artifact), a search that
-    returns whatever text it is given, and an e-mail sender; ``ran`` lists the calls that executed."""
+    returns whatever text it is given, an e-mail sender and a note publisher; ``ran`` lists the calls that
+    executed."""
 
     def __init__(self, kb: KeywordRetriever | None = None, text: str = "") -> None:
         self.ran: list[str] = []
@@ -86,7 +87,13 @@ class Tools:
             self.ran.append("send_email")
             return "sent"
 
-        self.all = [search_kb, web_search, send_email]
+        @tool
+        def publish_note(title: str, subtitle: str, intro: str, body: str) -> str:
+            """Publish a note (its fields are shown one after another)."""
+            self.ran.append("publish_note")
+            return "published"
+
+        self.all = [search_kb, web_search, send_email, publish_note]
 
 
 def agent_for(guard: Guard, model: Any, tools: Tools, **options: Any) -> Any:
@@ -179,6 +186,20 @@ def test_tool_call_arguments_are_read_as_the_tool_reads_them(guard: Guard, audit
     tools = Tools()
     messages = ask(agent_for(guard, model, tools), "Write to my friend about my notes.")
     assert tools.ran == [] and messages[-1].content == COPIED and not messages[-1].tool_calls
+    assert requests_in(audit)[0].verdict.rule == "memorized-unsafe-text"
+
+
+def test_a_passage_split_over_several_fields_is_read_as_the_tool_shows_it(guard: Guard, audit: Path) -> None:
+    """Five words a field, with a key between fields: no field alone holds a copied span, the published note
+    (its fields one after another) holds the whole passage."""
+    words = UNSAFE.split(" ")
+    parts = [" ".join(words[i : i + 5]) for i in range(0, len(words), 5)]
+    model = scripted(
+        reply("", calls=[("publish_note", dict(zip(["title", "subtitle", "intro", "body"], parts, strict=True)))])
+    )
+    tools = Tools()
+    messages = ask(agent_for(guard, model, tools), "Publish a note about my garden.")
+    assert tools.ran == [] and messages[-1].content == COPIED
     assert requests_in(audit)[0].verdict.rule == "memorized-unsafe-text"
 
 
