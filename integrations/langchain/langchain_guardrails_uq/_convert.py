@@ -68,7 +68,7 @@ def _plain(block: Mapping[str, Any]) -> list[Any] | None:
 #: when the block holds data the guard cannot read. Images, audio, video, files, ``non_standard`` payloads,
 #: ``redacted_thinking`` and every other type are unreadable.
 _READERS: dict[str, Callable[[Mapping[str, Any]], list[Any] | None]] = {
-    "text": lambda b: [b.get("annotations"), b.get("citations")],
+    "text": lambda b: [b.get("annotations"), b.get("citations")] if isinstance(b.get("text"), str) else None,
     "reasoning": lambda b: [b.get("reasoning"), b.get("summary"), b.get("content")],
     "thinking": lambda b: [b.get("thinking")],
     "refusal": lambda b: [b.get("refusal")],
@@ -93,7 +93,7 @@ def read_content(message: Any) -> Content:
         answer, blocks = content, []
     else:
         blocks = list(content or [])
-        answer = "".join(b if isinstance(b, str) else str(b.get("text") or "") for b in blocks if _is_text(b))
+        answer = "".join(b if isinstance(b, str) else b["text"] for b in blocks if _is_text(b))
     other: list[str] = []
     unreadable: list[str] = []
     for block in blocks:
@@ -112,7 +112,10 @@ def read_content(message: Any) -> Content:
 
 
 def _is_text(block: Any) -> bool:
-    return isinstance(block, str) or (isinstance(block, Mapping) and block.get("type") == "text")
+    """A string, or a text block whose text is a string (any other text block is unreadable)."""
+    return isinstance(block, str) or (
+        isinstance(block, Mapping) and block.get("type") == "text" and isinstance(block.get("text"), str)
+    )
 
 
 def text_of(message: Any) -> str:

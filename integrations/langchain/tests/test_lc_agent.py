@@ -257,8 +257,9 @@ def test_reasoning_the_provider_put_beside_the_content_is_checked(guard: Guard, 
         {"type": "redacted_thinking", "data": "ZW5jcnlwdGVk"},
         {"type": "mystery", "payload": "anything"},
         {"text": "a block without a type"},
+        {"type": "text", "text": [break_lines(UNSAFE)]},
     ],
-    ids=["image", "non-standard", "redacted-thinking", "unknown", "untyped"],
+    ids=["image", "non-standard", "redacted-thinking", "unknown", "untyped", "text-not-a-string"],
 )
 def test_a_block_the_guard_cannot_read_goes_to_on_error(guard: Guard, audit: Path, block: dict[str, Any]) -> None:
     model = scripted(AIMessage(content=[{"type": "text", "text": "See this."}, block]))
