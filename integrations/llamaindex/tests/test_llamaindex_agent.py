@@ -6,6 +6,7 @@ calls included, streamed or not), escalation, and one request id per agent run."
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,8 @@ from llama_index.core.llms import MockLLM
 from llama_index.postprocessor.guardrails_uq import GuardedLLM, GuardrailsEvent
 
 from guardrails_uq import Action, Decision, Guard
-from guardrails_uq.testing import UNSAFE_RUSSIAN, ChatCompletionsServer, break_lines
+from guardrails_uq.provenance import build_index
+from guardrails_uq.testing import UNSAFE_RUSSIAN, ChatCompletionsServer, break_lines, guard_without_embedder
 
 # llama-index-workflows lists an agent's members with inspect.getmembers, which touches pydantic's deprecated
 # class attributes: a warning from the framework, not from this code.
@@ -237,6 +239,31 @@ def test_a_stream_is_checked_as_the_agent_receives_it(guard: Guard, audit: Path,
     assert request.verdict.rule == "memorized-unsafe-text"
     last = list(GuardedLLM(ScriptedLLM([decoy]), guard).stream_chat([ChatMessage(role="user", content=GARDEN)]))[-1]
     assert "acetone" not in (last.message.content or "")
+
+
+def test_a_check_failing_mid_stream_ends_it_with_a_logged_decision(tmp_path: Path) -> None:
+    """The streaming provenance matcher runs out of its work budget mid-stream (an answer repeating one token
+    against a corpus holding a long run of it): the stream ends with the on_error message and a logged
+    output Decision."""
+    (tmp_path / "laugh.jsonl").write_text(json.dumps({"id": "laugh", "text": "na " * 1000}) + "\n")
+    build_index(tmp_path / "laugh.jsonl", tmp_path / "laugh-index")
+    audit = tmp_path / "audit.jsonl"
+    policy = f"""
+version: 1
+name: laugh
+provenance: {{index: {tmp_path}/laugh-index, min_span: 6}}
+audit: {{path: {audit}}}
+default: allow
+on_error: abstain
+"""
+    guard = guard_without_embedder(policy, tmp_path)
+    llm = GuardedLLM(ScriptedLLM([Reply(text="na " * 2000)]), guard, stream_window=10_000)
+    agent = FunctionAgent(tools=[], llm=llm, streaming=True)
+    _, output, events = run_agent(agent, "Laugh for me.")
+    assert str(output) == guard.policy.model.messages.error and "na na" not in streamed_text(events)
+    [request] = requests_in(audit)
+    assert [(d.phase, d.action) for d in request.decisions] == [("input", Action.ALLOW), ("output", Action.ABSTAIN)]
+    assert "work budget" in request.verdict.errors[0].error
 
 
 @pytest.mark.parametrize("streaming", [False, True])
