@@ -22,6 +22,7 @@ from typing import Any
 
 from .call import Generation, Message
 from .decision import Action, Decision
+from .errors import InputError
 from .guard import Guard
 
 
@@ -38,7 +39,9 @@ class GuardStep:
 class ModelStep:
     """Call the app's model on ``messages`` (``context``: the input phase's Decision). The driver's model
     callable receives this step and returns a :class:`Generation`, or a :class:`ModelResult` when the call
-    made decisions of its own (a retrieval phase inside a query engine) that the output phase must see."""
+    made decisions of its own (a retrieval phase inside a query engine) that the output phase must see, or
+    the :class:`~guardrails_uq.errors.InputError` that says why the model's output cannot be read (a content
+    block the guard cannot read): the output phase then decides ``on_error`` (``guard.failure``)."""
 
     messages: list[Message]
     context: Decision
@@ -88,16 +91,27 @@ def guarded_chat(guard: Guard, messages: Sequence[Message], *, can_escalate: boo
             return (yield from _escalate(guard, messages, before, None, can_escalate))
         return Outcome(text=before.message or "", decision=before)
     prompt = before.messages if before.messages is not None else messages
-    produced: Generation | ModelResult = yield ModelStep(prompt, before)
+    produced: Generation | ModelResult | InputError = yield ModelStep(prompt, before)
     context = before
+    if isinstance(produced, InputError):
+        failed: Decision = yield GuardStep(guard.failure, ("output", "response", produced), {"context": before})
+        return (yield from _decided(guard, prompt, failed, None, can_escalate))
     if isinstance(produced, ModelResult):
         generation, context = produced.generation, produced.context or before
     else:
         generation = produced
     after: Decision = yield GuardStep(guard.after, (generation,), {"messages": prompt, "context": context})
+    return (yield from _decided(guard, prompt, after, generation, can_escalate))
+
+
+def _decided(
+    guard: Guard, prompt: list[Message], after: Decision, generation: Generation | None, can_escalate: bool
+) -> Flow:
+    """The outcome of the output phase's Decision (or of the on_error Decision when the output was unreadable,
+    ``generation`` None: then even an allow shows no model text)."""
     if after.action is Action.ESCALATE:
         return (yield from _escalate(guard, prompt, after, generation, can_escalate))
-    if after.action is Action.ABSTAIN:
+    if after.action is Action.ABSTAIN or generation is None:
         return Outcome(text=after.message or "", decision=after, generation=generation)
     return Outcome(text=generation.text, decision=after, generation=generation)
 
@@ -127,7 +141,7 @@ def _escalate(
 
 def run(
     flow: Flow,
-    model: Callable[[ModelStep], Generation | ModelResult],
+    model: Callable[[ModelStep], Generation | ModelResult | InputError],
     escalate: Callable[[list[Message]], Generation] | None = None,
 ) -> Outcome:
     """Perform a flow synchronously."""
@@ -150,7 +164,7 @@ def run(
 
 async def arun(
     flow: Flow,
-    model: Callable[[ModelStep], Awaitable[Generation | ModelResult]],
+    model: Callable[[ModelStep], Awaitable[Generation | ModelResult | InputError]],
     escalate: Callable[[list[Message]], Awaitable[Generation]] | None = None,
 ) -> Outcome:
     """Perform a flow asynchronously: Guard steps in a worker thread, model calls awaited."""

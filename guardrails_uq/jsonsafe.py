@@ -7,6 +7,11 @@ from untrusted input, so they are made safe at the boundary instead of raising:
 
 * a non-finite float becomes ``null`` (the value is unknown; evidence records why elsewhere);
 * a lone surrogate becomes U+FFFD, the replacement character.
+
+Reading goes the other way: JSON text hides what its reader sees (``\\n`` glues a line break to the next
+word, ``\\u0420`` spells a letter), so checks read decoded JSON as its strings (:func:`json_strings`); a
+tool call is read as its name and the decoded strings of its arguments (:func:`tool_call_text`), by the
+proxy and every integration alike.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from typing import Any
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -50,3 +56,38 @@ def dumpb(value: Any, **kwargs: Any) -> bytes:
         return json.dumps(value, allow_nan=False, ensure_ascii=False, **kwargs).encode("utf-8")
     except (ValueError, UnicodeEncodeError):
         return json.dumps(sanitize(value), allow_nan=False, ensure_ascii=False, **kwargs).encode("utf-8")
+
+
+def json_strings(value: Any, *, keys: bool = True) -> list[str]:
+    """Every string a reader of ``value`` (decoded JSON: dict, list, str, numbers, bool, None) sees, in order:
+    each key (unless ``keys`` is False), then its value's strings; list items in order. Numbers, booleans and
+    None spell no text; any other object counts as its ``str()`` (what a tool that formats it would show)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        texts: list[str] = []
+        for k, v in value.items():
+            texts += [str(k), *json_strings(v, keys=keys)] if keys else json_strings(v, keys=keys)
+        return texts
+    if isinstance(value, list | tuple):
+        return [text for v in value for text in json_strings(v, keys=keys)]
+    if value is None or isinstance(value, bool | int | float):
+        return []
+    return [str(value)]
+
+
+def tool_call_text(name: str, arguments: Any) -> str:
+    """The text of a tool call as its readers read it, one piece a line: ``name``, every key and string of the
+    arguments in order (a client reading the JSON), then, when keys sit between string values, the values
+    alone in order (a tool that joins its fields: a passage split over ``subject`` and ``body`` reads as
+    one). ``arguments`` is decoded JSON, or JSON text (decoded here: escapes such as ``\\n`` and
+    ``\\u0420`` resolved); text that is not JSON is read as it is."""
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except (ValueError, RecursionError):
+            return "\n".join([name, arguments])
+    pieces = json_strings(arguments)
+    values = json_strings(arguments, keys=False)
+    joined = values if len(values) > 1 and "\n".join(values) not in "\n".join(pieces) else []
+    return "\n".join([name, *pieces, *joined])

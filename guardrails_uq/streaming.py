@@ -114,7 +114,13 @@ class StreamGate:
         self._held.append((payload, _words(piece)))
         self._held_words += self._held[-1][1]
         self._since_check += 1 if piece.strip() else 0
-        alerted = self._provenance is not None and self._provenance.feed(piece) is not None
+        try:
+            alerted = self._provenance is not None and self._provenance.feed(piece) is not None
+        except Exception as exc:  # e.g. the matcher's work budget: the stream cannot be checked as it grows
+            self._provenance = None  # not fed again; the output phase at the end reads the whole answer
+            if self.fail("provenance", exc).action is not Action.ALLOW:
+                return []
+            alerted = False
         due = self.incremental and self.mode == "cut" and self._since_check >= max(self.window, 1)
         if (alerted or due) and self._decide_prefix():
             return []
@@ -128,6 +134,20 @@ class StreamGate:
             self._held_words -= words
             released.append(payload)
         return released
+
+    def fail(self, where: str, error: BaseException | str) -> Decision:
+        """Something in the stream could not be checked (``where`` names it, ``error`` says why): the policy's
+        ``on_error`` Decision (:meth:`Guard.failure`). Unless it allows, the stream is cut: the Decision is
+        logged, held pieces are never released, and :meth:`finish` returns it."""
+        decision = self.guard.failure("output", where, error, context=self.context, record=False)
+        if decision.action is Action.ALLOW or self.cut is not None:
+            return decision
+        metadata = {**decision.metadata, "stream_cut": True, "stream_prefix_tokens": len(self.tokens)}
+        self.cut = decision.model_copy(update={"metadata": metadata, "generated": self.text})
+        self.guard.record(self.cut)
+        self._held.clear()
+        self._held_words = 0
+        return self.cut
 
     def finish(self) -> tuple[list[Any], Decision]:
         """End of stream: the output phase on the whole answer. Returns (payloads to emit, decision); when the

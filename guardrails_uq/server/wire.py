@@ -21,7 +21,7 @@ from fastapi.responses import Response
 from ..call import Generation, Message, TokenLogprob
 from ..decision import Decision
 from ..errors import InputError
-from ..jsonsafe import clean_text, dumpb
+from ..jsonsafe import clean_text, dumpb, json_strings, tool_call_text
 from ..models.logprobs import from_openai_chat
 from .limits import RequestRefused
 
@@ -62,17 +62,6 @@ class ChoiceOutput:
         return Generation(text=self.checked_text, tokens=self.tokens)
 
 
-def _strings(value: Any) -> list[str]:
-    """Every key and string value of decoded JSON, in order."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [text for k, v in value.items() for text in (k, *_strings(v))]
-    if isinstance(value, list):
-        return [text for v in value for text in _strings(v)]
-    return []
-
-
 def canonical_arguments(arguments: str) -> str:
     """Tool-call arguments as the proxy forwards them: JSON re-encoded without escapes for non-ASCII text
     (so the text checked is the text a client decodes); left as is when it is not JSON."""
@@ -83,14 +72,9 @@ def canonical_arguments(arguments: str) -> str:
 
 
 def tool_text(call: Mapping[str, Any]) -> str:
-    """The text of a tool call a client would read: its name, then every key and string of its decoded
-    arguments (escapes such as ``\\u0020`` resolved), or the raw arguments when they are not JSON."""
-    arguments = call["function"]["arguments"]
-    try:
-        pieces = _strings(json.loads(arguments))
-    except (ValueError, RecursionError):
-        pieces = [arguments]
-    return "\n".join([call["function"]["name"], *pieces])
+    """The text of a tool call a client would read: :func:`~guardrails_uq.jsonsafe.tool_call_text` of its
+    name and (decoded) arguments."""
+    return tool_call_text(call["function"]["name"], call["function"]["arguments"])
 
 
 #: finish_reason values passed on; anything else an upstream sends becomes "stop".
@@ -141,7 +125,7 @@ def instructions_text(body: Mapping[str, Any]) -> str:
     pieces: list[str] = []
     for key in ("tools", "functions", "response_format"):
         if body.get(key):
-            pieces.extend(_strings(body[key]))
+            pieces.extend(json_strings(body[key]))
     return clean_text("\n".join(p for p in pieces if p not in ("function", "object", "string", "json_schema")))
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, HumanMessage, SystemMessage, ToolMessage
 
 from guardrails_uq import Decision, Generation, Message, TokenLogprob
+from guardrails_uq.errors import InputError
+from guardrails_uq.jsonsafe import json_strings, tool_call_text
 from guardrails_uq.models.logprobs import from_langchain
 
 
@@ -31,18 +33,109 @@ _ROLES = {
 }
 
 
-def text_of(message: Any) -> str:
-    """The text of a message or chunk whose content is a string or a list of content blocks."""
+@dataclass(frozen=True)
+class Content:
+    """What a client can read in a message: ``answer``, its string content or text blocks joined (LangChain's
+    ``.text``); ``other``, every other text it shows (reasoning and thinking, refusals, citations, plain-text
+    documents, server-side tool calls and results, reasoning a provider put in ``additional_kwargs``); and
+    ``unreadable``, the types of blocks the guard cannot read (images, audio, files, provider payloads)."""
+
+    answer: str
+    other: list[str]
+    unreadable: list[str]
+
+    @property
+    def text(self) -> str:
+        """The answer and every other text, one piece a line."""
+        return "\n".join(p for p in [self.answer, *self.other] if p)
+
+
+def _call(name: Any, arguments: Any) -> list[str]:
+    return [tool_call_text(str(name or ""), arguments if arguments is not None else {})]
+
+
+def _plain(block: Mapping[str, Any]) -> list[Any] | None:
+    """A plain-text document block: readable when it carries its text, not when it only points at data."""
+    if any(block.get(k) for k in ("base64", "url", "file_id")):
+        return None
+    return [block.get("title"), block.get("context"), block.get("text")]
+
+
+#: The blocks a client reads, by type: langchain-core's standard content blocks
+#: (``langchain_core.messages.content.KNOWN_BLOCK_TYPES``) and the provider blocks LangChain keeps raw in
+#: ``content`` (Anthropic ``thinking``, ``tool_use``, ``server_tool_use``; OpenAI Responses reasoning with a
+#: ``summary``). Each reader returns the values a reader sees (strings, or JSON read by json_strings), or None
+#: when the block holds data the guard cannot read. Images, audio, video, files, ``non_standard`` payloads,
+#: ``redacted_thinking`` and every other type are unreadable.
+_READERS: dict[str, Callable[[Mapping[str, Any]], list[Any] | None]] = {
+    "text": lambda b: [b.get("annotations"), b.get("citations")] if isinstance(b.get("text"), str) else None,
+    "reasoning": lambda b: [b.get("reasoning"), b.get("summary"), b.get("content")],
+    "thinking": lambda b: [b.get("thinking")],
+    "refusal": lambda b: [b.get("refusal")],
+    "text-plain": _plain,
+    "tool_call": lambda b: _call(b.get("name"), b.get("args")),
+    "invalid_tool_call": lambda b: _call(b.get("name"), b.get("args")),
+    "tool_call_chunk": lambda b: _call(b.get("name"), b.get("args")),
+    "server_tool_call": lambda b: _call(b.get("name"), b.get("args")),
+    "server_tool_call_chunk": lambda b: _call(b.get("name"), b.get("args")),
+    "tool_use": lambda b: _call(b.get("name"), b.get("input")),
+    "server_tool_use": lambda b: _call(b.get("name"), b.get("input")),
+    "server_tool_result": lambda b: [b.get("output")],
+}
+#: Reasoning and refusals providers return beside the content (DeepSeek, Groq, Ollama, xAI; OpenAI).
+_BESIDE = ("reasoning_content", "reasoning", "refusal")
+
+
+def read_content(message: Any) -> Content:
+    """Every text a client can read in a message or chunk (or bare content), and the blocks it cannot read."""
     content = getattr(message, "content", message)
     if isinstance(content, str):
-        return content
-    parts = []
-    for block in content or []:
+        answer, blocks = content, []
+    else:
+        blocks = list(content or [])
+        answer = "".join(b if isinstance(b, str) else b["text"] for b in blocks if _is_text(b))
+    other: list[str] = []
+    unreadable: list[str] = []
+    for block in blocks:
         if isinstance(block, str):
-            parts.append(block)
-        elif isinstance(block, dict) and block.get("type") == "text":
-            parts.append(str(block.get("text", "")))
-    return "".join(parts)
+            continue
+        kind = block.get("type") if isinstance(block, Mapping) else None
+        reader = _READERS.get(kind) if isinstance(kind, str) else None
+        values = reader(block) if reader is not None else None
+        if values is None:
+            unreadable.append(str(kind)[:40] if kind is not None else f"untyped {type(block).__name__}")
+        else:
+            other += [text for value in values for text in json_strings(value) if text]
+    extra = getattr(message, "additional_kwargs", None) or {}
+    other += [text for key in _BESIDE for text in json_strings(extra.get(key)) if text]
+    return Content(answer=answer, other=other, unreadable=unreadable)
+
+
+def _is_text(block: Any) -> bool:
+    """A string, or a text block whose text is a string (any other text block is unreadable)."""
+    return isinstance(block, str) or (
+        isinstance(block, Mapping) and block.get("type") == "text" and isinstance(block.get("text"), str)
+    )
+
+
+def text_of(message: Any) -> str:
+    """Every text a client can read in a message or chunk (:func:`read_content`), skipping blocks the guard
+    cannot read: for prompts and tool results. Answers are read with :func:`checked_text`."""
+    return read_content(message).text
+
+
+def checked_text(message: Any) -> str:
+    """:func:`text_of` for an answer: InputError (``source="model"``) naming every block the guard cannot
+    read, so the output phase's ``on_error`` decides instead of an unchecked block reaching the client."""
+    content = read_content(message)
+    if content.unreadable:
+        raise unreadable_error(content.unreadable)
+    return content.text
+
+
+def unreadable_error(kinds: Sequence[str]) -> InputError:
+    """The check failure for content blocks of types ``kinds`` that the guard cannot read."""
+    return InputError(f"the message has content blocks the guard cannot read: {', '.join(kinds)}", source="model")
 
 
 def to_core(messages: Sequence[BaseMessage]) -> list[Message]:
@@ -73,24 +166,39 @@ def tokens_of(message: Any) -> list[TokenLogprob] | None:
 
 
 def tool_calls_text(message: Any) -> str:
-    """The tool calls an AI message makes, one ``name(arguments as JSON)`` a line ("" when none)."""
-    lines = []
-    for call in getattr(message, "tool_calls", None) or []:
-        lines.append(f"{call.get('name')}({json.dumps(call.get('args', {}), ensure_ascii=False, sort_keys=True)})")
-    for call in getattr(message, "invalid_tool_calls", None) or []:
-        lines.append(f"{call.get('name')}({call.get('args') or ''})")
-    return "\n".join(lines)
+    """The tool calls an AI message makes, as each tool reads them (:func:`guardrails_uq.jsonsafe.tool_call_text`:
+    the name, then every key and decoded string of the arguments, one a line); "" when there are none."""
+    calls = [*(getattr(message, "tool_calls", None) or []), *(getattr(message, "invalid_tool_calls", None) or [])]
+    return "\n".join(tool_call_text(str(call.get("name") or ""), call.get("args") or {}) for call in calls)
 
 
 def generation_of(message: Any) -> Generation:
-    """A guardrails-uq Generation from a LangChain AI message: its text plus, when it calls tools, each call's
-    name and arguments (the output phase checks everything the model produced; token logprobs then cover only
-    part of the text, so they are left out)."""
+    """A guardrails-uq Generation from a LangChain AI message (or a tool result that is the answer): every text
+    a client reads in it (:func:`checked_text`; InputError for a block the guard cannot read) plus, when it
+    calls tools, each call as the tool reads it. Token logprobs describe the answer text; with tool calls they
+    cover only part of what is checked, so they are left out."""
+    text = checked_text(message)
     calls = tool_calls_text(message)
     if calls:
-        text = text_of(message)
         return Generation(text=f"{text}\n{calls}" if text else calls)
-    return Generation(text=text_of(message), tokens=tokens_of(message))
+    return Generation(text=text, tokens=tokens_of(message))
+
+
+def checked_message(message: AIMessage, decision: Decision) -> AIMessage:
+    """An allowed AI message rebuilt from the fields the output phase read (content blocks, tool calls,
+    reasoning and refusals beside the content) plus ids, usage and response metadata with the Decision
+    (``decision_metadata``); any other ``additional_kwargs`` a provider sent are left out, unread."""
+    extra = message.additional_kwargs or {}
+    return AIMessage(
+        content=message.content,
+        tool_calls=message.tool_calls,
+        invalid_tool_calls=message.invalid_tool_calls,
+        additional_kwargs={key: extra[key] for key in _BESIDE if key in extra},
+        response_metadata={**(message.response_metadata or {}), **decision_metadata(decision)},
+        usage_metadata=message.usage_metadata,
+        id=message.id,
+        name=message.name,
+    )
 
 
 def user_text(messages: Sequence[Any]) -> str:

@@ -10,7 +10,7 @@ request's id, and is remembered for the phases after it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from guardrails_uq import (
@@ -23,6 +23,8 @@ from guardrails_uq import (
     ScoredDocument,
     violation_for,
 )
+from guardrails_uq.errors import InputError
+from guardrails_uq.types import Phase
 
 from ._convert import guideline_block, with_guidelines
 from ._requests import Request
@@ -95,6 +97,24 @@ class RequestPhases:
         context = context if context is not None else self.context()
         decision = self.guard.after(generation, context=context, request_id=self.request_id, **kwargs)
         return self._record(decision) if kwargs.get("record", True) else decision
+
+    def failure(
+        self, phase: Phase, where: str, error: BaseException | str, *, context: Decision | None = None
+    ) -> Decision:
+        """:meth:`Guard.failure` within the request: the ``on_error`` Decision for something that could not be
+        checked, carrying the request's id and signals; logged and remembered."""
+        context = context if context is not None else self.context()
+        return self._record(self.guard.failure(phase, where, error, context=context, request_id=self.request_id))
+
+    def after_read(self, read: Callable[[], Generation], **kwargs: Any) -> Decision:
+        """Output phase on ``read()`` (e.g. :func:`~._convert.generation_of` of a message: everything a client
+        reads in it); the ``on_error`` Decision when it cannot be read (InputError: a block the guard cannot
+        read). ``kwargs`` as for :meth:`after`."""
+        try:
+            generation = read()
+        except InputError as exc:
+            return self.failure("output", "response", exc, context=kwargs.get("context"))
+        return self.after(generation, **kwargs)
 
     def escalate(self, messages: Sequence[Message], decision: Decision, **kwargs: Any) -> Decision:
         """Guard.escalate (its answer passes the output phase there)."""

@@ -24,6 +24,7 @@ policy refused to the fallback model, which answers them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -78,7 +79,7 @@ class _Observer:
             phases, core, before = self._runs.pop(run_id, (None, [], None))
         phases = phases or self._phases(run_id, parent_run_id)
         decisions = [
-            phases.after(self._generation(generation), messages=core, context=before)
+            phases.after_read(functools.partial(self._generation, generation), messages=core, context=before)
             for per_prompt in response.generations
             for generation in per_prompt
         ]

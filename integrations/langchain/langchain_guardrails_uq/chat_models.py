@@ -15,10 +15,20 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from guardrails_uq import Action, Decision, Generation, Guard, Message
+from guardrails_uq.errors import InputError
 from guardrails_uq.flow import ModelStep, Outcome, arun, guarded_chat, run
 from guardrails_uq.streaming import StreamGate
 
-from ._convert import decision_metadata, generation_of, text_of, to_core, to_langchain, tokens_of
+from ._convert import (
+    checked_message,
+    decision_metadata,
+    generation_of,
+    read_content,
+    to_core,
+    to_langchain,
+    tokens_of,
+    unreadable_error,
+)
 from ._phases import RequestPhases, blocked
 from ._quiet import quiet_config
 from ._requests import current_run_id, ensure_tracking, request_of
@@ -38,6 +48,23 @@ def _apply_prompt(original: list[BaseMessage], prompt: list[Message]) -> list[Ba
             i = changed[0]
             return [*original[:i], SystemMessage(content=prompt[i].content), *original[i + 1 :]]
     return to_langchain(prompt)
+
+
+def _read(message: AIMessage) -> Generation | InputError:
+    """What the output phase reads in the model's message, or why it cannot (the flow decides on_error)."""
+    try:
+        return generation_of(message)
+    except InputError as exc:
+        return exc
+
+
+def _push(gate: StreamGate, chunk: Any) -> list[Any]:
+    """One chunk of the wrapped model into the gate: its answer text, exactly what :meth:`GuardedChatModel._emit`
+    shows. A chunk holding a block the guard cannot read fails the stream (``on_error``; cut unless it allows)."""
+    content = read_content(chunk)
+    if content.unreadable and gate.fail("response", unreadable_error(content.unreadable)).action is not Action.ALLOW:
+        return []
+    return gate.push(content.answer, chunk, tokens_of(chunk))
 
 
 class GuardedChatModel(BaseChatModel):
@@ -95,11 +122,13 @@ class GuardedChatModel(BaseChatModel):
         return lambda prompt: generation_of(model.invoke(to_langchain(prompt), config))
 
     def _result(self, outcome: Outcome, raw: AIMessage | None) -> ChatResult:
-        metadata = dict(raw.response_metadata) if raw is not None and outcome.decision.action is Action.ALLOW else {}
-        metadata.update(decision_metadata(outcome.decision))
-        return ChatResult(
-            generations=[ChatGeneration(message=AIMessage(content=outcome.text, response_metadata=metadata))]
-        )
+        """The model's message as the output phase read it when allowed (text, reasoning, tool calls), else
+        the policy's message or the escalation's answer."""
+        if raw is not None and outcome.decision.action is Action.ALLOW:
+            message = checked_message(raw, outcome.decision)
+        else:
+            message = AIMessage(content=outcome.text, response_metadata=decision_metadata(outcome.decision))
+        return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _generate(
         self,
@@ -111,11 +140,11 @@ class GuardedChatModel(BaseChatModel):
         raw: dict[str, AIMessage] = {}
         config = quiet_config(run_manager)
 
-        def call(step: ModelStep) -> Generation:
+        def call(step: ModelStep) -> Generation | InputError:
             raw["message"] = self._runnable().invoke(
                 _apply_prompt(messages, step.messages), config, stop=stop, **kwargs
             )
-            return generation_of(raw["message"])
+            return _read(raw["message"])
 
         escalate = self._escalation(config)
         flow = guarded_chat(self._phases(run_manager), to_core(messages), can_escalate=escalate is not None)  # type: ignore[arg-type]
@@ -131,10 +160,10 @@ class GuardedChatModel(BaseChatModel):
         raw: dict[str, AIMessage] = {}
         config = quiet_config(run_manager)
 
-        async def call(step: ModelStep) -> Generation:
+        async def call(step: ModelStep) -> Generation | InputError:
             prompt = _apply_prompt(messages, step.messages)
             raw["message"] = await self._runnable().ainvoke(prompt, config, stop=stop, **kwargs)
-            return generation_of(raw["message"])
+            return _read(raw["message"])
 
         async def escalate_call(prompt: list[Message]) -> Generation:
             return generation_of(await self.escalate_to.ainvoke(to_langchain(prompt), config))  # type: ignore[union-attr]
@@ -169,7 +198,7 @@ class GuardedChatModel(BaseChatModel):
         gate = StreamGate(self._guard, prompt, context=before, window=self.stream_window, alert_bci=self.alert_bci)
         emitted = False
         for chunk in self._runnable().stream(_apply_prompt(messages, prompt), config, stop=stop, **kwargs):
-            for released in gate.push(text_of(chunk), chunk, tokens_of(chunk)):
+            for released in _push(gate, chunk):
                 emitted = True
                 yield self._emit(released)
             if gate.cut is not None:
@@ -200,7 +229,7 @@ class GuardedChatModel(BaseChatModel):
         gate = StreamGate(self._guard, prompt, context=before, window=self.stream_window, alert_bci=self.alert_bci)
         emitted = False
         async for chunk in self._runnable().astream(_apply_prompt(messages, prompt), config, stop=stop, **kwargs):
-            for released in gate.push(text_of(chunk), chunk, tokens_of(chunk)):
+            for released in _push(gate, chunk):
                 emitted = True
                 yield self._emit(released)
             if gate.cut is not None:
@@ -214,10 +243,12 @@ class GuardedChatModel(BaseChatModel):
 
     @staticmethod
     def _emit(chunk: Any) -> ChatGenerationChunk:
-        """A released chunk of the wrapped model, re-wrapped (LangChain reports it to the run's callbacks)."""
+        """A released chunk of the wrapped model, re-wrapped as its answer text, exactly the text the gate read
+        (LangChain reports it to the run's callbacks). Reasoning and tool-call chunks are not streamed."""
         return ChatGenerationChunk(
             message=AIMessageChunk(
-                content=text_of(chunk), response_metadata=dict(getattr(chunk, "response_metadata", {}) or {})
+                content=read_content(chunk).answer,
+                response_metadata=dict(getattr(chunk, "response_metadata", {}) or {}),
             )
         )
 

@@ -33,6 +33,7 @@ from guardrails_uq import Action, Decision, Generation, Guard, Message, ScoredDo
 from guardrails_uq.embeddings import Embedder, as_embedder
 
 from ._convert import (
+    checked_message,
     decision_metadata,
     generation_of,
     guideline_block,
@@ -243,10 +244,9 @@ class GuardrailsMiddleware(AgentMiddleware):
             return response
         message = messages[index]
         prompt = to_core(self._prompt(request))
-        decision = phases.after(generation_of(message), messages=prompt)
+        decision = phases.after_read(lambda: generation_of(message), messages=prompt)
         if decision.action is Action.ALLOW:
-            metadata = {**message.response_metadata, **decision_metadata(decision)}
-            messages[index] = message.model_copy(update={"response_metadata": metadata})
+            messages[index] = checked_message(message, decision)
             return ModelResponse(result=messages, structured_response=response.structured_response)
         if decision.action is Action.ESCALATE:
             decision = phases.escalate(
@@ -261,7 +261,7 @@ class GuardrailsMiddleware(AgentMiddleware):
         phases = self._phases()
         state = getattr(request, "state", None) or {}
         prompt = to_core(state.get("messages", []) if isinstance(state, dict) else [])
-        decision = phases.after(Generation(text=text_of(result)), messages=prompt)
+        decision = phases.after_read(lambda: generation_of(result), messages=prompt)
         if decision.action is Action.ALLOW:
             return result
         if decision.action is Action.ESCALATE:

@@ -6,29 +6,34 @@
   knowledge base, calibrated with the real CONFLARE calibration (fingerprint ``kw-overlap``);
 * :class:`ToolCallingFakeChatModel`: langchain-core's GenericFakeChatModel that accepts tools (so
   ``create_agent`` can bind them), keeps what it was asked, and answers from a script of :func:`reply`
-  messages (text, tool calls, OpenAI-style token logprobs in ``response_metadata``).
+  messages (text, tool calls, OpenAI-style token logprobs in ``response_metadata``);
+* :class:`ChunkedFakeChatModel`: streams scripted chunks with content blocks (reasoning, images, ...).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import operator
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
+from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatResult
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.retrievers import BaseRetriever
 from pydantic import Field
 
 from guardrails_uq import Guard
 from guardrails_uq.audit import RequestRecord, group_requests, read_audit
 from guardrails_uq.testing import (
+    UNSAFE_RUSSIAN,
     StaticCheck,
     build_keyword_artifacts,
     guard_without_embedder,
@@ -92,8 +97,16 @@ class KeywordRetriever(BaseRetriever):
 
 
 def build_artifacts(folder: Path) -> Path:
-    """The calibration (kw-overlap on the example KB's labelled questions) and the unsafe-text index."""
-    return build_keyword_artifacts(folder, DATA / "nimbus_kb.jsonl", DATA / "nimbus_pairs.jsonl", UNSAFE, "ricin-howto")
+    """The calibration (kw-overlap on the example KB's labelled questions) and the unsafe-text index (the
+    ricin passage, in English and in Russian)."""
+    return build_keyword_artifacts(
+        folder,
+        DATA / "nimbus_kb.jsonl",
+        DATA / "nimbus_pairs.jsonl",
+        UNSAFE,
+        "ricin-howto",
+        {"ricin-ru": UNSAFE_RUSSIAN},
+    )
 
 
 def harm_check() -> StaticCheck:
@@ -172,3 +185,23 @@ class ToolCallingFakeChatModel(GenericFakeChatModel):
 
 def scripted(*messages: AIMessage) -> ToolCallingFakeChatModel:
     return ToolCallingFakeChatModel(messages=iter(messages))
+
+
+class ChunkedFakeChatModel(BaseChatModel):
+    """Streams ``chunks`` exactly as scripted (content blocks included), as a provider's model streams them."""
+
+    chunks: list[AIMessageChunk]
+
+    @property
+    def _llm_type(self) -> str:
+        return "chunked-fake"
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
+                  **kwargs: Any) -> ChatResult:  # fmt: skip
+        merged = functools.reduce(operator.add, self.chunks)
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=merged.content))])
+
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
+                **kwargs: Any) -> Iterator[ChatGenerationChunk]:  # fmt: skip
+        for chunk in self.chunks:
+            yield ChatGenerationChunk(message=chunk)

@@ -37,7 +37,7 @@ from lc_testkit import (
 )
 
 from guardrails_uq import Action, Guard
-from guardrails_uq.testing import ChatCompletionsServer, ScriptedReply
+from guardrails_uq.testing import UNSAFE_RUSSIAN, ChatCompletionsServer, ScriptedReply, break_lines
 
 PASSWORD = "How do I reset my password?"
 POISONED = ("attachments-cleanup", f"Cleaning up attachments: {UNSAFE}")
@@ -61,7 +61,8 @@ def guard(artifacts: Path, audit: Path) -> Guard:
 
 class Tools:
     """The agent's tools: a knowledge-base search (its documents, scored, as the artifact), a search that
-    returns whatever text it is given, and an e-mail sender; ``ran`` lists the calls that executed."""
+    returns whatever text it is given, an e-mail sender and a note publisher; ``ran`` lists the calls that
+    executed."""
 
     def __init__(self, kb: KeywordRetriever | None = None, text: str = "") -> None:
         self.ran: list[str] = []
@@ -86,7 +87,13 @@ class Tools:
             self.ran.append("send_email")
             return "sent"
 
-        self.all = [search_kb, web_search, send_email]
+        @tool
+        def publish_note(title: str, subtitle: str, intro: str, body: str) -> str:
+            """Publish a note (its fields are shown one after another)."""
+            self.ran.append("publish_note")
+            return "published"
+
+        self.all = [search_kb, web_search, send_email, publish_note]
 
 
 def agent_for(guard: Guard, model: Any, tools: Tools, **options: Any) -> Any:
@@ -169,6 +176,99 @@ def test_unsafe_tool_call_arguments_are_blocked_before_the_tool_runs(guard: Guar
     messages = ask(agent_for(guard, model, tools), "Write to my friend about my notes.")
     assert tools.ran == [] and messages[-1].content == COPIED and not messages[-1].tool_calls
     assert requests_in(audit)[0].verdict.rule == "memorized-unsafe-text"
+
+
+@pytest.mark.parametrize("body", [break_lines(UNSAFE), break_lines(UNSAFE_RUSSIAN)], ids=["english", "russian"])
+def test_tool_call_arguments_are_read_as_the_tool_reads_them(guard: Guard, audit: Path, body: str) -> None:
+    """A line break every five words is ``\\n`` glued to the next word in JSON text: the passage hid from a
+    check of the arguments' JSON; the tool receives (and the e-mail carries) the passage itself."""
+    model = scripted(reply("", calls=[("send_email", {"to": "x@example.com", "body": body})]))
+    tools = Tools()
+    messages = ask(agent_for(guard, model, tools), "Write to my friend about my notes.")
+    assert tools.ran == [] and messages[-1].content == COPIED and not messages[-1].tool_calls
+    assert requests_in(audit)[0].verdict.rule == "memorized-unsafe-text"
+
+
+def test_a_passage_split_over_several_fields_is_read_as_the_tool_shows_it(guard: Guard, audit: Path) -> None:
+    """Five words a field, with a key between fields: no field alone holds a copied span, the published note
+    (its fields one after another) holds the whole passage."""
+    words = UNSAFE.split(" ")
+    parts = [" ".join(words[i : i + 5]) for i in range(0, len(words), 5)]
+    model = scripted(
+        reply("", calls=[("publish_note", dict(zip(["title", "subtitle", "intro", "body"], parts, strict=True)))])
+    )
+    tools = Tools()
+    messages = ask(agent_for(guard, model, tools), "Publish a note about my garden.")
+    assert tools.ran == [] and messages[-1].content == COPIED
+    assert requests_in(audit)[0].verdict.rule == "memorized-unsafe-text"
+
+
+def test_escaped_tool_call_arguments_from_an_openai_server_are_read_decoded(guard: Guard, audit: Path) -> None:
+    """The wire JSON of the arguments has ``\\uXXXX`` escapes (``ensure_ascii``) and ``\\n``; ChatOpenAI decodes
+    them, so the tool would send the Russian passage."""
+    arguments = json.dumps({"to": "x@example.com", "body": break_lines(UNSAFE_RUSSIAN)})
+    assert "\\u0427" in arguments
+    call = {"id": "call-1", "type": "function", "function": {"name": "send_email", "arguments": arguments}}
+    with ChatCompletionsServer(
+        script=[_completion({"role": "assistant", "content": None, "tool_calls": [call]})]
+    ) as server:
+        model = ChatOpenAI(base_url=server.base_url, api_key="sk-test", model="m", max_retries=0)
+        tools = Tools()
+        messages = ask(agent_for(guard, model, tools), "Write to my friend about my notes.")
+    assert tools.ran == [] and messages[-1].content == COPIED and not messages[-1].tool_calls
+    assert requests_in(audit)[0].verdict.rule == "memorized-unsafe-text"
+
+
+#: Content blocks a client reads, each carrying the passage (langchain-core's standard blocks, and the raw
+#: provider blocks LangChain keeps in ``content``: Anthropic thinking, OpenAI Responses reasoning summaries).
+READABLE_BLOCKS: dict[str, list[Any]] = {
+    "reasoning": [{"type": "reasoning", "reasoning": UNSAFE}, {"type": "text", "text": "Done."}],
+    "thinking": [{"type": "thinking", "thinking": UNSAFE, "signature": "c2ln"}, {"type": "text", "text": "Done."}],
+    "reasoning-summary": [{"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": UNSAFE}]}],
+    "refusal": [{"type": "refusal", "refusal": UNSAFE}],
+    "text-plain": [{"type": "text-plain", "mime_type": "text/plain", "text": UNSAFE}],
+    "citation": [{"type": "text", "text": "Done.", "annotations": [{"type": "citation", "cited_text": UNSAFE}]}],
+    "server-tool-result": [
+        {"type": "server_tool_result", "tool_call_id": "s1", "status": "success", "output": {"page": UNSAFE}}
+    ],
+}
+
+
+@pytest.mark.parametrize("content", list(READABLE_BLOCKS.values()), ids=list(READABLE_BLOCKS))
+def test_every_content_block_a_client_reads_is_checked(guard: Guard, audit: Path, content: list[Any]) -> None:
+    model = scripted(AIMessage(content=content))
+    messages = ask(agent_for(guard, model, Tools()), "Tell me about my notes.")
+    assert messages[-1].content == COPIED and "acetone" not in str(messages)
+    assert requests_in(audit)[0].verdict.rule == "memorized-unsafe-text"
+
+
+def test_reasoning_the_provider_put_beside_the_content_is_checked(guard: Guard, audit: Path) -> None:
+    """DeepSeek, Groq, Ollama and xAI return reasoning as ``additional_kwargs["reasoning_content"]``."""
+    model = scripted(AIMessage(content="Done.", additional_kwargs={"reasoning_content": UNSAFE}))
+    messages = ask(agent_for(guard, model, Tools()), "Tell me about my notes.")
+    assert messages[-1].content == COPIED and "acetone" not in str(messages)
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        {"type": "image", "url": "https://example.com/recipe.png"},
+        {"type": "non_standard", "value": {"note": UNSAFE}},
+        {"type": "redacted_thinking", "data": "ZW5jcnlwdGVk"},
+        {"type": "mystery", "payload": "anything"},
+        {"text": "a block without a type"},
+        {"type": "text", "text": [break_lines(UNSAFE)]},
+    ],
+    ids=["image", "non-standard", "redacted-thinking", "unknown", "untyped", "text-not-a-string"],
+)
+def test_a_block_the_guard_cannot_read_goes_to_on_error(guard: Guard, audit: Path, block: dict[str, Any]) -> None:
+    model = scripted(AIMessage(content=[{"type": "text", "text": "See this."}, block]))
+    messages = ask(agent_for(guard, model, Tools()), "Tell me about my notes.")
+    assert messages[-1].content == guard.policy.model.messages.error and not messages[-1].tool_calls
+    [request] = requests_in(audit)
+    verdict = request.verdict
+    assert verdict.action is Action.ABSTAIN and verdict.phase == "output"
+    assert str(block.get("type", "untyped")) in verdict.errors[0].error
 
 
 def test_escalation_is_answered_by_the_larger_model_and_checked(guard: Guard, audit: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import operator
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import HumanMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.prompt_values import ChatPromptValue
 from langchain_core.prompts import ChatPromptTemplate
@@ -37,6 +38,7 @@ from lc_testkit import (
     REFUSAL,
     UNSAFE,
     UNSURE,
+    ChunkedFakeChatModel,
     KeywordRetriever,
     build_artifacts,
     make_guard,
@@ -46,6 +48,8 @@ from lc_testkit import (
 )
 
 from guardrails_uq import Action, Guard
+from guardrails_uq.provenance import build_index
+from guardrails_uq.testing import guard_without_embedder
 
 ANSWER = "Open the sign-in screen and choose Forgot password."
 PROMPT = ChatPromptTemplate.from_messages([("system", "Context:\n{context}"), ("human", "{question}")])
@@ -213,6 +217,57 @@ def test_stream_consumers_never_see_the_wrapped_models_tokens(guard: Guard) -> N
     assert [e for e in seen if e["event"] == "on_chat_model_end" and COPIED in repr(e["data"])]
 
 
+def test_a_stream_shows_only_checked_answer_text_and_fails_closed_on_an_unreadable_chunk(
+    guard: Guard, audit: Path
+) -> None:
+    question = [HumanMessage(content="Tell me about my notes.")]
+    thinking = AIMessageChunk(content=[{"type": "reasoning", "reasoning": UNSAFE, "index": 0}])
+    text = AIMessageChunk(content=[{"type": "text", "text": ANSWER, "index": 1}])
+    model = GuardedChatModel(model=ChunkedFakeChatModel(chunks=[thinking, text]), guard=guard)
+    assert "".join(str(c.content) for c in model.stream(question)) == ANSWER, "reasoning is never streamed"
+    image = AIMessageChunk(content=[{"type": "image", "url": "https://example.com/x.png", "index": 2}])
+    model = GuardedChatModel(model=ChunkedFakeChatModel(chunks=[text, image]), guard=guard, stream_window=0)
+    streamed = "".join(str(c.content) for c in model.stream(question))
+    assert streamed.endswith(guard.policy.model.messages.error)
+    verdict = requests_in(audit)[-1].verdict
+    assert verdict.action is Action.ABSTAIN and "image" in verdict.errors[0].error
+
+
+LAUGH_POLICY = """
+version: 1
+name: laugh
+provenance: {{index: {folder}/laugh-index, min_span: 6}}
+audit: {{path: {audit}}}
+rules:
+  - {{name: copied, at: output, when: "provenance.bci_max > 20.0", action: abstain}}
+default: allow
+on_error: abstain
+"""
+
+
+@pytest.mark.parametrize("streamer", ["stream", "astream"])
+def test_a_check_failing_mid_stream_ends_it_with_a_logged_decision(tmp_path: Path, streamer: str) -> None:
+    """The streaming provenance matcher runs out of its work budget (an answer repeating one token against a
+    corpus holding a long run of it): the stream used to raise, with no output Decision logged."""
+    (tmp_path / "laugh.jsonl").write_text(json.dumps({"id": "laugh", "text": "na " * 1000}) + "\n")
+    build_index(tmp_path / "laugh.jsonl", tmp_path / "laugh-index")
+    audit = tmp_path / "audit.jsonl"
+    guard = guard_without_embedder(LAUGH_POLICY.format(folder=tmp_path, audit=audit), tmp_path)
+    model = GuardedChatModel(model=answering("na " * 2000, 1), guard=guard, stream_window=10_000)
+    question = [HumanMessage(content="Laugh for me.")]
+
+    async def collect() -> list[Any]:
+        return [chunk async for chunk in model.astream(question)]
+
+    chunks = list(model.stream(question)) if streamer == "stream" else asyncio.run(collect())
+    assert "".join(str(c.content) for c in chunks) == guard.policy.model.messages.error
+    [request] = requests_in(audit)
+    assert [(d.phase, d.action) for d in request.decisions] == [("input", Action.ALLOW), ("output", Action.ABSTAIN)]
+    assert "work budget" in request.verdict.errors[0].error
+    [shown] = [c.response_metadata["guardrails"] for c in chunks if "guardrails" in c.response_metadata]
+    assert shown["id"] == request.verdict.id
+
+
 def test_input_guard_then_model_checks_the_input_once(guard: Guard, audit: Path) -> None:
     chain = input_guard(guard) | readme_chain(guard, answering())
     assert chain.invoke(ANSWERABLE[0]).content == ANSWER
@@ -225,6 +280,30 @@ def test_model_alone_runs_input_and_output_under_one_id(guard: Guard, audit: Pat
     model.batch([[HumanMessage(content=q)] for q in ANSWERABLE])
     requests = requests_in(audit)
     assert [[d.phase for d in r.decisions] for r in requests] == [["input", "output"]] * 2
+
+
+def test_model_reads_every_content_block_and_fails_closed_on_one_it_cannot_read(guard: Guard, audit: Path) -> None:
+    """A passage in a reasoning block (or any block a client sees) is checked; a block the guard cannot read
+    is on_error; an allowed answer keeps its blocks (it is not flattened into text)."""
+    question = [HumanMessage(content="Tell me about my notes.")]
+    thinking = AIMessage(content=[{"type": "thinking", "thinking": UNSAFE}, {"type": "text", "text": ANSWER}])
+    assert GuardedChatModel(model=scripted(thinking), guard=guard).invoke(question).content == COPIED
+    image = AIMessage(content=[{"type": "text", "text": ANSWER}, {"type": "image", "url": "https://example.com/x.png"}])
+    failed = GuardedChatModel(model=scripted(image), guard=guard).invoke(question)
+    assert failed.content == guard.policy.model.messages.error
+    reasoning = [
+        {"type": "reasoning", "reasoning": "The user wants the reset steps."},
+        {"type": "text", "text": ANSWER},
+    ]
+    allowed = GuardedChatModel(model=scripted(AIMessage(content=reasoning)), guard=guard).invoke(question)
+    assert allowed.content == reasoning and allowed.text == ANSWER
+    verdicts = [r.verdict for r in requests_in(audit)]
+    assert [(v.action, v.rule_label) for v in verdicts] == [
+        (Action.ABSTAIN, "memorized-unsafe-text"),
+        (Action.ABSTAIN, "(on_error)"),
+        (Action.ALLOW, "(default)"),
+    ]
+    assert "image" in verdicts[1].errors[0].error
 
 
 def test_input_guard_reads_the_user_text(guard: Guard) -> None:

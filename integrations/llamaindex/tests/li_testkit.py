@@ -42,6 +42,7 @@ from pydantic import PrivateAttr
 from guardrails_uq import Guard
 from guardrails_uq.audit import RequestRecord, group_requests, read_audit
 from guardrails_uq.testing import (
+    UNSAFE_RUSSIAN,
     StaticCheck,
     build_keyword_artifacts,
     guard_without_embedder,
@@ -111,8 +112,16 @@ def kb_nodes(*extra: tuple[str, str]) -> list[TextNode]:
 
 
 def build_artifacts(folder: Path) -> Path:
-    """The calibration (kw-overlap on the example KB's labelled questions) and the unsafe-text index."""
-    return build_keyword_artifacts(folder, DATA / "nimbus_kb.jsonl", DATA / "nimbus_pairs.jsonl", UNSAFE, "ricin-howto")
+    """The calibration (kw-overlap on the example KB's labelled questions) and the unsafe-text index (the
+    ricin passage, in English and in Russian)."""
+    return build_keyword_artifacts(
+        folder,
+        DATA / "nimbus_kb.jsonl",
+        DATA / "nimbus_pairs.jsonl",
+        UNSAFE,
+        "ricin-howto",
+        {"ricin-ru": UNSAFE_RUSSIAN},
+    )
 
 
 def harm_check() -> StaticCheck:
@@ -150,13 +159,16 @@ def requests_in(audit: Path) -> list[RequestRecord]:
 @dataclass
 class Reply:
     """One scripted model message: text, tool calls (name, arguments), each token's logprob; ``logprobs``
-    replaces the computed ones (malformed-output tests), ``blocks`` adds content blocks."""
+    replaces the computed ones (malformed-output tests), ``blocks`` adds content blocks; ``final_text`` is the
+    text of the last streamed chunk's cumulative message when it differs from the streamed deltas (a model
+    whose stream and message disagree)."""
 
     text: str = ""
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     logprob: float = CONFIDENT
     logprobs: Any = None
     blocks: list[Any] = field(default_factory=list)
+    final_text: str | None = None
 
     def tokens(self) -> list[str]:
         return re.findall(r"\s*\S+", self.text) or ([self.text] if self.text else [])
@@ -232,8 +244,9 @@ class ScriptedLLM(FunctionCallingLLM):
             logprobs = reply.token_logprobs([token]) if token else None
             if reply.logprobs is not None:
                 logprobs = reply.logprobs if final else None
+            shown = reply.final_text if final and reply.final_text is not None else text
             chunks.append(
-                ChatResponse(message=self._message(reply, index, text, final), delta=token, logprobs=logprobs)
+                ChatResponse(message=self._message(reply, index, shown, final), delta=token, logprobs=logprobs)
             )
         return chunks
 

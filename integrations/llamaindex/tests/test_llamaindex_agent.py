@@ -6,6 +6,7 @@ calls included, streamed or not), escalation, and one request id per agent run."
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,8 @@ from llama_index.core.llms import MockLLM
 from llama_index.postprocessor.guardrails_uq import GuardedLLM, GuardrailsEvent
 
 from guardrails_uq import Action, Decision, Guard
-from guardrails_uq.testing import ChatCompletionsServer
+from guardrails_uq.provenance import build_index
+from guardrails_uq.testing import UNSAFE_RUSSIAN, ChatCompletionsServer, break_lines, guard_without_embedder
 
 # llama-index-workflows lists an agent's members with inspect.getmembers, which touches pydantic's deprecated
 # class attributes: a warning from the framework, not from this code.
@@ -204,7 +206,64 @@ def test_blocked_tool_call_is_dropped_and_never_runs(guard: Guard, audit: Path, 
     assert not [e for e in events if isinstance(e, AgentStream) and e.tool_calls]
     [request] = requests_in(audit)
     assert request.verdict.rule == "memorized-unsafe-text"
-    assert "send_email(" in request.verdict.generated
+    assert f"send_email\nto\nx@example.com\nbody\n{UNSAFE}" in request.verdict.generated
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+@pytest.mark.parametrize("body", [break_lines(UNSAFE), UNSAFE_RUSSIAN], ids=["line-breaks", "russian"])
+def test_tool_call_arguments_are_read_as_the_tool_reads_them(
+    guard: Guard, audit: Path, streaming: bool, body: str
+) -> None:
+    """JSON text of the arguments hid the passage: a line break every five words is ``\\n`` glued to the next
+    word, and every Cyrillic letter was a ``\\uXXXX`` escape; the tool receives the passage itself."""
+    llm = ScriptedLLM([Reply(calls=[("send_email", {"to": "x@example.com", "body": body})])])
+    tools = Tools(kb_text("password-reset"))
+    agent = FunctionAgent(tools=tools.all(), llm=GuardedLLM(llm, guard), streaming=streaming)
+    _, output, _ = run_agent(agent, "Email my friend the garden note.")
+    assert str(output) == COPIED and output.tool_calls == [] and tools.ran == []
+    [request] = requests_in(audit)
+    assert request.verdict.rule == "memorized-unsafe-text"
+
+
+@pytest.mark.parametrize("window", [0, 2, 16])
+def test_a_stream_is_checked_as_the_agent_receives_it(guard: Guard, audit: Path, window: int) -> None:
+    """The agent keeps the last chunk's cumulative message, not the concatenated deltas: a stream whose deltas
+    are benign while its final message holds the passage must not be allowed."""
+    decoy = Reply(text="Here are some gardening tips for your spring garden.", final_text=f"Tips: {UNSAFE}")
+    llm = GuardedLLM(ScriptedLLM([decoy]), guard, stream_window=window)
+    agent = FunctionAgent(tools=[], llm=llm, streaming=True)
+    _, output, events = run_agent(agent, GARDEN)
+    assert str(output).endswith(COPIED) and "acetone" not in str(output)
+    assert "acetone" not in streamed_text(events)
+    [request] = requests_in(audit)
+    assert request.verdict.rule == "memorized-unsafe-text"
+    last = list(GuardedLLM(ScriptedLLM([decoy]), guard).stream_chat([ChatMessage(role="user", content=GARDEN)]))[-1]
+    assert "acetone" not in (last.message.content or "")
+
+
+def test_a_check_failing_mid_stream_ends_it_with_a_logged_decision(tmp_path: Path) -> None:
+    """The streaming provenance matcher runs out of its work budget mid-stream (an answer repeating one token
+    against a corpus holding a long run of it): the stream ends with the on_error message and a logged
+    output Decision."""
+    (tmp_path / "laugh.jsonl").write_text(json.dumps({"id": "laugh", "text": "na " * 1000}) + "\n")
+    build_index(tmp_path / "laugh.jsonl", tmp_path / "laugh-index")
+    audit = tmp_path / "audit.jsonl"
+    policy = f"""
+version: 1
+name: laugh
+provenance: {{index: {tmp_path}/laugh-index, min_span: 6}}
+audit: {{path: {audit}}}
+default: allow
+on_error: abstain
+"""
+    guard = guard_without_embedder(policy, tmp_path)
+    llm = GuardedLLM(ScriptedLLM([Reply(text="na " * 2000)]), guard, stream_window=10_000)
+    agent = FunctionAgent(tools=[], llm=llm, streaming=True)
+    _, output, events = run_agent(agent, "Laugh for me.")
+    assert str(output) == guard.policy.model.messages.error and "na na" not in streamed_text(events)
+    [request] = requests_in(audit)
+    assert [(d.phase, d.action) for d in request.decisions] == [("input", Action.ALLOW), ("output", Action.ABSTAIN)]
+    assert "work budget" in request.verdict.errors[0].error
 
 
 @pytest.mark.parametrize("streaming", [False, True])

@@ -2,14 +2,13 @@
 token logprobs, and the Decision recorded when something cannot be checked.
 
 The output phase must read exactly what a user (or a tool) would receive. For a chat message that is its
-text, any reasoning text, and every tool call written out as ``name({json arguments})`` (the proxy's
-format). Blocks the guard cannot read (images, audio, documents, citations) make the message uncheckable,
+text, any reasoning text, and every tool call as its tool reads it: the name and the decoded strings of
+its arguments (the proxy's reading, :func:`guardrails_uq.jsonsafe.tool_call_text`). Blocks the guard cannot read (images, audio, documents, citations) make the message uncheckable,
 and an uncheckable answer is decided by the policy's ``on_error`` like a failed check.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from llama_index.core.base.llms.types import ChatMessage, MessageRole, TextBlock, ThinkingBlock, ToolCallBlock
 
 from guardrails_uq import Decision, Guard, Message, TokenLogprob
+from guardrails_uq.jsonsafe import tool_call_text
 from guardrails_uq.models.logprobs import from_llamaindex
 from guardrails_uq.types import Phase
 
@@ -56,13 +56,10 @@ def unreadable(message: ChatMessage) -> list[str]:
 
 
 def tool_call_lines(calls: Sequence[Any]) -> list[str]:
-    """Tool calls (LlamaIndex ``ToolSelection``s) written out as ``name({json arguments})``."""
-    lines = []
-    for call in calls:
-        arguments = call.tool_kwargs
-        text = arguments if isinstance(arguments, str) else json.dumps(arguments, sort_keys=True, default=str)
-        lines.append(f"{call.tool_name}({text})")
-    return lines
+    """Tool calls (LlamaIndex ``ToolSelection``s) as each tool reads them
+    (:func:`guardrails_uq.jsonsafe.tool_call_text`: the name, then every key and decoded string of the
+    arguments)."""
+    return [tool_call_text(str(call.tool_name), call.tool_kwargs) for call in calls]
 
 
 def checked_text(message: ChatMessage, calls: Sequence[Any] = ()) -> str:

@@ -275,8 +275,9 @@ class Turn:
         return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=self._shown), delta=delta)
 
     def end_stream(self, calls: Sequence[Any], problem: str | None = None) -> None:
-        """End of the stream: the output phase on the whole message (the tool calls and reasoning of the last
-        chunk are added to the text the gate saw)."""
+        """End of the stream: the output phase on the whole message. The agent keeps the last chunk's
+        cumulative message, not the deltas the gate saw: its text is added when it differs from them, then
+        its reasoning and tool calls, so the Decision reads both what was shown and what the agent receives."""
         assert self._gate is not None
         gate = self._gate
         last = self._last
@@ -286,7 +287,9 @@ class Turn:
                 reason = problem or f"the model's message has blocks the guard cannot read: {odd}"
                 self.decision = self._add(failed(self.guard, "output", "response", reason, context=self.request.latest))
                 return
-            extra = [b.content for b in last.message.blocks if isinstance(b, ThinkingBlock) and b.content]
+            received = last.message.content or ""
+            extra = [received] if received != gate.text else []
+            extra += [b.content for b in last.message.blocks if isinstance(b, ThinkingBlock) and b.content]
             extra += tool_call_lines(calls)
             if extra:
                 self._released += gate.push("\n" + "\n".join(extra), None)
