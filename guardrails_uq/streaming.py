@@ -31,6 +31,7 @@ from typing import Any, Literal
 from .call import Generation, Message, TokenLogprob
 from .decision import Action, Decision
 from .guard import Guard
+from .jsonsafe import EscapeDecoder, reader_texts
 
 StreamMode = Literal["cut", "buffer"]
 _WORD = re.compile(r"\w+")
@@ -76,6 +77,7 @@ class StreamGate:
         self._held_words = 0
         self._since_check = 0
         self._provenance = None
+        self._decoder = EscapeDecoder()
         for check in guard.checks["output"]:
             if check.name == "provenance":
                 from .provenance.stream import ProvenanceStream
@@ -84,7 +86,11 @@ class StreamGate:
                 self._provenance = ProvenanceStream(check.index, threshold=threshold, min_span=check.min_span)  # type: ignore[attr-defined]
 
     def _generation(self) -> Generation:
-        return Generation(text=self.text, tokens=list(self.tokens) if self.has_logprobs else None)
+        """The answer so far as the output phase reads it: every form a reader can be shown (JSON escapes
+        decoded, :func:`~guardrails_uq.jsonsafe.reader_texts`)."""
+        return Generation(
+            text="\n".join(reader_texts(self.text)), tokens=list(self.tokens) if self.has_logprobs else None
+        )
 
     def _decide_prefix(self) -> bool:
         """The output rules on the answer so far; True (and the stream cut) when they do not allow it."""
@@ -112,7 +118,8 @@ class StreamGate:
         self._held.append((payload, _words(piece)))
         self._held_words += self._held[-1][1]
         self._since_check += 1 if piece.strip() else 0
-        alerted = self._provenance is not None and self._provenance.feed(piece) is not None
+        # the matcher reads the text as a JSON parser restores it (escapes cannot fuse or disguise words)
+        alerted = self._provenance is not None and self._provenance.feed(self._decoder.feed(piece)) is not None
         due = self.incremental and self.mode == "cut" and self._since_check >= max(self.window, 1)
         if (alerted or due) and self._decide_prefix():
             return []

@@ -38,17 +38,17 @@ class _ToolCallBuffer:
 
     def __init__(self) -> None:
         self._calls: dict[int, dict[str, Any]] = {}
+        self._ids = wire.CallIds()
 
     def __bool__(self) -> bool:
         return bool(self._calls)
 
     def add(self, fragments: list[dict[str, Any]]) -> None:
         for fragment in fragments:
-            call = self._calls.setdefault(
-                fragment["index"], {"id": f"call_{fragment['index']}", "type": "function", "name": "", "arguments": ""}
-            )
-            if "id" in fragment:
-                call["id"] = fragment["id"]
+            call = self._calls.get(fragment["index"])
+            if call is None:  # the proxy's id, from the upstream's (a key only) on the call's first fragment
+                call = {"id": self._ids(fragment.get("id")), "type": "function", "name": "", "arguments": ""}
+                self._calls[fragment["index"]] = call
             call["name"] += fragment["function"].get("name", "")
             call["arguments"] += fragment["function"].get("arguments", "")
 
