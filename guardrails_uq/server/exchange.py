@@ -187,10 +187,14 @@ class Exchange:
             "logprobs": True,
             "top_logprobs": request.top_logprobs or self.config.top_logprobs,
         }
-        samples = 0 if request.stream else requested_samples(guard.policy)
+        samples = requested_samples(guard.policy)
         if samples:  # uncertainty.samples: extra choices from the same call, checked as samples, never shown
             forward["n"] = upstream_n(request.n, samples)
-        if request.stream:
+            # a stream gets its samples too: one whole (not streamed) call, decided exactly as a JSON request,
+            # then sent as a stream; nothing is shown before the decision (``policy check`` says so)
+            forward.pop("stream", None)
+            forward.pop("stream_options", None)
+        if request.stream and not samples:
             events = self._stream(guard, request, forward, prompt, before, spent, release)
             return StreamingResponse(
                 events, media_type="text/event-stream", headers={"X-Guardrails-Input": before.action.value}
@@ -267,6 +271,8 @@ class Exchange:
             status, kind = (exc.status, exc.kind) if isinstance(exc, UpstreamFailure) else (502, "malformed")
             self.metrics.upstream_errors.labels(kind).inc()
             decision = self.failed(guard, "output", "upstream", exc, user, request_id=before.request_id)
+            if request.stream:
+                return self._answer_alone(request, decision, lambda: None)
             message = str(exc) if isinstance(exc, UpstreamFailure) else "upstream returned a malformed body"
             return wire.error_response(status, message, "upstream_error", decision)
         t0 = time.perf_counter()
@@ -283,7 +289,15 @@ class Exchange:
         for decision in decisions:
             self.metrics.count(decision)
         verdict = next((d for d in decisions if d.action is not Action.ALLOW), decisions[0])
-        self.metrics.latency.labels("false").observe(time.perf_counter() - started)
+        self.metrics.latency.labels(str(request.stream).lower()).observe(time.perf_counter() - started)
+        if request.stream:  # decided whole (with samples): sent as a stream only now
+            events = wire.decided_stream(out[0], request.model, verdict)
+
+            async def stream() -> AsyncIterator[bytes]:
+                for event in events:
+                    yield event
+
+            return StreamingResponse(stream(), media_type="text/event-stream", headers=wire.headers(verdict))
         body = wire.completion_json(out, request.model, verdict, answer)
         return wire.json_response(body, extra_headers=wire.headers(verdict))
 

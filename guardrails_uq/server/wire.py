@@ -459,6 +459,22 @@ def chunk_json(
     return body
 
 
+def decided_stream(choice: Mapping[str, Any], model: str | None, decision: Decision) -> list[bytes]:
+    """The events of a stream whose answer was decided whole (a response choice from :func:`choice_json`):
+    its content (with the logprobs the choice shows), its tool calls, the Decision, ``[DONE]``."""
+    stream_id = f"guardrails-{decision.id}"
+    message = choice["message"]
+    first = chunk_json(stream_id, model, {"role": "assistant", "content": message["content"]})
+    if "logprobs" in choice:
+        first["choices"][0]["logprobs"] = choice["logprobs"]
+    events = [sse(first)]
+    if message.get("tool_calls"):
+        calls = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
+        events.append(sse(chunk_json(stream_id, model, {"tool_calls": calls})))
+    events.append(sse(chunk_json(stream_id, model, {}, finish_reason=choice["finish_reason"], decision=decision)))
+    return [*events, SSE_DONE]
+
+
 def blocked_stream(text: str, model: str | None, decision: Decision) -> list[bytes]:
     """The events of a stream the guard answered itself (input blocked, or not checkable): the policy
     message, the Decision, ``[DONE]``; what an OpenAI SDK or ChatOpenAI client expects from ``stream=True``."""
