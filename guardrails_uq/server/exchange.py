@@ -412,13 +412,15 @@ class Exchange:
                         if fields
                         else _HELD
                     )
-                    for released in gate.push(delta.piece, payload, delta.tokens):
+                    # checking runs off the event loop: a long stream never stalls other requests
+                    for released in await asyncio.to_thread(gate.push, delta.piece, payload, delta.tokens):
                         if released is not _HELD:
                             yield wire.sse(released)
                     if gate.cut is not None:
                         break
                 if gate.cut is None and calls:  # the decoded tool calls are part of the answer checked
-                    gate.push("\n" + "\n".join(wire.tool_text(c) for c in calls.complete()), _HELD, None)
+                    text = "\n" + "\n".join(wire.tool_text(c) for c in calls.complete())
+                    await asyncio.to_thread(gate.push, text, _HELD, None)
             except Exception as exc:  # an upstream failure or anything unreadable in the stream: fail closed
                 kind = exc.kind if isinstance(exc, UpstreamFailure) else "stream"
                 self.metrics.upstream_errors.labels(kind).inc()
