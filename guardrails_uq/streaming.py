@@ -38,7 +38,7 @@ from .call import Call, Generation, Message, TokenLogprob
 from .checks import Check, Signals
 from .decision import Action, Decision
 from .guard import Guard
-from .jsonsafe import EscapeDecoder, reader_texts
+from .jsonsafe import MAX_DECODE_DEPTH, EscapeDecoder, reader_texts
 
 StreamMode = Literal["cut", "buffer"]
 _WORD = re.compile(r"\w+")
@@ -93,7 +93,7 @@ class StreamGate:
         self._held: deque[tuple[Any, int]] = deque()  # (payload, words in its piece)
         self._held_words = 0
         self._since_check = 0
-        self._decoder = EscapeDecoder()
+        self._decoders = [EscapeDecoder() for _ in range(MAX_DECODE_DEPTH)]
         # checks with an incremental form are fed as pieces arrive; prefix decisions read their signals
         self._streams: dict[str, Any] = {}
         for check in guard.checks["output"]:
@@ -155,7 +155,9 @@ class StreamGate:
         self._held_words += self._held[-1][1]
         self._since_check += 1 if piece.strip() else 0
         # the incremental checks read the text as a JSON parser restores it (escapes cannot fuse or hide words)
-        decoded = self._decoder.feed(piece)
+        decoded = piece
+        for decoder in self._decoders:  # JSON nested in JSON strings: as deep as reader_texts reads it
+            decoded = decoder.feed(decoded)
         alerted = False
         for stream in self._streams.values():
             alerted = stream.push(decoded, tokens) or alerted

@@ -364,3 +364,22 @@ def test_escape_decoder_reads_a_split_stream_as_the_whole_text() -> None:
         decoder = EscapeDecoder()
         parts = [decoder.feed(text[i : i + size]) for i in range(0, len(text), size)]
         assert "".join(parts) + decoder.flush() == decode_escapes(text), size
+
+
+@pytest.mark.parametrize("content", list(JSON_HIDDEN.values()), ids=list(JSON_HIDDEN))
+def test_a_stream_is_cut_while_a_json_escaped_passage_arrives(folder: Path, content: str) -> None:
+    from guardrails_uq.jsonsafe import reader_texts
+
+    guard = Guard(load_policy(folder / "policy.yaml"), audit=False)
+    gate = StreamGate(guard, [Message(role="user", content="q")], window=4)
+    released: list[str] = []
+    for i in range(0, len(content), 3):
+        piece = content[i : i + 3]
+        released += gate.push(piece, piece, [TokenLogprob(token=piece, logprob=-0.01)])
+        if gate.cut is not None:
+            break
+    assert gate.cut is not None and gate.cut.rule == "memorized-unsafe-text", "cut before the stream ended"
+    shown = " ".join(reader_texts("".join(released))).lower()
+    shown = " ".join(shown.replace(",", " ").replace(".", " ").replace('"', " ").split())
+    runs = [" ".join(WORDS[i : i + 8]) for i in range(len(WORDS) - 7)]
+    assert not any(run in " ".join(shown.split()) for run in runs), shown
