@@ -94,7 +94,7 @@ def main() -> None:
     parser.add_argument("--before", action="store_true", help="also measure the old way of checking streams")
     parser.add_argument("--before-tokens", type=int, nargs="+", default=[2000, 8000])
     args = parser.parse_args()
-    from guardrails_uq.server.app import create_app
+    from guardrails_uq.server.app import create_app, freeze_loaded
     from guardrails_uq.server.config import ServeConfig
 
     folder = Path(tempfile.mkdtemp(prefix="bench-stream-"))
@@ -111,6 +111,7 @@ def main() -> None:
         stream_timeout=3600.0,
     )  # fmt: skip
     app = create_app(config, upstream=httpx.MockTransport(upstream))
+    freeze_loaded()  # as `guardrails-uq serve` does once its app is built
     print(f"machine: {machine()}")
     print(f"{'checked':<7} {'tokens':>7} {'stream':>9} {'per token':>10} {'/healthz p50':>13} {'/healthz max':>13}")
 
