@@ -15,8 +15,9 @@ in a worker thread so the event loop never blocks.
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,16 @@ class Guard:
     def checks(self) -> dict[Phase, tuple[Check, ...]]:
         """The checks run in each phase."""
         return dict(self._checks)
+
+    def with_checks(self, replacements: Mapping[str, Check]) -> Guard:
+        """A Guard sharing this one's policy, audit log and escalation target, with the checks named in
+        ``replacements`` replaced (same name, same phase): e.g. a stream's incremental views of its checks."""
+        twin = copy.copy(self)
+        twin._checks = {
+            phase: tuple(replacements.get(c.name, c) for c in checks) for phase, checks in self._checks.items()
+        }
+        twin._owns_escalation = False  # closing the twin never closes the shared client
+        return twin
 
     # -- phases -------------------------------------------------------------------------------------------
 

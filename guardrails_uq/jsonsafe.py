@@ -91,3 +91,74 @@ def tool_call_text(name: str, arguments: Any) -> str:
     values = json_strings(arguments, keys=False)
     joined = values if len(values) > 1 and "\n".join(values) not in "\n".join(pieces) else []
     return "\n".join([name, *pieces, *joined])
+
+
+# -- reading text as a JSON parser would show it -------------------------------------------------------------
+
+#: A JSON string escape (RFC 8259 section 7): ``\\"``, ``\\\\``, ``\\/``, ``\\b``, ``\\f``, ``\\n``, ``\\r``, ``\\t``, ``\\uXXXX``.
+_ESCAPE = re.compile(r'\\(["\\/bfnrt]|u[0-9a-fA-F]{4})')
+_SIMPLE = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+#: Levels of JSON-inside-a-JSON-string decoded by :func:`reader_texts` (a client may parse that often).
+MAX_DECODE_DEPTH = 3
+#: Longest escape text that can still be incomplete at the end of a streamed chunk (``\\ud83d\\ude0``).
+_PARTIAL = re.compile(r"(\\u[dD][89abAB][0-9a-fA-F]{2}(\\(u[0-9a-fA-F]{0,3})?)?|\\(u[0-9a-fA-F]{0,3})?)$")
+
+
+def decode_escapes(text: str) -> str:
+    """``text`` with every JSON string escape decoded, left to right as a parser reads them (``\\\\n`` is a
+    backslash and ``n``); surrogate pairs joined, lone surrogates become U+FFFD. Other backslashes stay.
+    Linear in the length of ``text``."""
+    if "\\" not in text:
+        return text
+
+    def one(match: re.Match[str]) -> str:
+        code = match.group(1)
+        return _SIMPLE[code] if len(code) == 1 else chr(int(code[1:], 16))
+
+    decoded = _ESCAPE.sub(one, text)
+    if decoded.isascii():
+        return decoded
+    return decoded.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def reader_texts(text: str) -> list[str]:
+    """The forms of ``text`` a reader can be shown: the text itself, then, when it holds JSON string
+    escapes, the text with them decoded (what a client's JSON parser restores in every string of a JSON
+    answer, a JSON block inside prose, or tool-call arguments), and again for JSON nested in JSON strings,
+    up to ``MAX_DECODE_DEPTH`` levels. A check that reads every form cannot be blinded by escapes such as
+    ``\\n`` fusing two words or ``\\u0441`` spelling a letter. Linear in the length of ``text``."""
+    forms = [text]
+    while len(forms) <= MAX_DECODE_DEPTH and "\\" in forms[-1]:
+        decoded = decode_escapes(forms[-1])
+        if decoded == forms[-1]:
+            break
+        forms.append(decoded)
+    return forms
+
+
+class EscapeDecoder:
+    """:func:`decode_escapes` over a text that arrives in chunks (a stream): ``feed`` returns the decoded
+    text that is settled so far, holding back an escape the next chunk may complete; ``flush`` the rest."""
+
+    def __init__(self) -> None:
+        self._pending = ""
+
+    def feed(self, chunk: str) -> str:
+        text = self._pending + chunk
+        # an escape split by the chunk boundary waits; a backslash run of even length is complete
+        tail = _PARTIAL.search(text)
+        cut = tail.start() if tail is not None and _odd_backslashes_before(text, tail.start() + 1) else len(text)
+        self._pending = text[cut:]
+        return decode_escapes(text[:cut])
+
+    def flush(self) -> str:
+        text, self._pending = self._pending, ""
+        return decode_escapes(text)
+
+
+def _odd_backslashes_before(text: str, end: int) -> bool:
+    """True when the run of backslashes ending at ``end`` (exclusive) is odd: its last one starts an escape."""
+    start = end
+    while start > 0 and text[start - 1] == "\\":
+        start -= 1
+    return (end - start) % 2 == 1

@@ -5,9 +5,15 @@ emit what it releases. Two modes:
 
 * ``cut`` (default): pieces are held back ``window`` pieces and ``window`` words deep. Every ``window`` pieces, and at once when
   the incremental span matcher sees a copied span whose BCI reaches ``alert_bci``, the output rules run on
-  the answer so far (every output check, on the prefix; not logged). A non-allow decision cuts the stream:
-  the held pieces are never released, the cut Decision is logged, and the integration ends the stream with
-  the policy's message (or the escalation's answer). At the end, the output phase runs on the whole answer.
+  the answer so far (not logged). A non-allow decision cuts the stream: the held pieces are never released,
+  the cut Decision is logged, and the integration ends the stream with the policy's message (or the
+  escalation's answer). At the end, the output phase runs on the whole answer.
+* Cost: a check with an incremental form (``check.stream()``: provenance's span matcher, uncertainty's
+  running token scores and claims) is fed each piece once as it arrives and gives the prefix's signals
+  without re-reading it, so a stream costs time linear in its length (bench/stream.py). A prefix that does
+  not pass is decided once more by the full output phase, which the cut Decision records (exact, with all
+  evidence). A check without an incremental form runs on the whole prefix at every decision (quadratic in
+  the length: prefer ``buffer`` mode for such policies). The proxy runs the gate off its event loop.
 * ``buffer``: nothing is released until the output phase has decided on the whole answer; for apps that
   prefer latency to exposure.
 
@@ -28,9 +34,11 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from .call import Generation, Message, TokenLogprob
+from .call import Call, Generation, Message, TokenLogprob
+from .checks import Check, Signals
 from .decision import Action, Decision
 from .guard import Guard
+from .jsonsafe import MAX_DECODE_DEPTH, EscapeDecoder, reader_texts
 
 StreamMode = Literal["cut", "buffer"]
 _WORD = re.compile(r"\w+")
@@ -38,6 +46,16 @@ _WORD = re.compile(r"\w+")
 
 def _words(piece: str) -> int:
     return len(_WORD.findall(piece))
+
+
+class _PrefixView:
+    """A check as the prefix decisions see it: its incremental stream's signals (the call is not read)."""
+
+    def __init__(self, check: Check, stream: Any) -> None:
+        self.name, self.phase, self.stream = check.name, check.phase, stream
+
+    def run(self, call: Call) -> Signals:
+        return self.stream.signals()  # type: ignore[no-any-return]
 
 
 class StreamGate:
@@ -67,7 +85,7 @@ class StreamGate:
         self.window = max(int(window), 0)
         self.mode: StreamMode = mode
         self.incremental = incremental
-        self.text = ""
+        self._parts: list[str] = []
         self.tokens: list[TokenLogprob] = []
         self.has_logprobs = False
         self.cut: Decision | None = None
@@ -75,21 +93,47 @@ class StreamGate:
         self._held: deque[tuple[Any, int]] = deque()  # (payload, words in its piece)
         self._held_words = 0
         self._since_check = 0
-        self._provenance = None
+        self._decoders = [EscapeDecoder() for _ in range(MAX_DECODE_DEPTH)]
+        # checks with an incremental form are fed as pieces arrive; prefix decisions read their signals
+        self._streams: dict[str, Any] = {}
         for check in guard.checks["output"]:
-            if check.name == "provenance":
-                from .provenance.stream import ProvenanceStream
+            start = getattr(check, "stream", None)
+            if callable(start):
+                self._streams[check.name] = start(alert_bci=alert_bci) if check.name == "provenance" else start()
+        self._prefix_guard = guard.with_checks(
+            {c.name: _PrefixView(c, self._streams[c.name]) for c in guard.checks["output"] if c.name in self._streams}
+        )
+        self._all_incremental = all(c.name in self._streams for c in guard.checks["output"])
 
-                threshold = alert_bci if alert_bci is not None else getattr(check, "alert_bci", 20.0)
-                self._provenance = ProvenanceStream(check.index, threshold=threshold, min_span=check.min_span)  # type: ignore[attr-defined]
+    @property
+    def text(self) -> str:
+        """The answer streamed so far."""
+        if len(self._parts) > 1:
+            self._parts = ["".join(self._parts)]
+        return self._parts[0] if self._parts else ""
 
     def _generation(self) -> Generation:
-        return Generation(text=self.text, tokens=list(self.tokens) if self.has_logprobs else None)
+        """The answer so far as the output phase reads it: every form a reader can be shown (JSON escapes
+        decoded, :func:`~guardrails_uq.jsonsafe.reader_texts`)."""
+        return Generation(
+            text="\n".join(reader_texts(self.text)), tokens=list(self.tokens) if self.has_logprobs else None
+        )
 
     def _decide_prefix(self) -> bool:
-        """The output rules on the answer so far; True (and the stream cut) when they do not allow it."""
+        """The output rules on the answer so far; True (and the stream cut) when they do not allow it.
+
+        Checks with an incremental form give their signals for the prefix without re-reading it; the others
+        (none among the built-in output checks) run on the whole prefix. A prefix that does not pass is
+        decided once more by the full output phase (exact, with complete evidence) before the cut."""
         self.checks_run += 1
         self._since_check = 0
+        # the built-in checks never read the call here: the prefix is built only for checks that must
+        generation = Generation(text="") if self._all_incremental else self._generation()
+        decision = self._prefix_guard.after(
+            generation, messages=self.messages, context=self.context, record=False, partial=True
+        )
+        if decision.action is Action.ALLOW:
+            return False
         decision = self.guard.after(
             self._generation(), messages=self.messages, context=self.context, record=False, partial=True
         )
@@ -107,20 +151,25 @@ class StreamGate:
         always [] in ``buffer`` mode)."""
         if self.cut is not None:
             return []
-        self.text += piece
+        self._parts.append(piece)
         if tokens:
             self.has_logprobs = True
             self.tokens.extend(tokens)
         self._held.append((payload, _words(piece)))
         self._held_words += self._held[-1][1]
         self._since_check += 1 if piece.strip() else 0
-        try:
-            alerted = self._provenance is not None and self._provenance.feed(piece) is not None
-        except Exception as exc:  # e.g. the matcher's work budget: the stream cannot be checked as it grows
-            self._provenance = None  # not fed again; the output phase at the end reads the whole answer
-            if self.fail("provenance", exc).action is not Action.ALLOW:
-                return []
-            alerted = False
+        # the incremental checks read the text as a JSON parser restores it (escapes cannot fuse or hide words)
+        decoded = piece
+        for decoder in self._decoders:  # JSON nested in JSON strings: as deep as reader_texts reads it
+            decoded = decoder.feed(decoded)
+        alerted = False
+        for name, stream in list(self._streams.items()):
+            try:
+                alerted = stream.push(decoded, tokens) or alerted
+            except Exception as exc:  # e.g. the matcher's work budget: the stream cannot be checked as it grows
+                del self._streams[name]  # not fed again; the output phase at the end reads the whole answer
+                if self.fail(name, exc).action is not Action.ALLOW:
+                    return []
         due = self.incremental and self.mode == "cut" and self._since_check >= max(self.window, 1)
         if (alerted or due) and self._decide_prefix():
             return []

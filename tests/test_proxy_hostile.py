@@ -260,3 +260,126 @@ def test_padding_a_stream_with_empty_pieces_does_not_shrink_the_hold_back(folder
             break
     assert gate.cut is not None and gate.cut.rule == "memorized-unsafe-text"
     assert not leaks(" ".join(released)) and "grind" not in "".join(released)
+
+
+def _line_broken(text: str, every: int = 5) -> str:
+    """``text`` with a line break after every ``every`` words (what a JSON answer escapes as ``\\n``)."""
+    words = text.split(" ")
+    return "\n".join(" ".join(words[i : i + every]) for i in range(0, len(words), every))
+
+
+JSON_HIDDEN = {
+    # JSON mode: the answer is a JSON document; its escapes hide word boundaries the client's parser restores
+    "json-newlines": json.dumps({"answer": _line_broken(UNSAFE)}),
+    "json-unicode-escapes": json.dumps({"answer": UNSAFE.replace(" ", "\u2003")}),  # ensure_ascii: \u2003
+    "json-in-prose": "Here it is:\n```json\n" + json.dumps({"steps": [_line_broken(UNSAFE, 3)]}) + "\n```",
+    "json-string-in-json": json.dumps({"payload": json.dumps({"text": _line_broken(UNSAFE, 4)})}),
+}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("content", list(JSON_HIDDEN.values()), ids=list(JSON_HIDDEN))
+def test_json_escapes_in_the_answer_cannot_hide_a_passage(folder: Path, content: str, stream: bool) -> None:
+    assert UNSAFE not in content, "the raw answer does not show the passage whole"
+    answer = Generation(text=content, tokens=[TokenLogprob(token=content, logprob=-0.01)])
+    with ChatCompletionsServer(lambda request: answer) as upstream, serve(folder, upstream) as base:
+        text = stream_text(base, "answer in JSON", stream=stream)
+    if stream:
+        last = json.loads([line for line in text.splitlines() if line.startswith("data: {")][-1][6:])
+        action = last["guardrails"]["action"]
+    else:
+        action = json.loads(text)["guardrails"]["action"]
+    assert action == "abstain", text[:300]
+    assert "ricin" not in text.lower() and "u2003" not in text
+
+
+def test_reader_texts_decode_what_a_json_parser_restores() -> None:
+    from guardrails_uq.jsonsafe import reader_texts
+
+    assert reader_texts("plain text, no escapes") == ["plain text, no escapes"]
+    raw = json.dumps({"a": "one\ntwo\u2003three \\u0020 not an escape"})
+    assert reader_texts(raw)[1] == '{"a": "one\ntwo\u2003three \\u0020 not an escape"}'
+    nested = json.dumps({"p": json.dumps({"t": "x\ny"})})
+    assert any("x\ny" in t for t in reader_texts(nested)), "JSON inside a JSON string is decoded too"
+    assert reader_texts("C:\\new folder\\\\")[1] == "C:\new folder\\", "escapes are read as a parser reads them"
+    assert reader_texts("\\ud83d\\ude00 \\ud800")[1] == "\U0001f600 \ufffd", "pairs joined, lone surrogates replaced"
+
+
+def test_tool_call_ids_and_alternatives_never_carry_upstream_text(folder: Path) -> None:
+    words = UNSAFE.replace(",", "").replace(".", "").split(" ")
+    ids = ["_".join(words[i : i + 5]) for i in range(0, len(words), 5)]  # plain identifiers, <= 64 characters
+    calls = [
+        {"id": call_id, "type": "function", "function": {"name": "lookup", "arguments": json.dumps({"n": i})}}
+        for i, call_id in enumerate(ids)
+    ]
+    calls.append({"id": ids[0], "type": "function", "function": {"name": "lookup", "arguments": '{"n": 0}'}})
+    content = "Open Settings"
+    tokens = [
+        {"token": t, "logprob": -0.1, "top_logprobs": [{"token": t, "logprob": -0.1}, {"token": w, "logprob": -4.0}]}
+        for t, w in zip(["Open", " Settings"] * len(words), words, strict=False)
+    ][:2]
+    # every word of the passage rides as a one-word alternative of some position
+    tokens[0]["top_logprobs"] += [{"token": w, "logprob": -5.0} for w in words[: len(words) // 2]]
+    tokens[1]["top_logprobs"] += [{"token": w, "logprob": -5.0} for w in words[len(words) // 2 :]]
+    body = {
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "tool_calls": calls},
+                "logprobs": {"content": tokens},
+            }
+        ]
+    }
+    with ChatCompletionsServer(script=[ScriptedReply(200, body)]) as upstream, serve(folder, upstream) as base:
+        response = ask(base, "look it up", logprobs=True, top_logprobs=20)
+    answer = response.json()
+    assert answer["guardrails"]["action"] == "allow"
+    for word in ("castor", "ricin", "acetone", "grind", "poison"):
+        assert word not in response.text.lower(), word
+    shown = answer["choices"][0]["message"]["tool_calls"]
+    assert [c["function"]["arguments"] for c in shown] == [json.dumps({"n": i}) for i in range(len(ids))] + ['{"n": 0}']
+    proxy_ids = [c["id"] for c in shown]
+    assert len(set(proxy_ids[:-1])) == len(ids) and proxy_ids[-1] == proxy_ids[0], "one upstream id, one proxy id"
+    assert [t["token"] for t in answer["choices"][0]["logprobs"]["content"]] == ["Open", " Settings"]
+
+
+def test_streamed_tool_call_ids_are_the_proxys(folder: Path) -> None:
+    arguments = json.dumps({"to": "ana@example.com"})
+    raw = tool_body(arguments, stream=True)
+    assert isinstance(raw, bytes)
+    raw = raw.replace(b'"id": "c1"', b'"id": "grind_castor_beans_finely"')
+    with ChatCompletionsServer(script=[ScriptedReply(200, raw)]) as upstream, serve(folder, upstream) as base:
+        text = stream_text(base, "mail it")
+    events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+    calls = [c for e in events for c in e["choices"][0]["delta"].get("tool_calls", [])]
+    assert len(calls) == 1 and json.loads(calls[0]["function"]["arguments"]) == {"to": "ana@example.com"}
+    assert "castor" not in text and calls[0]["id"].startswith("call_")
+
+
+def test_escape_decoder_reads_a_split_stream_as_the_whole_text() -> None:
+    from guardrails_uq.jsonsafe import EscapeDecoder, decode_escapes
+
+    text = 'a\\nb\\\\n\\u0063\\ud83d\\ude00 \\"q\\" \\\\\\u0020z\\'
+    for size in range(1, 8):
+        decoder = EscapeDecoder()
+        parts = [decoder.feed(text[i : i + size]) for i in range(0, len(text), size)]
+        assert "".join(parts) + decoder.flush() == decode_escapes(text), size
+
+
+@pytest.mark.parametrize("content", list(JSON_HIDDEN.values()), ids=list(JSON_HIDDEN))
+def test_a_stream_is_cut_while_a_json_escaped_passage_arrives(folder: Path, content: str) -> None:
+    from guardrails_uq.jsonsafe import reader_texts
+
+    guard = Guard(load_policy(folder / "policy.yaml"), audit=False)
+    gate = StreamGate(guard, [Message(role="user", content="q")], window=4)
+    released: list[str] = []
+    for i in range(0, len(content), 3):
+        piece = content[i : i + 3]
+        released += gate.push(piece, piece, [TokenLogprob(token=piece, logprob=-0.01)])
+        if gate.cut is not None:
+            break
+    assert gate.cut is not None and gate.cut.rule == "memorized-unsafe-text", "cut before the stream ended"
+    shown = " ".join(reader_texts("".join(released))).lower()
+    shown = " ".join(shown.replace(",", " ").replace(".", " ").replace('"', " ").split())
+    runs = [" ".join(WORDS[i : i + 8]) for i in range(len(WORDS) - 7)]
+    assert not any(run in " ".join(shown.split()) for run in runs), shown

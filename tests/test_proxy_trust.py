@@ -455,3 +455,78 @@ def test_policy_samples_come_from_the_same_call_and_are_never_shown(folder: Path
     assert "No idea" not in response.text
     output = [d for d in read_audit(folder / "audit.jsonl") if d.phase == "output"][-1]
     assert output.signals["uncertainty.samples"] == 3 and output.signals["uncertainty.num_sem_sets"] is not None
+
+
+@pytest.mark.slow  # the sample scores embed the answers with the packaged MiniLM
+def test_a_streamed_request_gets_samples_and_the_same_verdict_as_json(folder: Path, capsys) -> None:
+    from guardrails_uq.cli import main
+
+    (folder / "policy.yaml").write_text(
+        POLICY.replace("uncertainty: {score: mean_nll}", "uncertainty: {score: mean_nll, samples: 3}")
+        + '  - {name: inconsistent, at: output, when: "uncertainty.num_sem_sets != null && '
+        'uncertainty.num_sem_sets > 2.0", action: escalate}\n'
+    )
+    assert main(["policy", "check", str(folder / "policy.yaml")]) == 0
+    assert "streamed requests" in capsys.readouterr().out, "policy check says how streams get their samples"
+    texts = ["Open Settings and choose Export.", "Bake the bread at noon.", "Paris is in France.", "No idea."]
+    answers = iter(texts * 4)
+    with ChatCompletionsServer(lambda request: next(answers)) as upstream:
+        config = ServeConfig(policy=folder / "policy.yaml", upstream=upstream.base_url)
+        with Running(create_app(config)) as base:
+            plain = ask(base, "How do I export?")
+            _response, events = stream_ask(base, "How do I export?")
+            forwarded = upstream.requests[-1]
+    assert plain.json()["guardrails"]["action"] == "escalate"
+    chunks = [json.loads(e) for e in events if e != "[DONE]"]
+    assert chunks[-1]["guardrails"]["action"] == "escalate", "the stream is decided with its samples, like JSON"
+    assert forwarded["n"] == 4 and not forwarded.get("stream"), "one call: the answer and 3 samples"
+    shown = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert not any(t in shown for t in texts), "neither the blocked answer nor a sample is shown"
+
+
+def test_stream_checks_run_off_the_event_loop(folder: Path) -> None:
+    """A check that runs while a stream is decided never stalls the proxy: /healthz is answered meanwhile."""
+    import threading
+
+    from pydantic import BaseModel
+
+    from guardrails_uq.checks import CheckSpec, SignalSpec, register, unregister
+    from guardrails_uq.testing import StaticCheck
+
+    entered, answered, seen = threading.Event(), threading.Event(), []
+
+    def wait_for_healthz(call) -> dict:
+        if not seen:
+            entered.set()
+            seen.append(answered.wait(timeout=10))  # on the event loop, /healthz could not answer meanwhile
+        return {"blocker.ok": True}
+
+    class Config(BaseModel):
+        pass
+
+    register(
+        CheckSpec(
+            name="blocker",
+            phase="output",
+            config=Config,
+            signals={"blocker.ok": SignalSpec("bool", "always true")},
+            build=lambda config, base_dir, deps: StaticCheck("blocker", "output", compute=wait_for_healthz),
+        )
+    )
+    try:
+        (folder / "policy.yaml").write_text(POLICY.replace("audit:", "blocker: {}\naudit:"))
+        long = " ".join(f"word{i}" for i in range(40))
+        with ChatCompletionsServer(lambda request: long) as upstream:
+            config = ServeConfig(policy=folder / "policy.yaml", upstream=upstream.base_url, stream_window=4)
+            with Running(create_app(config)) as base:
+                result: list = []
+                streaming = threading.Thread(target=lambda: result.append(stream_ask(base, "How do I export?")))
+                streaming.start()
+                assert entered.wait(timeout=20), "the check ran"
+                if httpx.get(f"{base}/healthz", timeout=20).status_code == 200:
+                    answered.set()
+                streaming.join(timeout=30)
+    finally:
+        unregister("blocker")
+    assert seen == [True], "/healthz was answered while the check ran"
+    assert json.loads(result[0][1][-2])["guardrails"]["action"] == "allow"

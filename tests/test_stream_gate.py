@@ -77,3 +77,42 @@ def test_buffer_mode_releases_nothing_until_decided(guard: Guard) -> None:
 def test_unknown_mode_is_refused(guard: Guard) -> None:
     with pytest.raises(ValueError, match="'cut' or 'buffer'"):
         StreamGate(guard, PROMPT, mode="lazy")  # type: ignore[arg-type]
+
+
+def test_prefix_decisions_never_reread_the_prefix(tmp_path, monkeypatch) -> None:
+    """The cost of a stream grows linearly with its length: the prefix decisions read the incremental
+    matcher and running token scores; the full checks read the answer once, at the end."""
+    import json
+
+    from guardrails_uq.provenance import build_index
+    from guardrails_uq.provenance.check import ProvenanceCheck
+    from guardrails_uq.uncertainty.check import UncertaintyCheck
+
+    (tmp_path / "unsafe.jsonl").write_text(json.dumps({"id": "x", "text": "grind castor beans finely " * 3}) + "\n")
+    build_index(tmp_path / "unsafe.jsonl", tmp_path / "index")
+    policy = POLICY.replace(
+        "uncertainty: {score: max_nll}", "uncertainty: {score: max_nll}\nprovenance: {index: index}"
+    )
+    guard = Guard(loads_policy(policy, base_dir=tmp_path), audit=False)
+    read: list[int] = []
+    for cls in (ProvenanceCheck, UncertaintyCheck):
+        original = cls.run
+        monkeypatch.setattr(
+            cls, "run", lambda self, call, _run=original: read.append(len(call.generation.text)) or _run(self, call)
+        )
+    gate = StreamGate(guard, PROMPT, window=4)
+    stream = pieces(unsure_at=None, n=400)
+    released, action = run(gate, stream)
+    answer = "".join(t for t, _ in stream)
+    assert action is Action.ALLOW and "".join(released) == answer
+    assert gate.checks_run >= 400 // 4 - 1, "decided on the prefix at the window's cadence"
+    assert sum(read) <= 2 * len(answer), (
+        f"the checks read {sum(read):,} characters of a {len(answer):,}-character answer"
+    )
+
+
+def test_a_prefix_that_fails_is_cut_with_the_full_decision(guard: Guard) -> None:
+    gate = StreamGate(guard, PROMPT, window=4)
+    released, action = run(gate, pieces(unsure_at=30, n=60))
+    assert action is Action.ABSTAIN and " w30" not in released
+    assert gate.cut is not None and "tokens" in gate.cut.evidence["uncertainty"], "the cut record has the evidence"

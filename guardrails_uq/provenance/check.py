@@ -4,7 +4,7 @@ locations, and whether the answer is flagged at the (calibrated) threshold."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..call import Call
 from ..checks import Signals
@@ -13,6 +13,9 @@ from ..types import Phase
 from .calibration import ProvenanceCalibration, ThresholdOrigin
 from .index import CorpusIndex
 from .score import DEFAULT_GRAM, ScoreSettings, score_text
+
+if TYPE_CHECKING:
+    from .stream import ProvenanceCheckStream
 
 #: TraceShield's refusal threshold, used on the informative score when the policy sets none.
 DEFAULT_THRESHOLD = 20.0
@@ -87,13 +90,29 @@ class ProvenanceCheck:
             for span, value in zip(scored.spans, scored.span_scores, strict=True)
         ]
         return Signals(
-            values={
-                "provenance.bci_max": scored.bci_max,
-                "provenance.spans": len(scored.spans),
-                "provenance.longest_span": max((s.length for s in scored.spans), default=0),
-                "provenance.score": scored.score,
-                "provenance.flagged": scored.score > self.threshold,
-                "provenance.threshold": self.threshold,
-            },
+            values=self.values(
+                bci_max=scored.bci_max,
+                spans=len(scored.spans),
+                longest=max((s.length for s in scored.spans), default=0),
+                score=scored.score,
+            ),
             evidence={"index": str(self.index.path), "spans": spans, "threshold": self.origin.to_evidence()},
         )
+
+    def values(self, *, bci_max: float, spans: int, longest: int, score: float) -> dict[str, Any]:
+        """The signals from the copied spans' largest BCI, count, longest length and largest score."""
+        return {
+            "provenance.bci_max": bci_max,
+            "provenance.spans": spans,
+            "provenance.longest_span": longest,
+            "provenance.score": score,
+            "provenance.flagged": score > self.threshold,
+            "provenance.threshold": self.threshold,
+        }
+
+    def stream(self, *, alert_bci: float | None = None) -> ProvenanceCheckStream:
+        """The signals of a growing answer from the incremental matcher (:class:`ProvenanceCheckStream`);
+        ``alert_bci`` (default :attr:`alert_bci`): the span BCI at which ``push`` asks for a decision."""
+        from .stream import ProvenanceCheckStream
+
+        return ProvenanceCheckStream(self, alert_bci=self.alert_bci if alert_bci is None else alert_bci)

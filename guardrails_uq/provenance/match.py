@@ -246,6 +246,7 @@ class SpanMatcher:
     _found: list[tuple[int, int, Intervals]] = field(default_factory=list)
     _last_start: int = -1
     _known: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # self.ids as an array
+    _buffer: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # _known is its prefix
     _steps: int = 0  # token-by-token narrowing steps so far (bounded: see _STEPS_BASE)
 
     def push(self, ids: Iterable[int]) -> None:
@@ -254,7 +255,13 @@ class SpanMatcher:
         surprisal = token_surprisal(batch, self.index.counts, self.index.total)
         first = len(self.ids)
         self.ids.extend(batch.tolist())  # steps read only tokens up to their own, except _reach's look-ahead
-        self._known = np.concatenate([self._known, batch]) if len(self._known) else batch
+        used = len(self.ids) - len(batch)
+        if used + len(batch) > len(self._buffer):  # grows by doubling: amortised O(1) a token, not a full copy
+            grown = np.empty(max(2 * len(self._buffer), used + len(batch), 64), dtype=np.int64)
+            grown[:used] = self._buffer[:used]
+            self._buffer = grown
+        self._buffer[used : used + len(batch)] = batch
+        self._known = self._buffer[: used + len(batch)]
         for p, value in enumerate(surprisal.tolist(), start=first):
             self._surprisal.append(self._surprisal[-1] + value)
             self._step(p)
@@ -369,14 +376,23 @@ class SpanMatcher:
             self.on_span(active.start, end, value)
 
     def _close(self, end: int) -> None:
-        active = self._active
-        if active is not None:
-            intervals = active.intervals
-            if active.reaches is not None:
-                narrowed = {n: r.interval(end - active.start) for n, r in active.reaches.items()}
-                intervals = {n: span for n, span in narrowed.items() if span is not None}
-            self._found.append((active.start, end, intervals))
+        if self._active is not None:
+            self._found.append(self._closing(self._active, end))
             self._active = None
+
+    @staticmethod
+    def _closing(active: _Active, end: int) -> tuple[int, int, Intervals]:
+        """(start, end, intervals) of the open span were it closed at ``end``."""
+        intervals = active.intervals
+        if active.reaches is not None:
+            narrowed = {n: r.interval(end - active.start) for n, r in active.reaches.items()}
+            intervals = {n: span for n, span in narrowed.items() if span is not None}
+        return active.start, end, intervals
+
+    @property
+    def closed_count(self) -> int:
+        """How many spans are closed (they never change again)."""
+        return len(self._found)
 
     def has_spans(self) -> bool:
         """True when a span was found so far (closed or still open)."""
@@ -388,8 +404,16 @@ class SpanMatcher:
         ``offsets[i]`` is token i's (start, end) in the original ``text`` (as from ``tokenize_with_offsets``):
         with both, each span carries its text and character offsets; without, text "" and offsets 0."""
         self._close(len(self.ids))
+        return self.spans_so_far(text, offsets)
+
+    def spans_so_far(self, text: str = "", offsets: Sequence[tuple[int, int]] = (), *, first: int = 0) -> list[Span]:
+        """The spans found so far, the open one as if the answer ended here (nothing is closed: pushing
+        may go on), from the ``first``-th closed span on (callers that keep earlier ones pass how many)."""
+        found = self._found[first:]
+        if self._active is not None:
+            found = [*found, self._closing(self._active, len(self.ids))]
         spans = []
-        for start, end, intervals in self._found:
+        for start, end, intervals in found:
             char_start, char_end = (offsets[start][0], offsets[end - 1][1]) if offsets else (0, 0)
             spans.append(
                 Span(

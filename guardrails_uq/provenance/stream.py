@@ -3,11 +3,21 @@ BCI crosses the threshold, so the stream can be cut there."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+import numpy as np
+
+from ..call import TokenLogprob
+from ..checks import Signals
 from .index import CorpusIndex
 from .match import Span, SpanMatcher
+from .score import span_score
 from .tokenize import TOKEN_PATTERN, normalize_with_map
+
+if TYPE_CHECKING:
+    from .check import ProvenanceCheck
 
 
 @dataclass(frozen=True)
@@ -39,13 +49,31 @@ class ProvenanceStream:
     def __init__(self, index: CorpusIndex, *, threshold: float = 20.0, min_span: int = 8, max_sources: int = 5):
         self.index = index
         self.threshold = threshold
-        self._text = ""
+        self._parts: list[str] = []  # the text so far, joined only when needed (appending is O(chunk))
+        self._length = 0
+        self._tail = ""  # the text from _resume on
+        self._tokens: list[str] = []
         self._resume = 0  # original offset where normalisation restarts (a cluster boundary)
         self._offsets: list[tuple[int, int]] = []
         self._alerts: list[SpanAlert] = []
         self._matcher = SpanMatcher(
             index, min_span=min_span, max_sources=max_sources, alert_bci=threshold, on_span=self._alert
         )
+
+    @property
+    def _text(self) -> str:
+        if len(self._parts) > 1:
+            self._parts = ["".join(self._parts)]
+        return self._parts[0] if self._parts else ""
+
+    @property
+    def tokens(self) -> list[str]:
+        """The (lowercased) tokens matched so far, as the corpus index reads them."""
+        return self._tokens
+
+    @property
+    def matcher(self) -> SpanMatcher:
+        return self._matcher
 
     def _alert(self, start: int, end: int, value: float) -> None:
         a, b = self._offsets[start][0], self._offsets[end - 1][1]
@@ -54,7 +82,7 @@ class ProvenanceStream:
     def _complete_tokens(self, final: bool) -> list[str]:
         """Tokens of the text after ``_resume`` that no later chunk can change; advances ``_resume``."""
         base = self._resume
-        tail = normalize_with_map(self._text[base:])
+        tail = normalize_with_map(self._tail)
         new_tokens: list[str] = []
         consumed = 0  # normalised characters of the tail that are settled
         for match in TOKEN_PATTERN.finditer(tail.text):
@@ -67,9 +95,11 @@ class ProvenanceStream:
             consumed = end
         rest = tail.text[consumed:]
         if final or not rest.strip():  # nothing but (at most) a space left: nothing to re-read
-            self._resume = len(self._text)
+            self._resume = self._length
         else:
             self._resume = base + tail.starts[consumed + len(rest) - len(rest.lstrip(" "))]
+        self._tail = self._tail[self._resume - base :]
+        self._tokens.extend(new_tokens)
         return new_tokens
 
     def _push_complete(self, final: bool) -> SpanAlert | None:
@@ -81,7 +111,9 @@ class ProvenanceStream:
 
     def feed(self, chunk: str) -> SpanAlert | None:
         """Add streamed text; the first new alert, if a span crossed the threshold."""
-        self._text += chunk
+        self._parts.append(chunk)
+        self._length += len(chunk)
+        self._tail += chunk
         return self._push_complete(final=False)
 
     def finish(self) -> list[Span]:
@@ -93,3 +125,38 @@ class ProvenanceStream:
     def alerts(self) -> list[SpanAlert]:
         """Every alert so far."""
         return list(self._alerts)
+
+
+class ProvenanceCheckStream:
+    """The provenance check's signals on a streamed answer's prefix, from the incremental matcher: each token
+    is matched once as it arrives, closed spans are scored once, and only the open span is scored again at a
+    decision, so deciding on the prefix never re-reads it. ``push`` returns True when a span's BCI reached
+    ``alert_bci`` (decide now). Like :class:`ProvenanceStream`, the last token waits for the next chunk."""
+
+    def __init__(self, check: ProvenanceCheck, *, alert_bci: float) -> None:
+        self.check = check
+        self._stream = ProvenanceStream(
+            check.index, threshold=alert_bci, min_span=check.min_span, max_sources=check.max_sources
+        )
+        self._closed = 0  # closed spans folded into the running maxima below
+        self._closed_max = (0.0, 0, 0.0)  # (bci, length, informative score) over closed spans
+
+    def push(self, piece: str, tokens: Sequence[TokenLogprob] | None = None) -> bool:
+        return self._stream.feed(piece) is not None
+
+    def _score(self, span: Span) -> float:
+        ids = np.asarray(self._stream.matcher.ids[span.start : span.end], dtype=np.int64)
+        return span_score(self.check.index, self._stream.tokens[span.start : span.end], ids, self.check.settings)
+
+    def signals(self) -> Signals:
+        matcher = self._stream.matcher
+        spans = matcher.spans_so_far(first=self._closed)
+        closed = matcher.closed_count - self._closed
+        bci, longest, score = self._closed_max
+        for span in spans[:closed]:  # newly closed: folded in once
+            bci, longest, score = max(bci, span.bci), max(longest, span.length), max(score, self._score(span))
+        self._closed, self._closed_max = matcher.closed_count, (bci, longest, score)
+        for span in spans[closed:]:  # the open span, as if the answer ended here
+            bci, longest, score = max(bci, span.bci), max(longest, span.length), max(score, self._score(span))
+        values = self.check.values(bci_max=bci, spans=len(spans) - closed + self._closed, longest=longest, score=score)
+        return Signals(values=values, evidence={"note": "a stream's prefix: spans are in the final decision"})

@@ -38,17 +38,17 @@ class _ToolCallBuffer:
 
     def __init__(self) -> None:
         self._calls: dict[int, dict[str, Any]] = {}
+        self._ids = wire.CallIds()
 
     def __bool__(self) -> bool:
         return bool(self._calls)
 
     def add(self, fragments: list[dict[str, Any]]) -> None:
         for fragment in fragments:
-            call = self._calls.setdefault(
-                fragment["index"], {"id": f"call_{fragment['index']}", "type": "function", "name": "", "arguments": ""}
-            )
-            if "id" in fragment:
-                call["id"] = fragment["id"]
+            call = self._calls.get(fragment["index"])
+            if call is None:  # the proxy's id, from the upstream's (a key only) on the call's first fragment
+                call = {"id": self._ids(fragment.get("id")), "type": "function", "name": "", "arguments": ""}
+                self._calls[fragment["index"]] = call
             call["name"] += fragment["function"].get("name", "")
             call["arguments"] += fragment["function"].get("arguments", "")
 
@@ -187,10 +187,14 @@ class Exchange:
             "logprobs": True,
             "top_logprobs": request.top_logprobs or self.config.top_logprobs,
         }
-        samples = 0 if request.stream else requested_samples(guard.policy)
+        samples = requested_samples(guard.policy)
         if samples:  # uncertainty.samples: extra choices from the same call, checked as samples, never shown
             forward["n"] = upstream_n(request.n, samples)
-        if request.stream:
+            # a stream gets its samples too: one whole (not streamed) call, decided exactly as a JSON request,
+            # then sent as a stream; nothing is shown before the decision (``policy check`` says so)
+            forward.pop("stream", None)
+            forward.pop("stream_options", None)
+        if request.stream and not samples:
             events = self._stream(guard, request, forward, prompt, before, spent, release)
             return StreamingResponse(
                 events, media_type="text/event-stream", headers={"X-Guardrails-Input": before.action.value}
@@ -267,6 +271,8 @@ class Exchange:
             status, kind = (exc.status, exc.kind) if isinstance(exc, UpstreamFailure) else (502, "malformed")
             self.metrics.upstream_errors.labels(kind).inc()
             decision = self.failed(guard, "output", "upstream", exc, user, request_id=before.request_id)
+            if request.stream:
+                return self._answer_alone(request, decision, lambda: None)
             message = str(exc) if isinstance(exc, UpstreamFailure) else "upstream returned a malformed body"
             return wire.error_response(status, message, "upstream_error", decision)
         t0 = time.perf_counter()
@@ -283,7 +289,15 @@ class Exchange:
         for decision in decisions:
             self.metrics.count(decision)
         verdict = next((d for d in decisions if d.action is not Action.ALLOW), decisions[0])
-        self.metrics.latency.labels("false").observe(time.perf_counter() - started)
+        self.metrics.latency.labels(str(request.stream).lower()).observe(time.perf_counter() - started)
+        if request.stream:  # decided whole (with samples): sent as a stream only now
+            events = wire.decided_stream(out[0], request.model, verdict)
+
+            async def stream() -> AsyncIterator[bytes]:
+                for event in events:
+                    yield event
+
+            return StreamingResponse(stream(), media_type="text/event-stream", headers=wire.headers(verdict))
         body = wire.completion_json(out, request.model, verdict, answer)
         return wire.json_response(body, extra_headers=wire.headers(verdict))
 
@@ -398,13 +412,15 @@ class Exchange:
                         if fields
                         else _HELD
                     )
-                    for released in gate.push(delta.piece, payload, delta.tokens):
+                    # checking runs off the event loop: a long stream never stalls other requests
+                    for released in await asyncio.to_thread(gate.push, delta.piece, payload, delta.tokens):
                         if released is not _HELD:
                             yield wire.sse(released)
                     if gate.cut is not None:
                         break
                 if gate.cut is None and calls:  # the decoded tool calls are part of the answer checked
-                    gate.push("\n" + "\n".join(wire.tool_text(c) for c in calls.complete()), _HELD, None)
+                    text = "\n" + "\n".join(wire.tool_text(c) for c in calls.complete())
+                    await asyncio.to_thread(gate.push, text, _HELD, None)
             except Exception as exc:  # an upstream failure or anything unreadable in the stream: fail closed
                 kind = exc.kind if isinstance(exc, UpstreamFailure) else "stream"
                 self.metrics.upstream_errors.labels(kind).inc()

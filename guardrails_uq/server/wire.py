@@ -21,7 +21,7 @@ from fastapi.responses import Response
 from ..call import Generation, Message, TokenLogprob
 from ..decision import Decision
 from ..errors import InputError
-from ..jsonsafe import clean_text, dumpb, json_strings, tool_call_text
+from ..jsonsafe import clean_text, dumpb, json_strings, reader_texts, tool_call_text
 from ..models.logprobs import from_openai_chat
 from .limits import RequestRefused
 
@@ -55,8 +55,10 @@ class ChoiceOutput:
 
     @property
     def checked_text(self) -> str:
-        """What the output phase reads: the content and every tool call's name and decoded arguments."""
-        return "\n".join([self.content, *(tool_text(c) for c in self.tool_calls)]) if self.tool_calls else self.content
+        """What the output phase reads: the content and every tool call's name and decoded arguments, each in
+        every form a reader can be shown (:func:`~guardrails_uq.jsonsafe.reader_texts`: JSON escapes decoded)."""
+        shown = "\n".join([self.content, *(tool_text(c) for c in self.tool_calls)]) if self.tool_calls else self.content
+        return "\n".join(reader_texts(shown))
 
     def generation(self) -> Generation:
         return Generation(text=self.checked_text, tokens=self.tokens)
@@ -86,9 +88,24 @@ def _finish(value: Any) -> str:
     return value if isinstance(value, str) and value in FINISH_REASONS else "stop"
 
 
-def _call_id(value: Any, index: int) -> str:
-    """An upstream tool-call id when it is a plain identifier, else a generated one (ids are shown text too)."""
-    return value if isinstance(value, str) and _CALL_ID.fullmatch(value) else f"call_{index}"
+class CallIds:
+    """Tool-call ids written by the proxy for one response: an upstream id is text the output phase never
+    reads (a misbehaving upstream can carry a passage in plain identifiers), so it is only a key. The same
+    upstream id gets the same proxy id within the response (a call named twice stays one call); a call
+    without an id gets a fresh one."""
+
+    def __init__(self) -> None:
+        import secrets
+
+        self._prefix = secrets.token_hex(6)
+        self._ids: dict[str, str] = {}
+
+    def __call__(self, upstream: Any) -> str:
+        if isinstance(upstream, str) and upstream in self._ids:
+            return self._ids[upstream]
+        proxy = f"call_{self._prefix}{len(self._ids):03d}"
+        self._ids[upstream if isinstance(upstream, str) else f"\x00{len(self._ids)}"] = proxy
+        return proxy
 
 
 def _content(value: Any, where: str) -> str:
@@ -171,9 +188,9 @@ def parse_request(raw: bytes, *, max_choices: int) -> ChatRequest:
     )
 
 
-def _tool_calls(value: Any, where: str) -> list[dict[str, Any]]:
-    """Tool calls reduced to the fields a client needs (arguments canonical, ids plain); InputError when
-    malformed."""
+def _tool_calls(value: Any, where: str, ids: CallIds) -> list[dict[str, Any]]:
+    """Tool calls reduced to the fields a client needs (arguments canonical, ids the proxy's); InputError
+    when malformed."""
     if value is None:
         return []
     if not isinstance(value, list):
@@ -188,7 +205,7 @@ def _tool_calls(value: Any, where: str) -> list[dict[str, Any]]:
             arguments = json.dumps(arguments, ensure_ascii=False)
         calls.append(
             {
-                "id": _call_id(call.get("id"), i),  # type: ignore[union-attr]
+                "id": ids(call.get("id")),  # type: ignore[union-attr]
                 "type": "function",
                 "function": {
                     "name": clean_text(function["name"]),
@@ -214,6 +231,7 @@ def parse_choices(answer: Any) -> list[ChoiceOutput | InputError]:
     if not isinstance(answer, Mapping) or not isinstance(answer.get("choices"), list) or not answer["choices"]:
         raise InputError("the upstream body has no 'choices' list", source="upstream")
     out: list[ChoiceOutput | InputError] = []
+    ids = CallIds()  # one response, one mapping of upstream ids
     for position, choice in enumerate(answer["choices"]):
         where = f"choices[{position}]"
         try:
@@ -232,7 +250,7 @@ def parse_choices(answer: Any) -> list[ChoiceOutput | InputError]:
                     index=position,
                     content=content,
                     tokens=_logprobs(choice.get("logprobs"), where),
-                    tool_calls=_tool_calls(message.get("tool_calls"), f"{where}.message"),
+                    tool_calls=_tool_calls(message.get("tool_calls"), f"{where}.message", ids),
                     finish_reason=_finish(choice.get("finish_reason")),
                 )
             )
@@ -295,7 +313,7 @@ def parse_chunk(chunk: Any) -> ChunkDelta:
         index = call.get("index", i)  # type: ignore[union-attr]
         fragment: dict[str, Any] = {"index": index if isinstance(index, int) and 0 <= index < 128 else i}
         if call.get("id") is not None:  # type: ignore[union-attr]
-            fragment["id"] = _call_id(call.get("id"), fragment["index"])  # type: ignore[union-attr]
+            fragment["id"] = call.get("id")  # type: ignore[union-attr]  # a key only: the proxy writes its own
             fragment["type"] = "function"
         fragment["function"] = {
             k: clean_text(v) for k, v in (("name", name), ("arguments", arguments)) if v is not None
@@ -354,13 +372,11 @@ def choice_json(
     return choice
 
 
-#: Longest alternative token returned with logprobs; longer ones are dropped (they would be unchecked text).
-MAX_ALTERNATIVE_CHARS = 16
-
-
 def shown_logprobs(tokens: list[TokenLogprob] | None, content: str) -> dict[str, Any] | None:
     """The logprobs a client may see: only when the tokens spell exactly the checked content (otherwise they
-    would carry text the output phase never saw), with alternatives of at most MAX_ALTERNATIVE_CHARS."""
+    would carry text the output phase never saw). The ``top_logprobs`` alternatives are never shown (always
+    ``[]``): a reader can spell a passage along any path through them (one word per position), which no
+    check of one text covers; the uncertainty check still reads them."""
     if tokens is None or "".join(t.token for t in tokens) != content:
         return None
     return {"content": [token_json(t) for t in tokens]}
@@ -370,9 +386,7 @@ def token_json(token: TokenLogprob) -> dict[str, Any]:
     return {
         "token": token.token,
         "logprob": token.logprob,
-        "top_logprobs": [
-            {"token": a.token, "logprob": a.logprob} for a in token.top if len(a.token) <= MAX_ALTERNATIVE_CHARS
-        ],
+        "top_logprobs": [],
     }
 
 
@@ -427,6 +441,22 @@ def chunk_json(
     if decision is not None:
         body["guardrails"] = decision_json(decision)
     return body
+
+
+def decided_stream(choice: Mapping[str, Any], model: str | None, decision: Decision) -> list[bytes]:
+    """The events of a stream whose answer was decided whole (a response choice from :func:`choice_json`):
+    its content (with the logprobs the choice shows), its tool calls, the Decision, ``[DONE]``."""
+    stream_id = f"guardrails-{decision.id}"
+    message = choice["message"]
+    first = chunk_json(stream_id, model, {"role": "assistant", "content": message["content"]})
+    if "logprobs" in choice:
+        first["choices"][0]["logprobs"] = choice["logprobs"]
+    events = [sse(first)]
+    if message.get("tool_calls"):
+        calls = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
+        events.append(sse(chunk_json(stream_id, model, {"tool_calls": calls})))
+    events.append(sse(chunk_json(stream_id, model, {}, finish_reason=choice["finish_reason"], decision=decision)))
+    return [*events, SSE_DONE]
 
 
 def blocked_stream(text: str, model: str | None, decision: Decision) -> list[bytes]:

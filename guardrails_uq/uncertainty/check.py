@@ -13,13 +13,13 @@ import numpy as np
 from ..call import Call, Generation, TokenLogprob
 from ..checks import Signals
 from ..errors import ArtifactError, CheckError
-from .claims import claims, worst_claim
-from .deferral import PostHocDeferral
+from .claims import ClaimStream, claims, worst_claim
+from .deferral import PostHocDeferral, feature_vector
 from .risk import RiskControl
 from .sample_scores import sample_scores
 from .sar import leave_one_out, token_relevance, token_sar
 from .spec import MAX_SAMPLES
-from .token_scores import TOKEN_SCORE_NAMES, token_scores
+from .token_scores import TOKEN_SCORE_NAMES, TokenScoreStream, token_scores
 
 _SAMPLE_NAMES = ("num_sem_sets", "eigv", "deg", "ecc", "semantic_volume")
 #: A log-probability above 0 is a probability above 1; providers round, so allow this much above 0.
@@ -85,15 +85,32 @@ class UncertaintyCheck:
     def run(self, call: Call) -> Signals:
         generation = call.generation
         tokens = generation.tokens if generation is not None else None
-        values: dict[str, Any] = {"uncertainty.available": bool(tokens), "uncertainty.tokens": len(tokens or [])}
         evidence: dict[str, Any] = {}
         if tokens:
             validate_tokens(tokens)
-            scores = token_scores(tokens)
+            defer_prob = self.deferral.predict(tokens) if self.deferral else None
+            values = self._token_values(len(tokens), token_scores(tokens), defer_prob, evidence)
+            evidence["tokens"] = [{"token": t.token, "logprob": round(t.logprob, 4)} for t in tokens]
+        else:
+            values = self._token_values(0, None, None, evidence)
+        values.update(self._claims(tokens, evidence))
+        values.update(self._embedding_signals(generation, tokens))
+        return Signals(values=values, evidence=evidence)
+
+    def stream(self) -> UncertaintyStream:
+        """The signals of a growing answer, updated as tokens arrive (:class:`UncertaintyStream`)."""
+        return UncertaintyStream(self)
+
+    def _token_values(
+        self, n: int, scores: dict[str, float] | None, defer_prob: float | None, evidence: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The signals read from the token scores of ``n`` tokens (``scores`` None: no logprobs), the
+        deferral probability, and the risk-controlled deferral flag (with its evidence)."""
+        values: dict[str, Any] = {"uncertainty.available": n > 0, "uncertainty.tokens": n}
+        if scores is not None and n:
             values.update({f"uncertainty.{k}": v for k, v in scores.items()})
             values["uncertainty.score"] = scores[self.score]
-            values["uncertainty.defer_prob"] = self.deferral.predict(tokens) if self.deferral else None
-            evidence["tokens"] = [{"token": t.token, "logprob": round(t.logprob, 4)} for t in tokens]
+            values["uncertainty.defer_prob"] = defer_prob
         else:
             values.update({f"uncertainty.{k}": None for k in TOKEN_SCORE_NAMES})
             values["uncertainty.score"] = None
@@ -116,9 +133,7 @@ class UncertaintyCheck:
         else:
             values["uncertainty.defer"] = None
             values["uncertainty.defer_threshold"] = None
-        values.update(self._claims(tokens, evidence))
-        values.update(self._embedding_signals(generation, tokens))
-        return Signals(values=values, evidence=evidence)
+        return values
 
     def _embedding_signals(self, generation: Generation | None, tokens: list[TokenLogprob] | None) -> dict[str, Any]:
         """The signals that need the embedder: sample scores (answer + samples) and TokenSAR, from one
@@ -153,3 +168,47 @@ class UncertaintyCheck:
         evidence["claims"] = [c.as_dict() for c in found]
         worst = worst_claim(found)
         return {"uncertainty.claims": len(found), "uncertainty.worst_claim_nll": worst.mean_nll if worst else None}
+
+
+class UncertaintyStream:
+    """The uncertainty signals of a streamed answer's prefix, kept up to date as tokens arrive: token scores
+    (:class:`TokenScoreStream`), deferral from the running quantiles, claims (:class:`ClaimStream`), so a
+    decision on the prefix costs O(1) in its length instead of re-reading it. Signals that need the whole
+    answer (samples, TokenSAR) are null on a prefix; the final decision computes them. Malformed logprobs
+    are found as they arrive and fail every later :meth:`signals` (so ``on_error`` decides)."""
+
+    def __init__(self, check: UncertaintyCheck) -> None:
+        self.check = check
+        self._scores = TokenScoreStream()
+        self._claims = ClaimStream()
+        self._pending: list[TokenLogprob] = []  # folded in at the next decision: one batch, not one per piece
+        self._error: CheckError | None = None
+
+    def push(self, piece: str, tokens: Sequence[TokenLogprob] | None) -> bool:
+        """Add a streamed piece's tokens; never asks for an immediate decision (returns False)."""
+        if tokens:
+            self._pending.extend(tokens)
+        return False
+
+    def signals(self) -> Signals:
+        if self._error is not None:  # malformed logprobs fail every later decision of the stream
+            raise self._error
+        if self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                validate_tokens(batch)
+            except CheckError as exc:
+                self._error = exc
+                raise
+            self._scores.push(batch)
+            self._claims.push([t.token for t in batch], [t.logprob for t in batch])
+        check, n = self.check, self._scores.n
+        evidence: dict[str, Any] = {"note": "a stream's prefix: per-token evidence is in the final decision"}
+        defer_prob = None
+        if n and check.deferral is not None:
+            defer_prob = check.deferral.predict_features(feature_vector(self._scores.quantiles(), n))
+        values = check._token_values(n, self._scores.scores() if n else None, defer_prob, evidence)
+        count, worst = self._claims.summary()
+        values.update({"uncertainty.claims": count, "uncertainty.worst_claim_nll": worst})
+        values.update(check._embedding_signals(None, None))  # no samples or TokenSAR on a prefix
+        return Signals(values=values, evidence=evidence)

@@ -89,3 +89,73 @@ def claims(tokens: Sequence[str], logprobs: Sequence[float]) -> list[Claim]:
 def worst_claim(found: Sequence[Claim]) -> Claim | None:
     """The least confident claim (highest mean NLL), or None without claims."""
     return max(found, key=lambda c: c.mean_nll, default=None)
+
+
+@dataclass
+class _Run:
+    """NLL summary of a token range: sum, count, max."""
+
+    total: float = 0.0
+    count: int = 0
+    peak: float = -math.inf
+
+    def add(self, nll: float) -> None:
+        self.total += nll
+        self.count += 1
+        self.peak = max(self.peak, nll)
+
+    def merge(self, other: _Run) -> _Run:
+        return _Run(self.total + other.total, self.count + other.count, max(self.peak, other.peak))
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count
+
+
+class ClaimStream:
+    """The claim signals of a growing answer (a stream): how many claims and the worst claim's mean NLL, as
+    :func:`claims` and :func:`worst_claim` give them for the tokens so far, in O(1) a token (the same claim
+    rules, applied as tokens arrive; a token is settled once the next one shows whether it ends a claim)."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._settled_worst = -math.inf  # over every claim before the last
+        self._last: _Run | None = None
+        self._run = _Run()  # tokens since the last claim ended
+        self._wordy = False
+        self._pending: tuple[str, float] | None = None
+
+    def push(self, tokens: Sequence[str], logprobs: Sequence[float]) -> None:
+        for token, logprob in zip(tokens, logprobs, strict=True):
+            if self._pending is not None:
+                self._settle(*self._pending, next_token=token)
+            self._pending = (token, -float(logprob))
+
+    def _settle(self, token: str, nll: float, *, next_token: str | None) -> None:
+        """Token ``token`` joins the current run; closes it when it ends a claim (``next_token`` None: the last)."""
+        self._run.add(nll)
+        self._wordy = self._wordy or bool(_WORDY.search(token))
+        last = next_token is None
+        if not (last or _ends_claim([token, next_token], 0)):  # type: ignore[list-item]
+            return
+        if self._wordy or (last and self._last is None):
+            if self._last is not None:
+                self._settled_worst = max(self._settled_worst, self._last.mean)
+            self._last, self._count = self._run, self._count + 1
+        elif self._last is not None:  # punctuation or blank lines alone: part of the claim before
+            self._last = self._last.merge(self._run)
+        else:  # ... or, at the very start, of the claim after
+            return
+        self._run, self._wordy = _Run(), False
+
+    def summary(self) -> tuple[int, float | None]:
+        """(claims, worst claim's mean NLL or None) of the tokens so far, the last one ending the answer."""
+        if self._pending is None:
+            return 0, None
+        state = (self._count, self._settled_worst, self._last, self._run, self._wordy)
+        self._run = _Run(self._run.total, self._run.count, self._run.peak)
+        self._settle(*self._pending, next_token=None)
+        count = self._count
+        worst = max(self._settled_worst, self._last.mean) if self._last is not None else None
+        self._count, self._settled_worst, self._last, self._run, self._wordy = state
+        return count, worst

@@ -31,7 +31,12 @@ FEATURES: tuple[str, ...] = (*(quantile_name(q) for q in QUANTILES), "log_length
 def features(tokens: Sequence[TokenLogprob]) -> np.ndarray:
     """The feature vector of one answer: NLL quantiles and log(1 + number of tokens)."""
     logprobs, _ = arrays(tokens)
-    return np.concatenate([nll_quantiles(logprobs), [math.log1p(len(tokens))]])
+    return feature_vector(nll_quantiles(logprobs), len(tokens))
+
+
+def feature_vector(quantiles: np.ndarray, n: int) -> np.ndarray:
+    """:func:`features` from the NLL quantiles and the number of tokens (a stream keeps both up to date)."""
+    return np.concatenate([quantiles, [math.log1p(n)]])
 
 
 class PostHocDeferral:
@@ -77,7 +82,13 @@ class PostHocDeferral:
         """P(this answer is incorrect)."""
         if not hasattr(self, "weights_"):
             raise NotFittedError("PostHocDeferral is not fitted: call fit() or load()")
-        return float(self._predict_matrix(features(tokens)[None, :])[0])
+        return self.predict_features(features(tokens))
+
+    def predict_features(self, vector: np.ndarray) -> float:
+        """P(incorrect) from a :func:`features` vector."""
+        if not hasattr(self, "weights_"):
+            raise NotFittedError("PostHocDeferral is not fitted: call fit() or load()")
+        return float(self._predict_matrix(vector[None, :])[0])
 
     def save(self, path: str | Path) -> Path:
         if not hasattr(self, "weights_"):

@@ -93,8 +93,23 @@ def _build(config: Any, base_dir: Path, deps: CheckDeps) -> Any:
     )
 
 
+#: What ``policy check`` says about streams when the policy asks for samples (the proxy's choice, item 11).
+SAMPLES_AND_STREAMS = (
+    "uncertainty.samples: {n} extra answers are requested in the same call as the answer; streamed requests "
+    "through `guardrails-uq serve` get them too: the proxy asks the upstream for the whole answer and its samples "
+    "(n = 1 + {n}, not streamed), decides exactly as for a JSON request, and only then sends the stream (nothing "
+    "is shown before the decision; --stream-mode does not apply)"
+)
+
+
 def explain(config: Any, base_dir: Path) -> list[str]:
-    """The deferral threshold's origin, from the risk-control artifact (none: no calibrated threshold)."""
+    """How the samples reach streams (when the policy asks for samples), and the deferral threshold's origin,
+    from the risk-control artifact (none: no calibrated threshold)."""
+    lines = [SAMPLES_AND_STREAMS.format(n=config.samples)] if config.samples else []
+    return lines + _deferral_origin(config, base_dir)
+
+
+def _deferral_origin(config: Any, base_dir: Path) -> list[str]:
     if not config.calibration:
         return ["uncertainty.defer: no calibration (null); rules on raw scores use hand-set numbers"]
     from .risk import RiskControl

@@ -6,6 +6,8 @@ log-probabilities at each position (padding: -inf). Each score is one small vect
 
 from __future__ import annotations
 
+import bisect
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -47,14 +49,21 @@ def max_nll(logprobs: np.ndarray) -> float:
 def nll_quantiles(logprobs: np.ndarray, levels: Sequence[float] = QUANTILES) -> np.ndarray:
     """Chow-Quantile (Gupta et al. 2024): quantiles of the per-token NLL -log p(y_t) at ``levels``
     (linear interpolation, as numpy.quantile's default)."""
-    n = len(logprobs)
+    return quantiles_of_sorted(np.sort(-logprobs), levels)
+
+
+def quantiles_of_sorted(ordered: Sequence[float] | np.ndarray, levels: Sequence[float] = QUANTILES) -> np.ndarray:
+    """:func:`nll_quantiles` from the NLLs already sorted ascending (reads two values a level: O(levels))."""
+    n = len(ordered)
     if not n:
         return np.zeros(len(levels))
-    ordered = np.sort(-logprobs)
-    position = np.asarray(levels) * (n - 1)
-    low = np.floor(position).astype(int)
-    high = np.minimum(low + 1, n - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+    out = np.empty(len(levels))
+    for i, level in enumerate(levels):
+        position = level * (n - 1)
+        low = math.floor(position)
+        high = min(low + 1, n - 1)
+        out[i] = ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+    return out
 
 
 def perplexity(logprobs: np.ndarray) -> float:
@@ -75,15 +84,20 @@ def one_minus_mean_prob(logprobs: np.ndarray) -> float:
 def mean_entropy(top: np.ndarray) -> float:
     """Mean over tokens of the entropy of the (renormalised) top-k alternatives,
     (1/n) sum_t -sum_j p_tj log p_tj (Malinin & Gales 2021, token-level predictive entropy)."""
+    return float(token_entropies(top).mean()) if top.size else 0.0
+
+
+def token_entropies(top: np.ndarray) -> np.ndarray:
+    """The entropy of each row's renormalised alternatives (the terms :func:`mean_entropy` averages)."""
     if top.size == 0:
-        return 0.0
+        return np.zeros(len(top))
     shifted = top - top.max(axis=1, keepdims=True)
     probs = np.exp(shifted)  # exp(-inf) = 0 for padding
     total = probs.sum(axis=1, keepdims=True)
     log_probs = shifted - np.log(total)
     p = probs / total
     terms = np.where(p > 0, p * np.where(np.isfinite(log_probs), log_probs, 0.0), 0.0)
-    return float(-terms.sum(axis=1).mean())
+    return -terms.sum(axis=1)
 
 
 def neg_kurtosis(top: np.ndarray) -> float:
@@ -92,12 +106,17 @@ def neg_kurtosis(top: np.ndarray) -> float:
     A peaked distribution (one clear winner among the alternatives) has high kurtosis; negating keeps
     "higher = more uncertain". Positions with fewer than 4 finite alternatives contribute 0.
     """
+    return float(-token_kurtosis(top).mean()) if top.size else 0.0
+
+
+def token_kurtosis(top: np.ndarray) -> np.ndarray:
+    """The excess kurtosis of each row's alternatives (0 below 4 finite ones): the terms of :func:`neg_kurtosis`."""
     if top.size == 0:
-        return 0.0
+        return np.zeros(len(top))
     finite = np.isfinite(top)
     if finite.all():  # fast path: a fixed number of alternatives
         if top.shape[1] < 4:
-            return 0.0
+            return np.zeros(len(top))
         centred = top - top.mean(axis=1, keepdims=True)
         squared = centred * centred
         m2 = squared.mean(axis=1)
@@ -113,7 +132,7 @@ def neg_kurtosis(top: np.ndarray) -> float:
         enough = (counts >= 4) & (m2 > 0)
     kurtosis = np.zeros(len(top))
     kurtosis[enough] = m4[enough] / m2[enough] ** 2 - 3.0
-    return float(-kurtosis.mean())
+    return kurtosis
 
 
 def token_scores(tokens: Sequence[TokenLogprob]) -> dict[str, float]:
@@ -147,3 +166,53 @@ TOKEN_SCORE_NAMES: tuple[str, ...] = (
     "g_nll", "mean_nll", "max_nll", "perplexity", "one_minus_geo_prob", "one_minus_mean_prob", "mean_entropy",
     "neg_kurtosis", *(quantile_name(q) for q in QUANTILES),
 )  # fmt: skip
+
+
+class TokenScoreStream:
+    """:func:`token_scores` of a growing answer (a stream), kept up to date as tokens arrive: each token costs
+    O(log n) plus a sorted insert, and :meth:`scores` is O(1) in the answer's length. The same definitions as
+    the batch functions (running sums of the same terms; quantiles from the sorted NLLs), equal to them up to
+    floating-point summation order."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._sum_lp = 0.0
+        self._sum_p = 0.0
+        self._min_lp = math.inf
+        self._sum_entropy = 0.0
+        self._sum_kurtosis = 0.0
+        self._sorted_nll: list[float] = []
+
+    def push(self, tokens: Sequence[TokenLogprob]) -> None:
+        if not tokens:
+            return
+        logprobs, top = arrays(tokens)
+        self.n += len(logprobs)
+        self._sum_lp += float(logprobs.sum())
+        self._sum_p += float(np.exp(logprobs).sum())
+        self._min_lp = min(self._min_lp, float(logprobs.min()))
+        self._sum_entropy += float(token_entropies(top).sum())
+        self._sum_kurtosis += float(token_kurtosis(top).sum())
+        for value in (-logprobs).tolist():
+            bisect.insort(self._sorted_nll, value)
+
+    def quantiles(self) -> np.ndarray:
+        return quantiles_of_sorted(self._sorted_nll)
+
+    def scores(self) -> dict[str, float]:
+        """Every single-pass score of the tokens so far, by signal leaf name (as :func:`token_scores`)."""
+        n = self.n
+        mean = -self._sum_lp / n if n else 0.0
+        scores = {
+            "g_nll": -self._sum_lp,
+            "mean_nll": mean,
+            "max_nll": -self._min_lp if n else 0.0,
+            "perplexity": float(np.exp(mean)),
+            "one_minus_geo_prob": float(1.0 - np.exp(-mean)),
+            "one_minus_mean_prob": 1.0 - self._sum_p / n if n else 0.0,
+            "mean_entropy": self._sum_entropy / n if n else 0.0,
+            "neg_kurtosis": -self._sum_kurtosis / n if n else 0.0,
+        }
+        for level, value in zip(QUANTILES, self.quantiles(), strict=True):
+            scores[quantile_name(level)] = float(value)
+        return scores
