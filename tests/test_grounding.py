@@ -157,8 +157,40 @@ def test_no_evidence_or_no_claims_leaves_the_signals_null(check):
     no_docs = run(check, "Sync?", "Nimbus syncs every 30 seconds.", [])
     assert no_docs["grounding.checked"] is False
     assert no_docs["grounding.support"] is None and no_docs["grounding.flagged"] is None
-    filler = run(check, "Sync?", "Sure! Happy to help.", docs("sync"))
-    assert filler["grounding.checked"] is False and filler["grounding.claims"] == 0
+    blank = run(check, "Sync?", "  \n ", docs("sync"))
+    assert blank["grounding.checked"] is False and blank["grounding.claims"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("answer", ["It does.", "Yup.", "Sure, you can!", "Absolutely.", "👍", "支持短信验证码。"])
+def test_an_answer_with_no_sentence_of_content_is_still_scored(check, answer):
+    # hostile trial: these were "no claims", so grounding.checked was false and the default allowed them
+    values = run(check, "Does Nimbus support SMS codes for two-factor authentication?", answer, docs("two-factor"))
+    assert values["grounding.checked"] is True and values["grounding.claims"] == 1
+    assert values["grounding.flagged"] is True, values
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "Nimbus supports SMS codes, authenticator apps and hardware security keys.",
+        "Nimbus does n\u043et support authenticator apps.",  # Cyrillic o in "not"
+        "Nimbus doesn\u02bct support authenticator apps.",  # modifier-letter apostrophe
+        "Nimbus doesn&rsquo;t support authenticator apps.",
+        "Nimbus does *n*ot support authenticator apps.",
+        "Nimbus fails to support authenticator apps.",
+    ],
+)
+def test_negation_a_reader_sees_is_read(check, answer):
+    values = run(check, "Which two-factor methods does Nimbus support?", answer, docs("two-factor"))
+    assert values["grounding.flagged"] is True, values
+
+
+@pytest.mark.slow
+def test_an_overlong_answer_fails_closed_instead_of_running_long(guard):
+    decision = guard.after("Notes sync every 30 seconds. " * 1000, documents=docs("sync"))
+    assert decision.action is Action.ABSTAIN and decision.errors[0].check == "grounding"
 
 
 @pytest.mark.slow

@@ -26,6 +26,7 @@ The aligned sentence of a claim is the evidence sentence with the largest ``cosi
 
 from __future__ import annotations
 
+import html
 import math
 import re
 from collections.abc import Sequence
@@ -96,7 +97,11 @@ CONTRADICTION_FEATURES = frozenset(
     }
 )
 
-_WORD = re.compile(r"--?[a-z][\w-]*|[a-z0-9]+(?:[.,'’/_-][a-z0-9]+)*", re.IGNORECASE)
+_WORD = re.compile(r"--?[^\W\d_][\w-]*|[^\W_]+(?:[.,'/_-][^\W_]+)*")
+#: Apostrophe look-alikes a reader takes for an apostrophe ("doesnʼt", "doesn`t").
+_APOSTROPHES = str.maketrans(dict.fromkeys("’ʼ`´′‘", "'"))
+_TAG = re.compile(r"<[^<>]{0,200}>")
+_EMPHASIS = re.compile(r"(?<=\w)[*_~]+(?=\w)|(?<!\w)[*_~]+(?=\w)|(?<=\w)[*_~]+(?!\w)")
 _NUMBER = re.compile(r"^\d+(?:[.,]\d+)*$")
 _CLAUSE = re.compile(r"[,;:()]|\s(?:but|however|although|though|except|whereas|while|unless)\s", re.IGNORECASE)
 
@@ -315,7 +320,9 @@ STOP_WORDS = (
 _NUMBER_WORDS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
     "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "fifteen": 15, "twenty": 20, "thirty": 30,
-    "forty": 40, "fifty": 50, "sixty": 60, "hundred": 100, "thousand": 1000, "million": 1000000,
+    "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90, "thirteen": 13,
+    "fourteen": 14, "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19, "hundred": 100,
+    "thousand": 1000, "million": 1000000,
     "once": 1, "twice": 2, "single": 1, "double": 2, "half": 0.5, "dozen": 12,
 }  # fmt: skip
 
@@ -391,9 +398,19 @@ def stem(word: str) -> str:
     return word
 
 
+@lru_cache(maxsize=16384)
+def rendered(text: str) -> str:
+    """The text as a reader sees it rendered: HTML entities decoded, tags and markdown emphasis inside or
+    around words removed, look-alike letters folded (Cyrillic "о" in "nоt"), apostrophe look-alikes as "'"."""
+    text = html.unescape(_TAG.sub("", html.unescape(text)))
+    text = _EMPHASIS.sub("", text)
+    return normalize(text, fold_confusables=True).translate(_APOSTROPHES)
+
+
 def words(text: str) -> list[str]:
-    """Lowercased word tokens of the normalised text (numbers keep inner ``.``/``,``; flags keep dashes)."""
-    return [w.lower().replace("’", "'") for w in _WORD.findall(normalize(text))]
+    """Lowercased word tokens of the rendered text (any script; numbers keep inner ``.``/``,``; flags keep
+    dashes)."""
+    return [w.lower() for w in _WORD.findall(rendered(text))]
 
 
 def content_words(text: str) -> list[str]:
@@ -405,6 +422,8 @@ def number_value(word: str) -> float | None:
     """The number a token spells (``"2,000"``, ``"1.5"``, ``"thirty"``), or None."""
     if word in _NUMBER_WORDS:
         return float(_NUMBER_WORDS[word])
+    if "-" in word and all(part in _NUMBER_WORDS for part in word.split("-")):  # forty-five
+        return float(sum(_NUMBER_WORDS[part] for part in word.split("-")))
     if _NUMBER.match(word):
         try:
             return float(word.replace(",", "") if re.match(r"^\d{1,3}(,\d{3})+$", word) else word.replace(",", "."))
@@ -414,7 +433,9 @@ def number_value(word: str) -> float | None:
 
 
 #: Negation words that mark a clause as negated ("without" and "none" qualify a noun, not the clause).
-_POLARITY_CUES = NEGATIONS - {"without", "none", "nothing", "nobody", "nowhere"}
+_POLARITY_CUES = (NEGATIONS - {"without", "none", "nothing", "nobody", "nowhere"}) | frozenset(
+    ["fail", "fails", "failed", "lack", "lacks", "lacked", "stop", "stops", "stopped", "cease", "ceases", "refuse", "refuses", "rarely", "seldom", "hardly", "false", "untrue", "except", "unable", "impossible"]
+)
 _ONLY = frozenset({"only", "just", "exclusively", "solely"})
 
 
@@ -440,7 +461,7 @@ class Profile:
 
 def _specifics(text: str) -> frozenset[str]:
     found: set[str] = set()
-    for sentence in re.split(r"(?<=[.!?])\s+", normalize(text)):
+    for sentence in re.split(r"(?<=[.!?])\s+", rendered(text)):
         tokens = _WORD.findall(sentence)
         for position, token in enumerate(tokens):
             lower = token.lower()
@@ -464,7 +485,7 @@ def profile(text: str) -> Profile:
     numbers = {v for t in tokens if (v := number_value(t)) is not None}
     units = {stem(t) for t in tokens if stem(t) in _UNIT_FAMILIES or t in _UNIT_FAMILIES}
     clauses = []
-    for part in _CLAUSE.split(normalize(text)):
+    for part in _CLAUSE.split(rendered(text)):
         clauses.append((frozenset(content_words(part)), _negated(words(part))))
     leading_no = bool(tokens) and tokens[0] in _LEADING_NO
     stems = [stem(t) for t in tokens]
@@ -499,8 +520,9 @@ def coverage(claim: frozenset[str], other: frozenset[str]) -> float:
 
 
 def polarity(claim: Profile, sentence: Profile) -> tuple[float, float]:
-    """(mismatch, claim negated): whether a claim clause and the sentence clause it aligns with (shares at
-    least a third of its content words) differ in negation; a leading "No" negates an affirmative claim."""
+    """(mismatch, claim negated): whether a claim clause and a sentence clause it aligns with best (shares at
+    least a third of its content words; ties count) differ in negation, or an affirmative claim clause holds
+    every content word of a negated sentence clause; a leading "No" negates an affirmative claim."""
     claim_clauses = [c for c in claim.clauses if c[0]]
     negated_any = any(n for _, n in claim.clauses)
     if claim.leading_no and not negated_any and claim_clauses:
@@ -508,13 +530,21 @@ def polarity(claim: Profile, sentence: Profile) -> tuple[float, float]:
         negated_any = True
     mismatch = 0.0
     for stems, negated in claim_clauses:
-        best, best_negated = 0.0, False
+        best, tied = 0.0, set()
         for other, other_negated in sentence.clauses:
             overlap = coverage(stems, other) if other else 0.0
-            if overlap > best:
-                best, best_negated = overlap, other_negated
-        if best >= 1 / 3 and negated != best_negated:
+            if overlap > best + 1e-9:
+                best, tied = overlap, {other_negated}
+            elif overlap >= best - 1e-9 and overlap > 0:
+                tied.add(other_negated)
+        if best >= 1 / 3 and (not negated) in tied:
             mismatch = 1.0
+    # a thing the sentence negates ("... but not SMS codes") that an affirmative claim clause asserts
+    for other, other_negated in sentence.clauses:
+        if other_negated and other:
+            for stems, negated in claim_clauses:
+                if not negated and coverage(other, stems) >= 0.99:
+                    mismatch = 1.0
     return mismatch, float(negated_any)
 
 

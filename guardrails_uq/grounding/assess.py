@@ -18,8 +18,9 @@ from .model import LABELS
 from .scorer import EvidenceSet, Scorer
 from .text import Claim, claims
 
-#: Most claims scored in one answer; a longer answer is a check failure (``on_error`` decides).
+#: Most claims scored in one answer, and longest answer; beyond either the check fails (``on_error`` decides).
 MAX_CLAIMS = 64
+MAX_ANSWER_CHARS = 20_000
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,8 @@ def assess(
 
     No claims, or no evidence sentences: an empty Assessment (summary values None). More than MAX_CLAIMS
     claims: ValueError (the check turns it into a check failure)."""
+    if len(answer) > MAX_ANSWER_CHARS:
+        raise ValueError(f"the answer has {len(answer):,} characters; at most {MAX_ANSWER_CHARS:,} are scored")
     found = claims(answer, question)
     evidence = EvidenceSet.build(documents)
     if not found or not evidence:

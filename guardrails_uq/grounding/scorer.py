@@ -19,7 +19,7 @@ import numpy as np
 
 from .align import FEATURE_NAMES, Evidence, align
 from .model import LABELS, SoftmaxModel
-from .text import Span, sentences
+from .text import Span, sentences, windows
 
 #: Most evidence sentences a call aligns claims with (the longest documents are cut; recorded in evidence).
 MAX_SENTENCES = 200
@@ -42,7 +42,7 @@ class EvidenceSet:
         spans: list[Span] = []
         doc_of: list[int] = []
         for doc_id, text in documents:
-            found = sentences(text)
+            found = [w for span in sentences(text) for w in windows(span)]
             if not found:
                 continue
             ids.append(doc_id)
@@ -108,7 +108,8 @@ class _VectorCache:
 class AlignmentScorer:
     """Offline scorer: :mod:`.align` features of each claim against its aligned sentence, then the model.
 
-    Claims are embedded in one batch per call; evidence sentences through a cache. Thread-safe."""
+    Claims and evidence sentences are embedded in one batch each, through caches (knowledge-base sentences
+    recur across calls, a streamed answer's claims across its prefixes). Thread-safe."""
 
     def __init__(self, model: SoftmaxModel, embedder: Any) -> None:
         if model.coef.shape[1] != len(FEATURE_NAMES):
@@ -117,12 +118,13 @@ class AlignmentScorer:
         self.embedder = embedder
         self.name = f"alignment:{getattr(embedder, 'name', type(embedder).__name__)}"
         self._sentences = _VectorCache(embedder)
+        self._claims = _VectorCache(embedder, size=512)  # a streamed answer's earlier claims recur per prefix
 
     def features(self, claims: Sequence[str], evidence: EvidenceSet) -> tuple[np.ndarray, tuple[int, ...]]:
         """(features (n, d), aligned sentence per claim); for fitting and for :meth:`score`."""
         if not claims:
             return np.zeros((0, len(FEATURE_NAMES))), ()
-        claim_vectors = np.asarray(self.embedder.embed(list(claims)), dtype=np.float32)
+        claim_vectors = self._claims.get(list(claims))
         sentence_vectors = self._sentences.get([s.text for s in evidence.spans])
         view = evidence.for_features()
         rows, aligned = [], []

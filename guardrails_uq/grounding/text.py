@@ -4,8 +4,10 @@ Sentences end where :func:`..uncertainty.claims.claim_spans` says a claim ends (
 and this character view): ``.``, ``!``, ``?`` or ``…`` followed by whitespace, or a line break. Offsets are
 into the text as given (not normalised), so evidence points at what the user and the app saw.
 
-A *claim* is an answer sentence with at least one content word that has a letter (:func:`.align.content_words`);
-filler ("Sure!", "I hope this helps.") and list markers ("1.") are not claims. An answer too short to say anything by itself ("Yes.",
+A *claim* is an answer sentence with at least one content word that has a letter (:func:`.align.content_words`),
+or a short sentence that takes a stance ("It does.", "Never."); filler ("I hope this helps.") and list markers
+("1.") are not claims, but an answer with text and no claim is one claim as a whole (emoji, symbols).
+Sentences longer than MAX_WORDS words are read in windows (claims and evidence alike: bounded cost). An answer too short to say anything by itself ("Yes.",
 "No, it isn't.") is read together with the question it answers (decontextualisation, as claim extraction
 does in the grounding literature): its ``scored`` text is the question followed by the sentence, so "No."
 to "Can I export as PDF?" is scored as the negated question.
@@ -60,19 +62,57 @@ def sentences(text: str) -> list[Span]:
     return out
 
 
+def windows(span: Span) -> list[Span]:
+    """A sentence longer than MAX_WORDS words as consecutive windows of at most MAX_WORDS words (offsets kept):
+    bounds the cost of one claim or evidence sentence."""
+    pieces = list(re.finditer(r"\S+", span.text))
+    if len(pieces) <= MAX_WORDS:
+        return [span]
+    out = []
+    for first in range(0, len(pieces), MAX_WORDS):
+        chunk = pieces[first : first + MAX_WORDS]
+        start, end = chunk[0].start(), chunk[-1].end()
+        out.append(Span(span.text[start:end], span.start + start, span.start + end))
+    return out
+
+
 def claims(answer: str, question: str = "") -> list[Claim]:
-    """The claims of ``answer``: its sentences with content words, short ones joined to ``question``."""
+    """The claims of ``answer``: its sentences (windows of long ones) with content words, and short answers
+    that affirm or deny ("It does.", "Never.", "Yup."), short ones read together with ``question``. An answer
+    with text but none of these is one claim, read with the question: nothing a reader sees goes unscored."""
     found: list[Claim] = []
-    for span in sentences(answer):
+    spans = [window for span in sentences(answer) for window in windows(span)]
+    weak: list[Claim] = []
+    for span in spans:
         words = content_words(span.text)
-        yes_no = _YES_NO.match(span.text) is not None
-        if not any(any(ch.isalpha() for ch in w) for w in words) and not yes_no:
-            continue  # filler, list markers ("1."), bare numbers
-        scored = span.text
-        if len(words) < SHORT_CLAIM and question.strip():
-            scored = f"{span.text} {question.strip()}"
-        found.append(Claim(span.text, span.start, span.end, scored))
+        claim = Claim(span.text, span.start, span.end, _scored(span.text, words, question))
+        if any(any(ch.isalpha() for ch in w) for w in words) or _VERDICT.match(span.text):
+            found.append(claim)
+        elif _STANCE.search(span.text) and len(span.text) < 40:
+            weak.append(claim)  # "It does.", "Sure, you can!": a claim when the answer says nothing else
+    if not found and weak:
+        found = weak
+    if not found and answer.strip():
+        start = len(answer) - len(answer.lstrip())
+        text = answer.strip()
+        found.append(Claim(text, start, start + len(text), _scored(text, content_words(text), question)))
     return found
 
 
-_YES_NO = re.compile(r"^\s*(yes|no|nope|yeah|yep|correct|incorrect|right|wrong)\b", re.IGNORECASE)
+def _scored(text: str, words: list[str], question: str) -> str:
+    return f"{text} {question.strip()}" if len(words) < SHORT_CLAIM and question.strip() else text
+
+
+#: Words that answer a yes/no question by themselves, wherever they stand ("No. Exports are Markdown only.").
+_VERDICT = re.compile(
+    r"^\W*(yes|no|nope|yeah|yep|yup|correct|incorrect|wrong|absolutely|definitely|never|not at all)\b",
+    re.IGNORECASE,
+)
+#: Words that take a stance when the answer says nothing else ("It does.", "Sure, you can!").
+_STANCE = re.compile(
+    r"\b(yes|no|nope|yeah|yep|yup|sure|correct|incorrect|right|wrong|absolutely|definitely|certainly|indeed|"
+    r"never|always|not|does|doesn't|do|don't|can|cannot|can't|is|isn't|are|aren't|will|won't)\b",
+    re.IGNORECASE,
+)
+#: Longest claim or evidence sentence, in words; longer ones are read in windows of this many words.
+MAX_WORDS = 80
