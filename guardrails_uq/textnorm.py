@@ -12,8 +12,9 @@ so that text which *looks* the same *matches* the same. Scheme ``nfkc-cf-ws-v2``
    characters drawn as a blank become a space (below): only what renders as nothing is removed.
 3. Whitespace (``str.isspace``: tab, CR, LF, VT, FF, U+001C..U+001F, U+0085, no-break and ideographic
    spaces, line and paragraph separators) and the characters fonts draw as a blank (:func:`renders_blank`:
-   Hangul fillers U+115F, U+1160, U+3164, U+FFA0, braille blank U+2800, null notehead U+1D159) become one
-   space; runs collapse to a single space.
+   Hangul fillers U+115F, U+1160, U+3164, U+FFA0, braille blank U+2800, null notehead U+1D159; and the
+   format characters that are drawn, such as U+06DD ARABIC END OF AYAH) become one space; runs collapse to a
+   single space.
 4. NFKC, applied per *cluster*: a base character together with the combining marks that follow it
    (removed characters in between are skipped, so ``e`` U+200B U+0301 becomes ``é``). Fullwidth letters,
    ligatures (``ﬁ`` -> ``fi``), mathematical alphanumerics and circled letters become plain letters.
@@ -86,12 +87,18 @@ _IGNORABLE: Final = frozenset(chr(code) for low, high in _IGNORABLE_RANGES for c
 #: Drawn as an empty space by common fonts, but not whitespace to Unicode: the Hangul fillers (default
 #: ignorable, yet given a blank glyph of full or half width), the braille blank and the null notehead.
 _BLANKS: Final = frozenset("\u115f\u1160\u2800\u3164\uffa0\U0001d159")
+#: Format characters that are drawn (Unicode's Prepended_Concatenation_Mark: Arabic number signs, end of ayah,
+#: Syriac abbreviation mark, Kaithi number signs): a visible mark, so between two words it separates them.
+_DRAWN_FORMAT: Final = frozenset(
+    "\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u070f\u0890\u0891\u08e2\U000110bd\U000110cd"
+)
 
 
 def renders_blank(char: str) -> bool:
-    """True for a character a reader sees as a space: whitespace, or one of :data:`_BLANKS`. Normalisation
-    turns it into a space (never deletes it: the words on either side would fuse into one token)."""
-    return char.isspace() or char in _BLANKS
+    """True for a character a reader sees as a gap between words: whitespace, one of :data:`_BLANKS`, or a
+    drawn format character (:data:`_DRAWN_FORMAT`). Normalisation turns it into a space (never deletes it:
+    the words on either side would fuse into one token)."""
+    return char.isspace() or char in _BLANKS or char in _DRAWN_FORMAT
 
 
 _BASE, _JOIN, _DROP, _SPACE = 0, 1, 2, 3
