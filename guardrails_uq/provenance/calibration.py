@@ -198,7 +198,10 @@ class ProvenanceCalibration:
             key = " ".join(tokens)
             sources = [position[t] for t in templates if _shares_span(t, tokens, self.min_span)]
             held = ", ".join(str(n) for n in sources[:5]) + (", ..." if len(sources) > 5 else "")
-            lines.append(f"  corpus document {doc_id!r} ({key[:80]}): in benign text{'s' * (len(sources) > 1)} {held}")
+            where = (
+                f"in benign text{'s' * (len(sources) > 1)} {held}" if sources else "in parts over several benign texts"
+            )
+            lines.append(f"  corpus document {doc_id!r} ({key[:80]}): {where}")
         more = f"\n  ... and {len(covered) - 10} more" if len(covered) > 10 else ""
         raise InputError(
             f"the benign texts would make {len(covered)} corpus passage(s) look like boilerplate: a verbatim copy "
