@@ -13,7 +13,8 @@ informative score keeps only what benign text does not explain:
 
 How many corpus documents hold a span is not a discount: a passage copied into many documents is a widely
 shared unsafe text, the first one to catch (issue 22; an earlier score treated n-grams in more than three
-documents as formulaic, and let 58 of the demo corpus's documents through when copied verbatim).
+documents as formulaic, and let 32 demo corpus documents long enough to be a span through when copied
+verbatim).
 
 ``score(span) = sum over informative tokens t of -log P(t)`` (P: the corpus unigram distribution, as in
 :mod:`.bci`), so ``0 <= score(span) <= BCI(span)``; ``score(text)`` is the largest score over the text's
