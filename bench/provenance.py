@@ -3,7 +3,8 @@
 Calibration (first): on the AdvBench + HarmBench corpus of the demo, the threshold for a target false-positive
 rate is calibrated on benign text (knowledge-base chunks, chatterbot answers, synthetic assistant answers of
 family "a") and measured on sources never used for calibration: held-out family-"a" answers, family-"b"
-answers (other lead-ins, tasks and frames), the Lee news corpus (benign documents), answers SmolLM2 wrote to
+answers (other lead-ins, tasks and frames), the Lee news corpus (benign documents), benign requests phrased
+in AdvBench's frames ("req": hard negatives, as an answer repeating its request), answers SmolLM2 wrote to
 benign requests phrased like AdvBench's (when cached), and for detection copies of corpus documents: quotes of
 12-60 words from half the corpus, verbatim ("exact") or with 10% of words edited ("edited"), and every corpus
 document of at least min_span tokens copied whole ("whole", those many documents share included). Before:
@@ -135,7 +136,7 @@ def calibration_bench(work: Path, target: float, generate: bool) -> None:
     from guardrails_uq.provenance.evaldata import ensure_index, generated_answers, unsafe_documents
     from guardrails_uq.provenance.match import find_spans
     from guardrails_uq.provenance.score import score_text
-    from guardrails_uq.provenance.synthetic import assistant_answers, copied_answers
+    from guardrails_uq.provenance.synthetic import assistant_answers, assistant_requests, copied_answers
     from guardrails_uq.provenance.tokenize import tokenize
 
     index = CorpusIndex.load(ensure_index(work / "unsafe-corpus", unsafe_documents))
@@ -153,6 +154,8 @@ def calibration_bench(work: Path, target: float, generate: bool) -> None:
         "a held": family_a[600:],
         "b": assistant_answers(300, seed=12, family="b"),
         "lee": datasets.lee_corpus(),  # news documents: a benign source never used for calibration
+        # hard negatives: benign requests in AdvBench's own frames, as an answer repeating the request reads
+        "req": [request for _, request in assistant_requests()],
         **({"smollm2": smollm2} if smollm2 else {}),
     }
     shortest = 8  # the policy's min_span: a shorter document can never be a copied span
