@@ -37,7 +37,7 @@ from .tokenize import normalize, tokens_of
 
 DEFAULT_GRAM = 4
 #: Spans of at least this many tokens count in full (2 x the default min_span): benign answers share at most
-#: 10-token phrases with the demo corpus, and a copy this long is evidence whatever a benign file holds.
+#: 11-token phrases with the demo corpus (bench texts), and a copy this long is evidence whatever a benign file holds.
 DEFAULT_LONG_SPAN = 16
 #: Occurrences per shard inspected to count an n-gram's documents; more than this: saturated (see
 #: :func:`document_frequency`).
