@@ -2,11 +2,15 @@
 
 Calibration (first): on the AdvBench + HarmBench corpus of the demo, the threshold for a target false-positive
 rate is calibrated on benign text (knowledge-base chunks, chatterbot answers, synthetic assistant answers of
-family "a") and measured on text never used for calibration or for choosing the discount: held-out family-"a"
-answers, family-"b" answers (other lead-ins, tasks and frames), answers SmolLM2 wrote to benign requests
-phrased like AdvBench's, and copies of corpus documents (half the corpus, verbatim or with 10% of words
-edited) for detection. Before: TraceShield's raw BCI at 20, and raw BCI at a calibrated threshold; after:
-the informative score (punctuation/digits and formulaic n-grams discounted) at a calibrated threshold.
+family "a") and measured on sources never used for calibration: held-out family-"a" answers, family-"b"
+answers (other lead-ins, tasks and frames), the Lee news corpus (benign documents), benign requests phrased
+in AdvBench's frames ("req": hard negatives, as an answer repeating its request), answers SmolLM2 wrote to
+benign requests phrased like AdvBench's (when cached), and for detection copies of corpus documents: quotes of
+12-60 words from half the corpus, verbatim ("exact") or with 10% of words edited ("edited"), and every corpus
+document of at least min_span tokens copied whole ("whole", those many documents share included). Before:
+TraceShield's raw BCI at 20, and raw BCI at a calibrated threshold; after: the informative score (digits and
+n-grams benign text shares with the corpus discounted, long spans in full) at a calibrated threshold, also
+at min_span 6. The last line is the ceiling of any verbatim matcher at min_span 8: copies keeping a span.
 Then the same with exchangeable data: random splits of all benign text into calibration and test.
 
 Index (then): for synthetic corpora of 1 MB, 100 MB and 1 GB (Zipf-distributed words from a 50,000-word vocabulary,
@@ -130,8 +134,10 @@ def calibration_bench(work: Path, target: float, generate: bool) -> None:
     from guardrails_uq.provenance import CorpusIndex
     from guardrails_uq.provenance.calibration import ProvenanceCalibration, conformal_threshold
     from guardrails_uq.provenance.evaldata import ensure_index, generated_answers, unsafe_documents
+    from guardrails_uq.provenance.match import find_spans
     from guardrails_uq.provenance.score import score_text
-    from guardrails_uq.provenance.synthetic import assistant_answers, copied_answers
+    from guardrails_uq.provenance.synthetic import assistant_answers, assistant_requests, copied_answers
+    from guardrails_uq.provenance.tokenize import tokenize
 
     index = CorpusIndex.load(ensure_index(work / "unsafe-corpus", unsafe_documents))
     documents = [d["text"] for d in unsafe_documents()]
@@ -147,11 +153,17 @@ def calibration_bench(work: Path, target: float, generate: bool) -> None:
     held_out = {
         "a held": family_a[600:],
         "b": assistant_answers(300, seed=12, family="b"),
-        "smollm2": smollm2,
+        "lee": datasets.lee_corpus(),  # news documents: a benign source never used for calibration
+        # hard negatives: benign requests in AdvBench's own frames, as an answer repeating the request reads
+        "req": [request for _, request in assistant_requests()],
+        **({"smollm2": smollm2} if smollm2 else {}),
     }
+    shortest = 8  # the policy's min_span: a shorter document can never be a copied span
+    whole = [d for d in documents if len(tokenize(d)) >= shortest]
     copies = {
         "exact": copied_answers(test_docs, 300, seed=13),
         "edited": copied_answers(test_docs, 300, seed=14, edit_rate=0.1),
+        "whole": [f"Sure, here it is: {d}" for d in whole],  # every corpus document copied verbatim
     }
     print(
         f"\ncorpus {index!r}; calibration texts {len(calibration_texts)} (KB + chatterbot {len(plain)}, "
@@ -171,15 +183,26 @@ def calibration_bench(work: Path, target: float, generate: bool) -> None:
     threshold = conformal_threshold(raw(calibration_texts), target)
     elapsed = time.perf_counter() - started
     print(_row("raw BCI, calibrated", threshold, len(calibration_texts), _rates(raw_scores, threshold), elapsed))
-    for name, fraction in (("informative (df), calibrated", 0.0), ("informative (df+templates), calibr.", 0.5)):
+    rows = (
+        ("informative, calibrated", 0.0, 8),
+        ("informative + templates, calibrated", 0.5, 8),
+        ("same, min_span 6", 0.5, 6),
+    )
+    for name, fraction, min_span in rows:
         started = time.perf_counter()
-        fitted = ProvenanceCalibration(target_fpr=target, template_fraction=fraction).fit(index, calibration_texts)
+        fitted = ProvenanceCalibration(target_fpr=target, template_fraction=fraction, min_span=min_span)
+        fitted.fit(index, calibration_texts)
         elapsed = time.perf_counter() - started
         scores = {
-            k: np.array([score_text(index, t, settings=fitted.settings_).score for t in v])
+            k: np.array([score_text(index, t, min_span=min_span, settings=fitted.settings_).score for t in v])
             for k, v in evaluated.items()
         }
         print(_row(name, fitted.threshold_, fitted.n_, _rates(scores, fitted.threshold_), elapsed))
+    ceiling = {k: np.array([float(bool(find_spans(index, t))) for t in v]) for k, v in copies.items()}
+    print(
+        "copies with any span of >= 8 tokens (the most a verbatim matcher at min_span 8 can detect): "
+        + ", ".join(f"{k} {np.mean(v):.3f}" for k, v in ceiling.items())
+    )
     exchangeable_bench(index, plain + family_a + held_out["b"] + smollm2, target)
 
 

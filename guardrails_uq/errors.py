@@ -6,6 +6,7 @@ GuardrailsError                 base class; catch this to catch everything below
 ├── CheckError                  a check raised while running; the Guard turns it into on_error
 ├── ArtifactError               an artifact (index, calibration, model file) is missing, damaged or mismatched
 ├── InputError                  a call, corpus line or data file handed to the library is malformed
+│   └── WorkBudgetError         a check ran out of its work budget: an attack signal, fails closed always
 ├── NotFittedError              a calibration object was applied before fit()
 ├── ModelError                  a generation backend failed (HTTP, auth, malformed body, local model)
 └── GuardrailViolation          raised by integrations to abort a run; carries the Decision
@@ -108,6 +109,10 @@ class InputError(GuardrailsError, ValueError):
         if source and line is not None:
             where = f"{source}:{line}"
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class WorkBudgetError(InputError):
+    """A check ran out of its work budget on hostile-looking input; the Guard fails closed whatever on_error says."""
 
 
 class NotFittedError(GuardrailsError, RuntimeError):

@@ -5,7 +5,9 @@ Phases, in order: ``input`` (:meth:`Guard.before`), ``retrieval`` (:meth:`Guard.
 decides. When none matches, an input or retrieval phase returns a provisional ``allow`` (``rule`` None:
 carry on), and the output phase (or the last phase :meth:`Guard.check` runs) returns the policy's
 ``default``. A check that raises makes the phase decide ``on_error`` (fail closed by default) with the
-error recorded in the Decision; with ``on_error: allow`` the rules still run on the signals that exist.
+error recorded in the Decision; with ``on_error: allow`` the rules still run on the signals that exist,
+except after a :class:`~.errors.WorkBudgetError` (input built to exhaust a check), which abstains whatever
+``on_error`` says.
 
 One Guard is safe to share between threads and asyncio tasks: it holds no per-call state, checks are
 required to be thread-safe, and the audit log serialises its writes. The ``a*`` methods run the same code
@@ -26,7 +28,7 @@ from .call import Call, Generation, Message, ScoredDocument
 from .checks import Check, CheckDeps
 from .decision import Action, CheckFailure, Decision, new_id
 from .embeddings import as_embedder
-from .errors import CheckError, InputError
+from .errors import CheckError, InputError, WorkBudgetError
 from .policy import CompiledPolicy, load_policy
 from .policy.outcome import decide_phase
 from .types import PHASES, Evidence, Phase, SignalMap
@@ -352,7 +354,7 @@ class Guard:
         """The ``on_error`` Decision for something an integration or the proxy could not check (``where`` names
         it; ``error`` says why), carrying the request id, signals and request text of ``context``; logged
         unless ``record`` is False. One function, so every caller fails closed the same way."""
-        action = self.policy.model.on_error
+        action = _on_error(self.policy.model.on_error, error)
         text = error if isinstance(error, str) else str(error)
         detail = getattr(error, "detail", "")
         decision = Decision(
@@ -401,6 +403,7 @@ class Guard:
         evidence: dict[str, Evidence] = dict(context.evidence) if context is not None else {}
         timings: dict[str, float] = {}
         errors: list[CheckFailure] = []
+        on_error = self.policy.model.on_error
         messages: list[Message] | None = None
         documents: list[ScoredDocument] | None = None
         for check in self._checks[phase]:
@@ -410,6 +413,7 @@ class Guard:
                 self._validate_result(check, result.values)
             except Exception as exc:
                 errors.append(CheckFailure(check=check.name, phase=phase, error=str(exc), type=type(exc).__name__))
+                on_error = _on_error(on_error, exc)
             else:
                 signals.update(result.values)
                 if result.evidence:
@@ -430,13 +434,8 @@ class Guard:
         rule: str | None
         message: str | None
         reads: SignalMap
-        if errors and model.on_error is not Action.ALLOW:
-            action, rule, message, reads = (
-                model.on_error,
-                None,
-                _message_for(self.policy, model.on_error, True),
-                {},
-            )
+        if errors and on_error is not Action.ALLOW:
+            action, rule, message, reads = on_error, None, _message_for(self.policy, on_error, True), {}
         else:
             outcome = decide_phase(self.policy, phase, signals)
             if outcome is not None and outcome.error is not None:
@@ -522,6 +521,14 @@ class Guard:
         missing = [n for n, src in self._expected.items() if src == check.name and n not in values]
         if missing:
             raise CheckError(check.name, f"did not produce declared signals {missing}")
+
+
+def _on_error(on_error: Action, error: BaseException | str) -> Action:
+    """The action a failure leads to: the policy's ``on_error``, except that a :class:`WorkBudgetError` (input
+    built to exhaust a check, an attack signal) never allows: it abstains when ``on_error`` is allow."""
+    if isinstance(error, WorkBudgetError) and on_error is Action.ALLOW:
+        return Action.ABSTAIN
+    return on_error
 
 
 def _message_for(policy: CompiledPolicy, action: Action, failed: bool) -> str | None:

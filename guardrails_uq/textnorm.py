@@ -2,17 +2,19 @@
 
 Every caller that compares text by content (provenance indexing and lookup, streaming, anything that
 matches an answer against stored text) normalises it with :func:`normalize` or :func:`normalize_with_map`,
-so that text which *looks* the same *matches* the same. Scheme ``nfkc-cf-ws-v1``, in this order:
+so that text which *looks* the same *matches* the same. Scheme ``nfkc-cf-ws-v2``, in this order:
 
 1. Lone surrogates (U+D800..U+DFFF, e.g. from a JSON ``"\\ud83d"`` or ``surrogateescape``) become U+FFFD:
    normalising never raises.
 2. Removed: format characters (category Cf: zero-width space, joiners, bidi marks and overrides, soft
    hyphen, BOM, tags), the other default-ignorable code points (variation selectors, the combining
-   grapheme joiner, Hangul fillers, Mongolian selectors) and control characters (Cc), except that
-   whitespace controls become a space (below).
+   grapheme joiner, Mongolian selectors) and control characters (Cc), except that whitespace controls and
+   characters drawn as a blank become a space (below): only what renders as nothing is removed.
 3. Whitespace (``str.isspace``: tab, CR, LF, VT, FF, U+001C..U+001F, U+0085, no-break and ideographic
-   spaces, line and paragraph separators) and U+2800 (braille blank, drawn as a space) become one space;
-   runs collapse to a single space.
+   spaces, line and paragraph separators) and the characters fonts draw as a blank (:func:`renders_blank`:
+   Hangul fillers U+115F, U+1160, U+3164, U+FFA0, braille blank U+2800, null notehead U+1D159; and the
+   format characters that are drawn, such as U+06DD ARABIC END OF AYAH) become one space; runs collapse to a
+   single space.
 4. NFKC, applied per *cluster*: a base character together with the combining marks that follow it
    (removed characters in between are skipped, so ``e`` U+200B U+0301 becomes ``é``). Fullwidth letters,
    ligatures (``ﬁ`` -> ``fi``), mathematical alphanumerics and circled letters become plain letters.
@@ -56,8 +58,8 @@ __all__ = [
 ]
 
 #: The name of this normalisation; artifacts built on normalised text record it and refuse another.
-NORMALIZATION: Final = "nfkc-cf-ws-v1"
-#: The name of the confusables table, appended to the scheme when folding (``nfkc-cf-ws-v1+confusables-v1``).
+NORMALIZATION: Final = "nfkc-cf-ws-v2"  # v2: blank-rendering separators become spaces (were removed)
+#: The name of the confusables table, appended to the scheme when folding (``nfkc-cf-ws-v2+confusables-v1``).
 CONFUSABLES_VERSION: Final = "confusables-v1"
 
 #: Letters that render like Latin letters in common fonts -> those Latin letters (Cyrillic, Greek, Armenian).
@@ -82,7 +84,22 @@ _IGNORABLE_RANGES: Final = (
     (0xFE00, 0xFE0F), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0xE0000, 0xE0FFF),
 )  # fmt: skip
 _IGNORABLE: Final = frozenset(chr(code) for low, high in _IGNORABLE_RANGES for code in range(low, high + 1))
-_BLANKS: Final = frozenset("\u2800")  # drawn as a space, but not whitespace to Unicode
+#: Drawn as an empty space by common fonts, but not whitespace to Unicode: the Hangul fillers (default
+#: ignorable, yet given a blank glyph of full or half width), the braille blank and the null notehead.
+_BLANKS: Final = frozenset("\u115f\u1160\u2800\u3164\uffa0\U0001d159")
+#: Format characters that are drawn (Unicode's Prepended_Concatenation_Mark: Arabic number signs, end of ayah,
+#: Syriac abbreviation mark, Kaithi number signs): a visible mark, so between two words it separates them.
+_DRAWN_FORMAT: Final = frozenset(
+    "\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u070f\u0890\u0891\u08e2\U000110bd\U000110cd"
+)
+
+
+def renders_blank(char: str) -> bool:
+    """True for a character a reader sees as a gap between words: whitespace, one of :data:`_BLANKS`, or a
+    drawn format character (:data:`_DRAWN_FORMAT`). Normalisation turns it into a space (never deletes it:
+    the words on either side would fuse into one token)."""
+    return char.isspace() or char in _BLANKS or char in _DRAWN_FORMAT
+
 
 _BASE, _JOIN, _DROP, _SPACE = 0, 1, 2, 3
 
@@ -105,7 +122,7 @@ _JOINERS: Final = _backward_joiners()
 
 def _classify(char: str) -> int:
     """How one non-ASCII-printable character is treated: base, joins the cluster before it, dropped, space."""
-    if char.isspace() or char in _BLANKS:
+    if renders_blank(char):
         return _SPACE
     category = unicodedata.category(char)
     if category in ("Cf", "Cc") or char in _IGNORABLE:

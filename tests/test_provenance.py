@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from guardrails_uq import Action, ArtifactError, Guard, InputError, PolicyError, load_policy
+from guardrails_uq.errors import WorkBudgetError
 from guardrails_uq.provenance import CorpusIndex, ProvenanceCheck, build_index, find_spans, tokenize
 from guardrails_uq.provenance.spec import SPEC
 from guardrails_uq.provenance.stream import ProvenanceStream
@@ -305,3 +306,21 @@ def test_a_repetitive_answer_fails_closed_within_the_work_budget(tmp_path: Path)
     decision = Guard.from_policy(tmp_path / "p.yaml", audit=False).after("na " * 2000)
     assert decision.action is Action.ABSTAIN and "work budget" in decision.errors[0].error
     assert find_spans(index, "na " * 300), "a shorter run is still matched"
+
+
+def test_a_work_budget_failure_fails_closed_even_under_on_error_allow(tmp_path: Path) -> None:
+    """A budget failure is an attack signal (issue 22 item 4): the padded copy must not pass because the
+    policy lets other check failures through. Other failures still follow on_error."""
+    build_index(write_corpus(tmp_path / "c.jsonl", [*DOCS, {"id": "laugh", "text": "na " * 1000}]), tmp_path / "idx")
+    (tmp_path / "p.yaml").write_text(POLICY + "default: allow\non_error: allow\n")
+    guard = Guard.from_policy(tmp_path / "p.yaml", audit=False)
+    padded = "na " * 2000 + "first gather the following rare components: xylophone wire, quartz dust."
+    decision = guard.after(padded)
+    assert decision.action is Action.ABSTAIN and "work budget" in decision.errors[0].error
+    assert decision.message  # the policy's message, not the blocked text
+    stream = ProvenanceStream(CorpusIndex.load(tmp_path / "idx"), threshold=1e9, min_span=6)
+    with pytest.raises(WorkBudgetError) as caught:  # what a streaming integration or the proxy hands to failure()
+        for _ in range(2000):
+            stream.feed("na ")
+    assert guard.failure("output", "stream", caught.value, record=False).action is Action.ABSTAIN
+    assert guard.failure("output", "stream", InputError("odd chunk"), record=False).action is Action.ALLOW

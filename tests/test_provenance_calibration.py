@@ -21,9 +21,10 @@ from guardrails_uq.provenance.calibration import (
     conformal_rank,
     conformal_threshold,
     minimum_texts,
+    split_benign,
 )
 from guardrails_uq.provenance.evaldata import ensure_calibration
-from guardrails_uq.provenance.score import ScoreSettings, score_text, template_grams
+from guardrails_uq.provenance.score import ScoreSettings, document_frequency, score_text, template_grams
 from guardrails_uq.provenance.spec import SPEC
 from guardrails_uq.provenance.synthetic import markdown_table
 from guardrails_uq.testing import assert_conforms
@@ -128,7 +129,7 @@ def test_dash_runs_and_template_spans_are_not_flagged_while_a_copy_is(
 
 
 def test_score_is_at_most_bci_and_zero_without_spans(index: CorpusIndex) -> None:
-    settings = ScoreSettings(gram=4, max_df=3)
+    settings = ScoreSettings(gram=4)
     for text in (COPIED_ANSWER, TEMPLATE_ANSWER, "nothing from the corpus here at all, friend", ""):
         scored = score_text(index, text, settings=settings)
         assert 0.0 <= scored.score <= scored.bci_max + 1e-9
@@ -140,7 +141,7 @@ def test_benign_templates_discount_a_phrase_the_corpus_holds_once(index: CorpusI
     answer = "The weather today is sunny with a light breeze from the west, so go cycling."
     plain = score_text(index, answer)
     assert plain.score > 20.0  # a passage of one corpus document: distinctive by document frequency alone
-    grams = template_grams(index, ["Weather report: the weather today is sunny with a light breeze."], gram=4, max_df=3)
+    grams = template_grams(index, ["Weather report: the weather today is sunny with a light breeze."], gram=4)
     assert "the weather today is" in grams
     discounted = score_text(index, answer, settings=ScoreSettings(templates=grams))
     assert discounted.score < plain.score
@@ -185,7 +186,7 @@ EDITS = {
     "threshold": lambda d: {**d, "threshold": d["threshold"] + 100.0},
     "target": lambda d: {**d, "target_fpr": 0.5},
     "a score": lambda d: {**d, "scores": [*d["scores"][:-1], 1e6]},
-    "max_df": lambda d: {**d, "settings": {**d["settings"], "max_df": 1000}},
+    "long_span": lambda d: {**d, "settings": {**d["settings"], "long_span": 1000}},
 }
 
 
@@ -347,3 +348,73 @@ def test_cli_round_trip(tmp_path: Path, capsys) -> None:
     assert json.loads(capsys.readouterr().out)["threshold"] == made["threshold"]
     assert main([*evaluate, "--policy", str(tmp_path / "p.yaml"), "--threshold", "3"]) == 2
     assert "--policy sets the index and threshold" in capsys.readouterr().err
+
+
+# -- issue 22: shared passages, poisoned benign files ------------------------------------------------------------
+
+SHARED = (
+    "Mix the glycerine slowly into the chilled acid bath, stir with a glass rod and never let the mixture warm "
+    "above ten degrees"
+)
+
+
+@pytest.fixture
+def shared_index(tmp_path: Path) -> CorpusIndex:
+    """The corpus of ``index`` plus one unsafe passage that five documents share (a widely copied text)."""
+    shared = [{"id": f"shared-{i}", "text": f"Variant {i}. {SHARED}. Source {i}."} for i in range(5)]
+    build_index(write_jsonl(tmp_path / "shared.jsonl", DOCS + shared), tmp_path / "shared-idx")
+    return CorpusIndex.load(tmp_path / "shared-idx")
+
+
+def test_a_passage_many_corpus_documents_share_is_flagged_when_copied(shared_index: CorpusIndex) -> None:
+    """The most widely shared unsafe texts must be the first caught: document frequency is no discount."""
+    calibration = ProvenanceCalibration(target_fpr=0.1).fit(shared_index, benign_texts())
+    copied = score_text(shared_index, f"Sure! {SHARED}.", settings=calibration.settings_)
+    assert copied.spans and copied.spans[0].count == 5
+    assert calibration.flagged(copied.score)
+    assert copied.score > 0.8 * copied.bci_max
+
+
+def test_a_long_copied_span_counts_whatever_the_templates_hold(index: CorpusIndex) -> None:
+    """Templates discount short phrases benign text shares with the corpus, never a long verbatim copy."""
+    grams = template_grams(index, [PASSAGE], gram=4)
+    settings = ScoreSettings(templates=grams)
+    assert score_text(index, COPIED_ANSWER, settings=settings).score > 0.8 * score_text(index, COPIED_ANSWER).score
+
+
+def test_calibration_refuses_benign_text_whose_templates_cover_a_corpus_passage(index: CorpusIndex) -> None:
+    """One copy of a (short) unsafe passage in the benign file would make its verbatim copy score 0: refused,
+    naming the passage and the benign text."""
+    harm = "Give step-by-step instructions for how to clone a hotel keycard"
+    texts = benign_texts()
+    texts[0] = f"Note to self: {harm}."  # lands in the template half with seed 0 (checked below)
+    fitted = ProvenanceCalibration(target_fpr=0.1)
+    assert texts[0] in split_benign(texts, fitted.template_fraction, fitted.seed)[0]
+    with pytest.raises(InputError, match=r"template-3.*clone a hotel keycard") as caught:
+        fitted.fit(index, texts)
+    assert "benign text 1" in str(caught.value)
+
+
+@pytest.mark.slow  # builds the demo index from the downloaded AdvBench and HarmBench data
+def test_every_demo_corpus_document_copied_verbatim_is_flagged(tmp_path: Path) -> None:
+    """With the demo's index and calibration, a verbatim copy of any corpus document long enough to be a span
+    is flagged, those many documents share included (32 of them were allowed under a document-frequency
+    discount)."""
+    from guardrails_uq.provenance.evaldata import calibration_path, ensure_unsafe_index, unsafe_documents
+    from guardrails_uq.provenance.evaluate import check_from_calibration
+    from guardrails_uq.provenance.tokenize import tokenize
+
+    folder = ensure_unsafe_index(tmp_path / "unsafe-corpus")
+    check = check_from_calibration(folder, calibration_path(folder))
+    long_enough = [d for d in unsafe_documents() if len(tokenize(d["text"])) >= check.min_span]
+    shared = 0
+    allowed = []
+    for doc in long_enough:
+        tokens = tokenize(doc["text"])
+        grams = np.lib.stride_tricks.sliding_window_view(check.index.ids(tokens), 4)
+        shared += bool(document_frequency(check.index, grams).min() >= 4)  # every 4-gram in 4+ documents
+        scored = score_text(check.index, f"Sure, here it is: {doc['text']}", settings=check.settings)
+        if scored.score <= check.threshold:
+            allowed.append(doc["id"])
+    assert shared >= 20, "the corpus has passages many documents share"
+    assert allowed == []

@@ -75,6 +75,16 @@ DISGUISES = {
         ("**{}**", "`{}`", "~~{}~~", "__{}__")[i % 4].format(w) for i, w in enumerate(t.split())
     ),
     "punctuation between words": lambda t: t.replace(" ", " . "),
+    # separators that render as a blank: they must become spaces, or the words around them fuse into one token
+    "Hangul filler instead of spaces": lambda t: t.replace(" ", "\u3164"),
+    "halfwidth Hangul filler instead of spaces": lambda t: t.replace(" ", "\uffa0"),
+    "Hangul choseong/jungseong fillers instead of spaces": lambda t: t.replace(" ", "\u115f", 6).replace(" ", "\u1160"),
+    "braille blank and null notehead instead of spaces": lambda t: t.replace(" ", "\u2800", 6).replace(
+        " ", "\U0001d159"
+    ),
+    # format characters that are drawn (prepended concatenation marks): a visible mark between words
+    "Arabic end-of-ayah mark between words": lambda t: t.replace(" ", "\u06dd"),
+    "Syriac abbreviation mark between words": lambda t: t.replace(" ", "\u070f"),
 }
 
 
@@ -161,6 +171,8 @@ NORMALISED = [
     ("\uff76\uff9e", "\u30ac"),  # halfwidth katakana and its voiced mark
     ("\U0001d421\U0001d428\U0001d430 \u24d7", "how h"),
     ("\u2800braille\u2800blank", " braille blank"),
+    ("how\u3164to\uffa0make\u115fa\u1160bomb\U0001d159now \u3164\u3164 end", "how to make a bomb now end"),
+    ("how\u06ddto\u0600make\U000110bda", "how to make a"),
 ]
 
 
@@ -199,7 +211,7 @@ def _reference(text: str) -> str:
     kept = []
     for char in text:
         char = "\ufffd" if "\ud800" <= char <= "\udfff" else char
-        if char.isspace() or char == "\u2800":
+        if char.isspace() or char in BLANKS or char in DRAWN_FORMAT:
             kept.append(" ")
         elif unicodedata.category(char) not in ("Cf", "Cc") and not _ignorable(char):
             kept.append(char)
@@ -212,6 +224,12 @@ IGNORABLE = ((0x034F, 0x034F), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x18
              (0xFE00, 0xFE0F), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0xE0000, 0xE0FFF))  # fmt: skip
 
 
+# Drawn as an empty space by common fonts, though not whitespace to Unicode (copied independently of textnorm)
+BLANKS = frozenset("\u115f\u1160\u2800\u3164\uffa0\U0001d159")
+# Prepended_Concatenation_Mark (Unicode PropList): format characters that are drawn, so they separate words
+DRAWN_FORMAT = frozenset("\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u070f\u0890\u0891\u08e2\U000110bd\U000110cd")
+
+
 def _ignorable(char: str) -> bool:
     return any(low <= ord(char) <= high for low, high in IGNORABLE)
 
@@ -219,6 +237,7 @@ def _ignorable(char: str) -> bool:
 TRICKY = (
     "ae ̣́̀̃̇\u0327\u0316\u200b\u200f\u202e\u00ad\x00\t\n\u00a0\u3000\u2028\x85\u1100\u1161\u11a8\u314e\u314f"
     "\uac00\uff76\uff9e\uff9f\ufb01\uff48½´\u0e33\u0bc6\u0bbe\u0b47\u0b3e\ufe0f\u034f\ud800\U0001d421аο\u2800"
+    "\u3164\uffa0\u115f\u1160\U0001d159\u06dd\u0600"
 )
 
 
@@ -258,7 +277,7 @@ def make_old(folder: Path) -> None:
 
 
 def test_an_index_from_before_normalisation_is_refused_with_the_rebuild_command(index: CorpusIndex) -> None:
-    assert index.manifest["normalization"] == "nfkc-cf-ws-v1+confusables-v1"
+    assert index.manifest["normalization"] == "nfkc-cf-ws-v2+confusables-v1"
     make_old(index.path)
     with pytest.raises(ArtifactError, match=r"format 1 .*before text normalisation") as info:
         CorpusIndex.load(index.path)

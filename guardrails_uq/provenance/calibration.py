@@ -33,10 +33,20 @@ import numpy as np
 from ..artifacts import digest, field, read_artifact, write_artifact
 from ..errors import ArtifactError, InputError, NotFittedError
 from .index import CorpusIndex
-from .score import DEFAULT_GRAM, DEFAULT_MAX_DF, SCORE_DEFINITION, ScoreSettings, score_text, template_grams
+from .score import (
+    DEFAULT_GRAM,
+    DEFAULT_LONG_SPAN,
+    SCORE_DEFINITION,
+    ScoreSettings,
+    covered_documents,
+    score_text,
+    template_grams,
+)
 
 KIND = "guardrails-uq/provenance-calibration"
-FORMAT_VERSION = 1
+#: 2: the score has no document-frequency discount and counts long spans in full (``settings.long_span``);
+#: format-1 artifacts are refused (recalibrate).
+FORMAT_VERSION = 2
 GUARANTEE = (
     "split conformal: for a new benign text exchangeable with the calibration texts, "
     "P(score > threshold) <= target_fpr (marginal over calibration set and new text)"
@@ -125,15 +135,15 @@ class ProvenanceCalibration:
         target_fpr: float = 0.01,
         min_span: int = 8,
         gram: int = DEFAULT_GRAM,
-        max_df: int = DEFAULT_MAX_DF,
+        long_span: int = DEFAULT_LONG_SPAN,
         template_fraction: float = 0.5,
         seed: int = 0,
     ) -> None:
         conformal_rank(1, target_fpr)  # validates the target
         if not 1 <= gram <= min_span:
             raise InputError(f"gram must be between 1 and min_span ({min_span}), got {gram}", source="gram")
-        if max_df < 1:
-            raise InputError(f"max_df must be >= 1, got {max_df}", source="max_df")
+        if long_span < min_span:
+            raise InputError(f"long_span must be >= min_span ({min_span}), got {long_span}", source="long_span")
         if not 0.0 <= template_fraction < 1.0:
             raise InputError(
                 f"template fraction must be in [0, 1), got {template_fraction}", source="template_fraction"
@@ -141,12 +151,13 @@ class ProvenanceCalibration:
         self.target_fpr = target_fpr
         self.min_span = min_span
         self.gram = gram
-        self.max_df = max_df
+        self.long_span = long_span
         self.template_fraction = template_fraction
         self.seed = seed
 
     def fit(self, index: CorpusIndex, texts: Sequence[str]) -> ProvenanceCalibration:
-        """Learn templates and threshold from benign ``texts``; InputError when too few remain for the target."""
+        """Learn templates and threshold from benign ``texts``. InputError when too few remain for the target,
+        or when the templates would cover a corpus passage (:meth:`_refuse_covered`)."""
         templates, calibration = split_benign(list(texts), self.template_fraction, self.seed)
         needed = minimum_texts(self.target_fpr)
         if len(calibration) < needed:
@@ -157,19 +168,47 @@ class ProvenanceCalibration:
                 source="benign",
             )
         started = time.perf_counter()
-        grams = template_grams(index, templates, gram=self.gram, max_df=self.max_df) if templates else frozenset()
-        self.settings_ = ScoreSettings(gram=self.gram, max_df=self.max_df, templates=grams)
+        grams = template_grams(index, templates, gram=self.gram) if templates else frozenset()
+        self.settings_ = ScoreSettings(gram=self.gram, long_span=self.long_span, templates=grams)
         scores = [score_text(index, t, min_span=self.min_span, settings=self.settings_).score for t in calibration]
         self.scores_ = np.sort(np.asarray(scores, dtype=np.float64))
         self.n_ = len(scores)
         self.n_templates_ = len(templates)
         self.threshold_ = conformal_threshold(self.scores_, self.target_fpr)
         self.achieved_fpr_ = float(np.mean(self.scores_ > self.threshold_))
+        self._refuse_covered(index, list(texts), templates)
         self.index_fingerprint_ = index.fingerprint
         self.benign_digest_ = digest(list(texts))
         self.seconds_ = time.perf_counter() - started
         self.created_ = time.time()
         return self
+
+    def _refuse_covered(self, index: CorpusIndex, texts: list[str], templates: list[str]) -> None:
+        """InputError naming the corpus passages whose verbatim copy the templates would let through (flagged
+        without them, not with them) and the benign texts that share a span with each: a benign file holding
+        a copy of unsafe text must not turn that text into boilerplate."""
+        covered = covered_documents(index, self.settings_, threshold=self.threshold_, min_span=self.min_span)
+        if not covered:
+            return
+        position: dict[str, int] = {}
+        for number, text in enumerate(texts, start=1):
+            position.setdefault(text, number)
+        lines = []
+        for doc_id, tokens in covered[:10]:
+            key = " ".join(tokens)
+            sources = [position[t] for t in templates if _shares_span(t, tokens, self.min_span)]
+            held = ", ".join(str(n) for n in sources[:5]) + (", ..." if len(sources) > 5 else "")
+            where = (
+                f"in benign text{'s' * (len(sources) > 1)} {held}" if sources else "in parts over several benign texts"
+            )
+            lines.append(f"  corpus document {doc_id!r} ({key[:80]}): {where}")
+        more = f"\n  ... and {len(covered) - 10} more" if len(covered) > 10 else ""
+        raise InputError(
+            f"the benign texts would make {len(covered)} corpus passage(s) look like boilerplate: a verbatim copy "
+            f"of each would no longer be flagged; remove the copied unsafe text from these benign texts "
+            f"(numbered from 1 in the order given):\n" + "\n".join(lines) + more,
+            source="benign",
+        )
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "threshold_"):
@@ -241,7 +280,7 @@ class ProvenanceCalibration:
                 target_fpr=field(data, "target_fpr", float, path, FIX),
                 min_span=field(data, "min_span", int, path, FIX),
                 gram=settings.gram,
-                max_df=settings.max_df,
+                long_span=settings.long_span,
                 template_fraction=field(data, "template_fraction", (int, float), path, FIX),
                 seed=field(data, "seed", int, path, FIX),
             )
@@ -278,3 +317,11 @@ class ProvenanceCalibration:
     def __repr__(self) -> str:
         fitted = f", n={self.n_}, threshold={self.threshold_:.4g}" if hasattr(self, "threshold_") else ", unfitted"
         return f"ProvenanceCalibration(target_fpr={self.target_fpr:g}{fitted})"
+
+
+def _shares_span(text: str, tokens: Sequence[str], min_span: int) -> bool:
+    """True when ``text`` holds ``min_span`` consecutive tokens of ``tokens`` verbatim (normalised)."""
+    from .tokenize import tokenize
+
+    padded = f" {' '.join(tokenize(text))} "
+    return any(f" {' '.join(tokens[i : i + min_span])} " in padded for i in range(len(tokens) - min_span + 1))

@@ -12,7 +12,7 @@ from ..errors import ArtifactError
 from ..types import Phase
 from .calibration import ProvenanceCalibration, ThresholdOrigin
 from .index import CorpusIndex
-from .score import DEFAULT_GRAM, ScoreSettings, score_text
+from .score import DEFAULT_GRAM, DEFAULT_LONG_SPAN, ScoreSettings, score_text
 
 if TYPE_CHECKING:
     from .stream import ProvenanceCheckStream
@@ -44,7 +44,9 @@ class ProvenanceCheck:
         self.index = index
         self.min_span = min_span
         self.max_sources = max_sources
-        self.settings = settings or ScoreSettings(gram=min(DEFAULT_GRAM, min_span))
+        self.settings = settings or ScoreSettings(
+            gram=min(DEFAULT_GRAM, min_span), long_span=max(DEFAULT_LONG_SPAN, min_span)
+        )
         self.threshold = threshold
         self.origin = origin or ThresholdOrigin("default", threshold)
 

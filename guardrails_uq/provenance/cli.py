@@ -105,7 +105,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     index = CorpusIndex.load(args.index)
-    settings = {k: v for k, v in (("gram", args.gram), ("max_df", args.max_df)) if v is not None}
+    settings = {k: v for k, v in (("gram", args.gram), ("long_span", args.long_span)) if v is not None}
     calibration = ProvenanceCalibration(
         target_fpr=args.target_fpr,
         min_span=args.min_span,
@@ -176,8 +176,8 @@ def register_cli(commands: argparse._SubParsersAction, groups: dict) -> None:  #
     )
     p.add_argument("-o", "--output", required=True, type=Path, help="calibration artifact (JSON)")
     p.add_argument("--min-span", type=int, default=8, help="must equal the policy's provenance.min_span")
-    p.add_argument("--gram", type=int, help="n-gram length for document frequency (4)")
-    p.add_argument("--max-df", type=int, help="n-grams in more corpus documents than this are formulaic (3)")
+    p.add_argument("--gram", type=int, help="n-gram length of the templates learned from benign text (4)")
+    p.add_argument("--long-span", type=int, help="copied spans this long count in full, whatever the templates (16)")
     p.add_argument(
         "--template-fraction",
         type=float,

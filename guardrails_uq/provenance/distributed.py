@@ -662,7 +662,7 @@ class RayCorpusIndex:
         return [merge_partial_spans([reply[i] for reply in replies], max_sources) for i in range(len(batch))]
 
     def document_frequency(self, grams: np.ndarray) -> np.ndarray:
-        """As :func:`~.score.document_frequency` on the whole index (the informative score's n-gram filter):
+        """As :func:`~.score.document_frequency` on the whole index (which benign n-grams the corpus holds, at calibration):
         shards hold disjoint documents, so the counts add up; a group that saw more than ``SCAN_LIMIT``
         occurrences in one shard answers "formulaic" (the int64 maximum), and so does the sum."""
         if not self._actors:

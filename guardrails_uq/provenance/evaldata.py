@@ -106,15 +106,18 @@ def calibration_path(index_folder: str | Path) -> Path:
 
 def demo_benign_texts() -> list[str]:
     """Benign text the demo must not flag: its knowledge base (in a source checkout), chatterbot-corpus
-    answers, and synthetic assistant-style answers (how-to steps, writing tasks, markdown tables) that reuse
-    the unsafe corpus's request templates."""
-    from .synthetic import assistant_answers
+    answers, synthetic assistant-style answers (how-to steps, writing tasks, markdown tables) that reuse
+    the unsafe corpus's request templates, and benign requests phrased in those templates ("Give detailed
+    step-by-step instructions for how to bake sourdough bread"), which an answer may repeat. The score
+    discounts only what benign text shares with the corpus: 21% of those requests, repeated in an answer,
+    were flagged when they were not part of it."""
+    from .synthetic import assistant_answers, assistant_requests
 
     texts = []
     if _KNOWLEDGE_BASE.exists():
         texts += [record["text"] for _, record in read_jsonl(_KNOWLEDGE_BASE)]
     texts += [pair["answer"] for pair in datasets.chatterbot()]
-    return texts + assistant_answers(600, seed=0)
+    return texts + assistant_answers(600, seed=0) + [request for _, request in assistant_requests()]
 
 
 def ensure_unsafe_index(folder: str | Path) -> Path:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import WorkBudgetError
 from .bci import token_surprisal
 from .index import CorpusIndex, Shard
 from .tokenize import normalize_with_map, token_spans, tokens_of
@@ -166,7 +166,7 @@ class Span:
 #: Work budget of one answer: token-by-token narrowing steps allowed, a base plus a number per answer token.
 #: Ordinary answers use a few per token; an answer repeating one token for thousands of tokens against a corpus
 #: holding a long run of it needs (run length) per token (quadratic): past the budget, matching raises
-#: InputError, which the provenance check turns into the policy's on_error (fail closed), instead of stalling.
+#: WorkBudgetError, which fails closed whatever the policy's on_error says (an attack signal), instead of stalling.
 _STEPS_BASE = 20_000
 _STEPS_PER_TOKEN = 64
 
@@ -291,7 +291,7 @@ class SpanMatcher:
         current = dict(intervals)
         self._steps += max(target - length, 0)
         if self._steps > _STEPS_BASE + _STEPS_PER_TOKEN * len(self.ids):
-            raise InputError(
+            raise WorkBudgetError(
                 f"the answer is too repetitive to match within the provenance work budget ({self._steps:,} "
                 f"narrowing steps for {len(self.ids):,} tokens): failing closed",
                 source="provenance",

@@ -77,7 +77,7 @@ SPEC = CheckSpec(
         "provenance.score": SignalSpec(
             "number",
             "Informative score: highest BCI over copied spans counting only distinctive words "
-            "(no punctuation/digits, no n-grams common in the corpus or in benign text); 0 if none.",
+            "(no digits, no n-grams benign text shares with the corpus, unless the span is long); 0 if none.",
         ),
         "provenance.flagged": SignalSpec(
             "bool", "provenance.score > provenance.threshold: the answer reproduces unsafe corpus text."
