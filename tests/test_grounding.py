@@ -33,7 +33,7 @@ KB = ROOT / "examples" / "data" / "nimbus_kb.jsonl"
 SHIPPED = ROOT / "policies" / "calibration" / "grounding.json"
 CHUNKS = dict(read_chunks(KB))
 #: The demo policy's stated false-positive target on supported answers (policies/demo.yaml).
-TARGET = 0.35
+TARGET = 0.05
 
 
 def docs(*ids: str) -> list[ScoredDocument]:
@@ -216,7 +216,7 @@ def test_a_streamed_prefix_waits_for_the_sentence_to_end(check):
 GUARD_POLICY = """
 version: 1
 name: grounded
-grounding: {calibration: %s, target_fpr: 0.35}
+grounding: {calibration: %s}
 rules:
   - {name: contradicted, at: output, when: "grounding.checked && grounding.flagged && grounding.contradiction >= 0.5",
      action: abstain, message: "The documentation does not confirm that."}
@@ -490,7 +490,7 @@ def test_demo_policy_explains_the_grounding_threshold():
         pytest.skip("the demo's provenance index is built by `make demo`")
     checked = _cli("policy", "check", str(ROOT / "policies" / "demo.yaml"))
     assert checked.returncode == 0, checked.stderr
-    assert "grounding.flagged: support <" in checked.stdout and "target false-positive rate 0.35" in checked.stdout
+    assert "grounding.flagged: support <" in checked.stdout and "target false-positive rate 0.05" in checked.stdout
 
 
 @pytest.mark.slow

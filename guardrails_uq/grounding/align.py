@@ -38,7 +38,7 @@ import numpy as np
 from ..textnorm import normalize
 
 #: What a feature vector is; the artifact records it and refuses another definition.
-FEATURES_ID = "grounding-align/v2"
+FEATURES_ID = "grounding-align/v3"
 FEATURE_NAMES: tuple[str, ...] = (
     "cos_best",
     "cos_max",
@@ -96,6 +96,38 @@ CONTRADICTION_FEATURES = frozenset(
         "cov_x_substituted",
     }
 )
+
+_CONFLICTS = (
+    "number_changed",
+    "unit_changed",
+    "polarity_mismatch",
+    "antonym",
+    "specifics_missing_sentence",
+    "specifics_missing_evidence",
+    "cov_x_polarity",
+    "cov_x_number",
+    "cov_x_antonym",
+    "cov_x_specific",
+    "cov_x_unit",
+    "quantity_changed",
+    "substituted",
+    "only_but_more",
+    "cov_x_quantity",
+    "cov_x_substituted",
+)
+_ALIGNMENT = ("cos_best", "cos_max", "cov_sentence", "cov_chunk", "cov_evidence", "cos_x_cov")
+_MISSING = ("numbers_missing_evidence", "specifics_missing_evidence", "content_missing_evidence")
+#: Known directions (label, feature) -> +1 / -1: a conflict never raises P(supported) and never lowers
+#: P(contradicted); alignment never lowers P(supported) nor raises P(unsupported); what the evidence lacks
+#: never lowers P(unsupported). The model keeps these signs whatever its fitting data says.
+FEATURE_SIGNS: dict[tuple[str, str], int] = {
+    **{("supported", f): -1 for f in _CONFLICTS},
+    **{("contradicted", f): 1 for f in _CONFLICTS},
+    **{("supported", f): 1 for f in _ALIGNMENT},
+    **{("unsupported", f): -1 for f in _ALIGNMENT},
+    **{("supported", f): -1 for f in _MISSING},
+    **{("unsupported", f): 1 for f in _MISSING},
+}
 
 _WORD = re.compile(r"--?[^\W\d_][\w-]*|[^\W_]+(?:[.,'/_-][^\W_]+)*")
 #: Apostrophe look-alikes a reader takes for an apostrophe ("doesnʼt", "doesn`t").
@@ -434,7 +466,29 @@ def number_value(word: str) -> float | None:
 
 #: Negation words that mark a clause as negated ("without" and "none" qualify a noun, not the clause).
 _POLARITY_CUES = (NEGATIONS - {"without", "none", "nothing", "nobody", "nowhere"}) | frozenset(
-    ["fail", "fails", "failed", "lack", "lacks", "lacked", "stop", "stops", "stopped", "cease", "ceases", "refuse", "refuses", "rarely", "seldom", "hardly", "false", "untrue", "except", "unable", "impossible"]
+    [
+        "fail",
+        "fails",
+        "failed",
+        "lack",
+        "lacks",
+        "lacked",
+        "stop",
+        "stops",
+        "stopped",
+        "cease",
+        "ceases",
+        "refuse",
+        "refuses",
+        "rarely",
+        "seldom",
+        "hardly",
+        "false",
+        "untrue",
+        "except",
+        "unable",
+        "impossible",
+    ]
 )
 _ONLY = frozenset({"only", "just", "exclusively", "solely"})
 

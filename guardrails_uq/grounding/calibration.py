@@ -1,22 +1,26 @@
 """The grounding flag at a stated false-positive rate: fit the offline scorer, calibrate, save, load.
 
 ``GroundingCalibration.fit(chunks, embedder)`` makes synthetic claims from the knowledge base
-(:mod:`.synthetic`), splits the chunks at random (seeded) into a *fit* part and a *calibration* part (whole
-chunks, never rows: a claim and its paraphrase never sit on both sides), fits the scorer's model on the fit
-part, and builds supported answers (1-3 supported claims of one chunk, with that chunk and its neighbours as
-evidence) from the calibration part. With their supports u (the lowest claim P(supported) of each answer)
+(:mod:`.synthetic`) and fits the scorer's model on them (sign-constrained: a conflict never raises
+P(supported)). The chunks are split at random (seeded) into ``folds`` folds (whole chunks, never rows: a claim
+and its paraphrase never sit on both sides), and each claim is scored by a model fitted without its fold.
+Calibration answers are supported answers made of 1-3 supported claims of one chunk (out-of-fold scores),
+plus the supported answers among the labelled ``answers`` (``--answers``; never fitted on, so the final
+scorer's scores are out of sample). With their supports u (the lowest claim P(supported) of each answer)
 sorted, the threshold for a target false-positive rate ``target`` is ``t = u_(n + 1 - k)``,
-``k = ceil((n + 1)(1 - target))``, and an answer is flagged when its support is < t. Guarantee (split
-conformal, finite sample): a new supported answer exchangeable with the calibration answers is flagged with
-probability <= target. Synthetic answers are not the app's answers: the bound is exact for answers like
-them and is *measured*, not guaranteed, on real ones (``guardrails-uq eval grounding``; labelled answers given
-with ``--answers`` join both the fitting and the calibration set, half each, so the bound covers them too).
+``k = ceil((n + 1)(1 - target))``, and an answer is flagged when its support is < t.
+
+What is guaranteed. Split conformal gives P(flagged) <= target for a new supported answer exchangeable with
+the calibration answers; pooling out-of-fold scores (cross-conformal) can cost up to a factor 2 in theory.
+Synthetic answers are not the app's answers: with synthetic answers alone the rate on real supported answers is
+far higher than the target (measured in bench/grounding.py); with real labelled answers in the calibration set
+(even over other knowledge bases) it holds about the target on knowledge bases held out whole.
 
 A judge scorer (:class:`.judge.JudgeScorer`) is calibrated the same way, without fitting.
 
 The artifact (JSON, checksum over every field) records the scorer (model parameters or judge endpoint),
 the feature definition, the embedder, the corpus digest, the sorted calibration supports (another target
-needs no refit), the target, n, threshold, in-sample rate, and held-out rates on the calibration chunks.
+needs no refit), the target, n, threshold, in-sample rate, and out-of-fold rates.
 """
 
 from __future__ import annotations
@@ -33,13 +37,12 @@ from ..artifacts import field, read_artifact, write_artifact
 from ..errors import ArtifactError, InputError, NotFittedError
 from ..guidelines.calibration import fpr_rank, least_benign
 from ..metrics import auroc
-from .align import CONTRADICTION_FEATURES, FEATURE_NAMES, FEATURES_ID
+from .align import CONTRADICTION_FEATURES, FEATURE_NAMES, FEATURE_SIGNS, FEATURES_ID
 from .assess import assess
 from .data import LabelledAnswer, corpus_digest
 from .model import LABELS, SoftmaxModel
 from .scorer import AlignmentScorer, EvidenceSet, Scorer
 from .synthetic import SUPPORTED, Example, generate
-from .text import claims
 
 KIND = "guardrails-uq/grounding-calibration"
 FORMAT_VERSION = 1
@@ -87,31 +90,26 @@ class GroundingCalibration:
         example_fold = np.array([fold_of_group[e.group] for e in examples])
         shuffled = list(answers)
         rng.shuffle(shuffled)
-        answer_fold = np.arange(len(shuffled)) % self.folds
         if judge is None:
             features = AlignmentScorer(_blank_model(), embedder)
             example_x = np.vstack([features.features([e.claim], EvidenceSet.build(e.evidence))[0] for e in examples])
-            answer_x = [_answer_features(features, a) for a in shuffled]
-            oof_examples, oof_answers = self._cross_fit(
-                examples, example_x, example_fold, shuffled, answer_x, answer_fold
-            )
-            x, y = _rows(
-                examples, example_x, shuffled, answer_x, np.ones(len(examples), bool), np.ones(len(shuffled), bool)
-            )
-            self.model_: SoftmaxModel | None = _fit(x, y, self.l2)
+            labels = np.array([e.label for e in examples], dtype=np.int64)
+            oof_examples = self._cross_fit(example_x, labels, example_fold)
+            self.model_: SoftmaxModel | None = _fit(example_x, labels, self.l2)
             self.judge_: dict[str, Any] | None = None
-            scorer_name = AlignmentScorer(self.model_, embedder).name
+            scorer: Scorer = AlignmentScorer(self.model_, embedder)
         else:
             oof_examples = np.array(
                 [_support(assess(e.claim, "", e.evidence, judge).support) for e in examples], dtype=np.float64
             )
-            oof_answers = [
-                np.array([v.support for v in assess(a.answer, a.question, a.documents, judge).verdicts])
-                for a in shuffled
-            ]
             self.model_ = None
             self.judge_ = dict(getattr(judge, "describe", dict)())
-            scorer_name = judge.name
+            scorer = judge
+        scorer_name = scorer.name
+        # labelled answers were never fitted on: the final scorer's supports are out of sample already
+        oof_answers = [
+            np.array([v.support for v in assess(a.answer, a.question, a.documents, scorer).verdicts]) for a in shuffled
+        ]
         supports = _answer_supports(examples, oof_examples, rng)
         supports += [
             float(v.min()) for a, v in zip(shuffled, oof_answers, strict=True) if a.label == "supported" and len(v)
@@ -128,28 +126,15 @@ class GroundingCalibration:
         self.heldout_ = self._heldout(examples, oof_examples, shuffled, oof_answers)
         return self
 
-    def _cross_fit(
-        self,
-        examples: Sequence[Example],
-        example_x: np.ndarray,
-        example_fold: np.ndarray,
-        answers: Sequence[LabelledAnswer],
-        answer_x: Sequence[np.ndarray],
-        answer_fold: np.ndarray,
-    ) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Out-of-fold P(supported): each example and answer scored by a model fitted without its fold."""
-        oof = np.zeros(len(examples))
-        oof_answers: list[np.ndarray] = [np.zeros(0)] * len(answers)
+    def _cross_fit(self, x: np.ndarray, labels: np.ndarray, fold_of: np.ndarray) -> np.ndarray:
+        """Out-of-fold P(supported) of each synthetic claim: scored by a model fitted without its chunk fold."""
+        oof = np.zeros(len(x))
         for fold in range(self.folds):
-            x, y = _rows(examples, example_x, answers, answer_x, example_fold != fold, answer_fold != fold)
-            model = _fit(x, y, self.l2)
-            rows = np.flatnonzero(example_fold == fold)
+            rows = np.flatnonzero(fold_of == fold)
             if len(rows):
-                oof[rows] = model.predict_proba(example_x[rows])[:, 0]
-            for i in map(int, np.flatnonzero(answer_fold == fold)):
-                if len(answer_x[i]):
-                    oof_answers[i] = model.predict_proba(answer_x[i])[:, 0]
-        return oof, oof_answers
+                model = _fit(x[fold_of != fold], labels[fold_of != fold], self.l2)
+                oof[rows] = model.predict_proba(x[rows])[:, 0]
+        return oof
 
     def _heldout(
         self,
@@ -322,36 +307,13 @@ def _support(value: float | None) -> float:
     return 1.0 if value is None else float(value)
 
 
-def _answer_features(scorer: AlignmentScorer, answer: LabelledAnswer) -> np.ndarray:
-    found = claims(answer.answer, answer.question)
-    if not found:
-        return np.zeros((0, len(FEATURE_NAMES)))
-    return scorer.features([c.scored for c in found], EvidenceSet.build(answer.documents))[0]
-
-
-def _rows(
-    examples: Sequence[Example],
-    example_x: np.ndarray,
-    answers: Sequence[LabelledAnswer],
-    answer_x: Sequence[np.ndarray],
-    use_examples: np.ndarray,
-    use_answers: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Training rows: the chosen synthetic claims, every claim of a chosen supported answer, and the one claim
-    of a chosen wrong answer (which claim of a wrong multi-claim answer is wrong is not known)."""
-    rows = [example_x[use_examples]]
-    labels = [np.array([e.label for e in examples], dtype=np.int64)[use_examples]]
-    for answer, x, use in zip(answers, answer_x, use_answers, strict=True):
-        if use and len(x) and (answer.label == "supported" or len(x) == 1):
-            rows.append(x)
-            labels.append(np.full(len(x), LABELS.index(answer.label), dtype=np.int64))
-    return np.vstack(rows), np.concatenate(labels)
-
-
 def _fit(x: np.ndarray, y: np.ndarray, l2: float) -> SoftmaxModel:
+    """The scorer's model: the contradicted class reads only conflicts and alignment, and every weight whose
+    direction is known has that sign (:data:`.align.FEATURE_SIGNS`)."""
     mask = np.ones((len(LABELS), len(FEATURE_NAMES)))
     mask[LABELS.index("contradicted")] = [name in CONTRADICTION_FEATURES for name in FEATURE_NAMES]
-    return SoftmaxModel.fit(x, y, l2=l2, sample_weight=_class_weights(y), mask=mask)
+    signs = np.array([[FEATURE_SIGNS.get((label, name), 0) for name in FEATURE_NAMES] for label in LABELS])
+    return SoftmaxModel.fit(x, y, l2=l2, sample_weight=_class_weights(y), mask=mask, signs=signs)
 
 
 def _answer_supports(examples: Sequence[Example], supports: np.ndarray, rng: random.Random) -> list[float]:

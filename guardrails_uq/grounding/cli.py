@@ -90,7 +90,7 @@ def register_cli(commands: argparse._SubParsersAction, groups: dict) -> None:  #
         action="append",
         default=None,
         help='JSONL of labelled answers {"question", "context": [...], "answer", "label"} (repeatable; answers over '
-        "other knowledge bases help too): they join the fitting data and, scored out of fold, the calibration set",
+        "other knowledge bases help too): their supported answers join the calibration set (never the fitting data)",
     )
     p.add_argument("--target-fpr", type=float, default=0.05, help="false-positive rate on supported answers")
     p.add_argument("--folds", type=int, default=5, help="folds over chunks for out-of-fold calibration scores")

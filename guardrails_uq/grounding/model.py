@@ -41,9 +41,12 @@ class SoftmaxModel:
         l2: float = 1e-3,
         sample_weight: np.ndarray | None = None,
         mask: np.ndarray | None = None,
+        signs: np.ndarray | None = None,
     ) -> SoftmaxModel:
         """Fit on features ``x`` (n, d) and labels ``y`` (n,) in 0..len(LABELS)-1, every class present.
-        ``mask`` (classes, d) of 0/1 says which features each class may read (its other weights stay 0).
+        ``mask`` (classes, d) of 0/1 says which features each class may read (its other weights stay 0);
+        ``signs`` (classes, d) of -1/0/+1 constrains a weight's sign (0: free), e.g. a conflict never raises
+        P(supported): prior knowledge that noisy labels cannot overturn.
 
         Raises InputError on non-finite features, a missing class or a negative ``l2``."""
         from scipy.optimize import minimize
@@ -81,7 +84,20 @@ class SoftmaxModel:
             grad_b = residual.sum(axis=0)
             return value, np.concatenate([grad_w.ravel(), grad_b])
 
-        result = minimize(loss, np.zeros(k * d + k), jac=True, method="L-BFGS-B", options={"maxiter": 500})
+        sign = np.zeros((k, d)) if signs is None else np.asarray(signs, dtype=np.float64)
+        bounds = [
+            (0.0, 0.0)
+            if not allowed.flat[i]
+            else (0.0, None)
+            if sign.flat[i] > 0
+            else (None, 0.0)
+            if sign.flat[i] < 0
+            else (None, None)
+            for i in range(k * d)
+        ] + [(None, None)] * k
+        result = minimize(
+            loss, np.zeros(k * d + k), jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 500}
+        )
         theta = result.x
         return cls(coef=theta[: k * d].reshape(k, d) * allowed, intercept=theta[k * d :], mean=mean, scale=scale)
 
