@@ -70,6 +70,8 @@ class StreamGate:
         self.text = ""
         self.tokens: list[TokenLogprob] = []
         self.has_logprobs = False
+        #: Generation.kind of the answer checked: set "tool_call" once the streamed message is known to call tools.
+        self.kind: Literal["answer", "tool_call"] = "answer"
         self.cut: Decision | None = None
         self.checks_run = 0
         self._held: deque[tuple[Any, int]] = deque()  # (payload, words in its piece)
@@ -84,7 +86,7 @@ class StreamGate:
                 self._provenance = ProvenanceStream(check.index, threshold=threshold, min_span=check.min_span)  # type: ignore[attr-defined]
 
     def _generation(self) -> Generation:
-        return Generation(text=self.text, tokens=list(self.tokens) if self.has_logprobs else None)
+        return Generation(text=self.text, tokens=list(self.tokens) if self.has_logprobs else None, kind=self.kind)
 
     def _decide_prefix(self) -> bool:
         """The output rules on the answer so far; True (and the stream cut) when they do not allow it."""

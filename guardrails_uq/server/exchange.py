@@ -404,6 +404,7 @@ class Exchange:
                     if gate.cut is not None:
                         break
                 if gate.cut is None and calls:  # the decoded tool calls are part of the answer checked
+                    gate.kind = "tool_call"
                     gate.push("\n" + "\n".join(wire.tool_text(c) for c in calls.complete()), _HELD, None)
             except Exception as exc:  # an upstream failure or anything unreadable in the stream: fail closed
                 kind = exc.kind if isinstance(exc, UpstreamFailure) else "stream"

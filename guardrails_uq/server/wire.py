@@ -59,7 +59,7 @@ class ChoiceOutput:
         return "\n".join([self.content, *(tool_text(c) for c in self.tool_calls)]) if self.tool_calls else self.content
 
     def generation(self) -> Generation:
-        return Generation(text=self.checked_text, tokens=self.tokens)
+        return Generation(text=self.checked_text, tokens=self.tokens, kind="tool_call" if self.tool_calls else "answer")
 
 
 def _strings(value: Any) -> list[str]:

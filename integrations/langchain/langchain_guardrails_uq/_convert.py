@@ -89,7 +89,7 @@ def generation_of(message: Any) -> Generation:
     calls = tool_calls_text(message)
     if calls:
         text = text_of(message)
-        return Generation(text=f"{text}\n{calls}" if text else calls)
+        return Generation(text=f"{text}\n{calls}" if text else calls, kind="tool_call")
     return Generation(text=text_of(message), tokens=tokens_of(message))
 
 
