@@ -211,7 +211,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: Modules that add subcommands through ``register_cli(commands, groups)`` (imported when the CLI runs);
 #: ``groups`` holds the shared "eval" and "calibrate" sub-command groups.
-_FEATURE_COMMANDS = ("demo", "guidelines.cli", "provenance.cli", "conformal.cli", "uncertainty.cli", "serve_cli")
+_FEATURE_COMMANDS = (
+    "demo",
+    "guidelines.cli",
+    "provenance.cli",
+    "conformal.cli",
+    "uncertainty.cli",
+    "injection.cli",
+    "serve_cli",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
