@@ -16,7 +16,6 @@ from guardrails_uq.policy import loads_policy
 ROOT = Path(__file__).resolve().parents[1]
 
 
-
 DEMO_LIKE = """
 version: 1
 name: kinds
@@ -44,4 +43,3 @@ def test_output_kind_is_known_only_at_output() -> None:
     early = DEMO_LIKE.replace("at: output", "at: input")
     with pytest.raises(PolicyError, match="only known at 'output'"):
         loads_policy(early)
-
