@@ -53,12 +53,17 @@ class TokenLogprob(_Data):
 
 
 class Generation(_Data):
-    """What the app's model produced: text, optional per-token logprobs, optional extra samples."""
+    """What the app's model produced: text, optional per-token logprobs, optional extra samples.
+
+    ``kind`` says what the output is: ``"answer"`` (text for the user) or ``"tool_call"`` (an agent step that
+    calls tools: its text holds the calls; it carries no logprobs). The output phase publishes it as the
+    signal ``output.kind``, so rules can apply to answers only (uncertainty rules) or to tool calls only."""
 
     text: Text
     tokens: list[TokenLogprob] | None = None
     samples: list[Text] = Field(default_factory=list)
     model: str | None = None
+    kind: Literal["answer", "tool_call"] = "answer"
 
 
 class Call(_Data):

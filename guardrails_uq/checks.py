@@ -68,6 +68,16 @@ class Check(Protocol):
 
 CheckFactory = Callable[[Any, Path, "CheckDeps"], Check]
 
+#: Signals the Guard itself publishes in the output phase, whatever checks a policy configures.
+OUTPUT_SIGNALS: Mapping[str, SignalSpec] = {
+    "output.kind": SignalSpec(
+        "string",
+        'What the output phase checks: "answer" (text for the user) or "tool_call" (an agent step calling '
+        "tools, from Generation.kind; the integrations and the proxy set it). Tool calls carry no logprobs: "
+        'rules on uncertainty.* should read output.kind == "answer".',
+    ),
+}
+
 
 @dataclass(frozen=True)
 class CheckSpec:

@@ -218,6 +218,7 @@ _FEATURE_COMMANDS = (
     "conformal.cli",
     "uncertainty.cli",
     "grounding.cli",
+    "injection.cli",
     "serve_cli",
 )
 

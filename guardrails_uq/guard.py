@@ -400,6 +400,8 @@ class Guard:
         started = time.perf_counter()
         signals: SignalMap = dict(context.signals) if context is not None else {}
         signals.update(self._app_signals(call.signals))
+        if phase == "output" and call.generation is not None:
+            signals["output.kind"] = call.generation.kind
         evidence: dict[str, Evidence] = dict(context.evidence) if context is not None else {}
         timings: dict[str, float] = {}
         errors: list[CheckFailure] = []

@@ -88,6 +88,8 @@ class StreamGate:
         self._parts: list[str] = []
         self.tokens: list[TokenLogprob] = []
         self.has_logprobs = False
+        #: Generation.kind of the answer checked: set "tool_call" once the streamed message is known to call tools.
+        self.kind: Literal["answer", "tool_call"] = "answer"
         self.cut: Decision | None = None
         self.checks_run = 0
         self._held: deque[tuple[Any, int]] = deque()  # (payload, words in its piece)
@@ -116,7 +118,9 @@ class StreamGate:
         """The answer so far as the output phase reads it: every form a reader can be shown (JSON escapes
         decoded, :func:`~guardrails_uq.jsonsafe.reader_texts`)."""
         return Generation(
-            text="\n".join(reader_texts(self.text)), tokens=list(self.tokens) if self.has_logprobs else None
+            text="\n".join(reader_texts(self.text)),
+            tokens=list(self.tokens) if self.has_logprobs else None,
+            kind=self.kind,
         )
 
     def _decide_prefix(self) -> bool:

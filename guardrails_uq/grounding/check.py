@@ -2,7 +2,8 @@
 
 Output phase. The evidence is the call's documents: the chunks that passed the retrieval phase (carried from
 the retrieval Decision given as context, or passed to ``Guard.after(documents=...)``), tool results in
-agents. The question is the last user message. Without claims or evidence, ``grounding.checked`` is false
+agents. The question is the last user message. A tool-calling step (``Generation.kind == "tool_call"``) has
+no claims to ground. Without claims or evidence, ``grounding.checked`` is false
 and the other values are null: a rule reads ``grounding.checked && grounding.flagged``, and what no evidence
 means is the policy's choice. On a streamed prefix (``call.metadata["partial"]``) the last sentence is scored
 only once it is complete.
@@ -83,7 +84,9 @@ class GroundingCheck:
         return cls(scorer, threshold, origin=str(path))
 
     def run(self, call: Call) -> Signals:
-        answer = call.generation.text if call.generation is not None else ""
+        generation = call.generation
+        # an agent's tool-calling step states no facts to ground (its arguments are read by the other checks)
+        answer = generation.text if generation is not None and generation.kind != "tool_call" else ""
         if call.metadata.get("partial"):
             answer = _complete(answer)
         documents = [(d.id, d.text) for d in call.documents or () if d.text.strip()]

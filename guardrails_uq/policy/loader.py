@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ..audit import _SQLITE_SUFFIXES
-from ..checks import CheckSpec, registry
+from ..checks import OUTPUT_SIGNALS, CheckSpec, registry
 from ..errors import PolicyError, RuleEvaluationError
 from ..types import PHASES, Phase, SignalMap
 from .analysis import MAX_COST
@@ -195,6 +195,10 @@ def _catalogue(model: PolicyBase) -> dict[str, SignalInfo]:
     catalogue: dict[str, SignalInfo] = {
         name: SignalInfo(name=name, type=kind, phase=None, source="app") for name, kind in model.signals.items()
     }
+    for signal, info in OUTPUT_SIGNALS.items():
+        catalogue[signal] = SignalInfo(
+            name=signal, type=info.type, phase="output", source="guard", description=info.description
+        )
     for name, spec in registry().items():
         if getattr(model, name, None) is None:
             continue

@@ -61,7 +61,7 @@ class ChoiceOutput:
         return "\n".join(reader_texts(shown))
 
     def generation(self) -> Generation:
-        return Generation(text=self.checked_text, tokens=self.tokens)
+        return Generation(text=self.checked_text, tokens=self.tokens, kind="tool_call" if self.tool_calls else "answer")
 
 
 def canonical_arguments(arguments: str) -> str:

@@ -237,7 +237,12 @@ class Turn:
             self.decision = self._add(failed(self.guard, "output", "response", reason, context=self.request.latest))
             return
         self.original = checked_text(message, calls)
-        generation = Generation(text=self.original, tokens=tokens_of(response.logprobs), model=self.model)
+        generation = Generation(
+            text=self.original,
+            tokens=tokens_of(response.logprobs),
+            model=self.model,
+            kind="tool_call" if calls else "answer",
+        )
         self.decision = self._add(self.guard.after(generation, messages=self.prompt, context=self.request.latest))
         if self.decision.action is Action.ALLOW:
             self.request.tool_names.update({str(c.tool_id): c.tool_name for c in calls})
@@ -291,6 +296,8 @@ class Turn:
             extra = [received] if received != gate.text else []
             extra += [b.content for b in last.message.blocks if isinstance(b, ThinkingBlock) and b.content]
             extra += tool_call_lines(calls)
+            if calls:
+                gate.kind = "tool_call"
             if extra:
                 self._released += gate.push("\n" + "\n".join(extra), None)
         released, decision = gate.finish()
