@@ -141,11 +141,11 @@ def _cmd_audit_stats(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from .audit import ReadReport, read_audit
-    from .report import write_report
+    from .report import Skipped, write_report
 
-    report = ReadReport()
-    path = write_report(read_audit(args.log, report), args.output, title=args.title)
-    print(f"wrote {path} ({report.read} decisions)")
+    report, skipped = ReadReport(), Skipped()
+    path = write_report(read_audit(args.log, report), args.output, title=args.title, damaged=report, skipped=skipped)
+    print(f"wrote {path} ({report.read} decisions read; skipped {skipped.count} damaged or malformed record(s))")
     return 0
 
 

@@ -6,6 +6,8 @@ its probability (green = confident, red = unsure; hover for the value), copied c
 with their BCI; the claim-level view (each sentence with its tokens' mean and max NLL, the least sure one
 marked); the guidelines injected; the chunks kept and dropped against the conformal threshold.
 Summary charts (actions, rules, score distributions) are inline SVG. No scripts, no external resources.
+The log is untrusted: evidence is printed only through the validated views of :mod:`.report_evidence`, every
+text escaped; a record that does not fit is skipped and counted on the page.
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ import html
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from .audit import RequestRecord, group_requests
+from .audit import ReadReport, RequestRecord, group_requests
 from .decision import Decision
+from .report_evidence import EvidenceView, MalformedEvidence, SpanView, TokenView, evidence_view
 
 _ACTION_COLOURS = {"allow": "#2e7d32", "abstain": "#c62828", "escalate": "#ef6c00"}
+SHOWN_SKIPS = 10
+"""How many skipped records the page lists by name (all are counted)."""
 _HISTOGRAMS = (
     "provenance.bci_max",
     "uncertainty.mean_nll",
@@ -92,66 +97,64 @@ def _histogram(title: str, values: Sequence[float], bins: int = 12) -> str:
     return f'<div class="chart"><h3>{_esc(title)} (n={len(values)})</h3><svg width="{width}" height="{height}" role="img" aria-label="{_esc(title)}">{rects}{axis}</svg></div>'
 
 
-def _answer_html(decision: Decision) -> str:
-    text = decision.generated
-    tokens = (
-        (decision.evidence.get("uncertainty") or {}).get("tokens")
-        if isinstance(decision.evidence.get("uncertainty"), dict)
-        else None
-    )
-    spans = [s for s in ((decision.evidence.get("provenance") or {}).get("spans") or [])]
+def _token_span(token: TokenView) -> str:
+    p = math.exp(token.logprob)
+    return f'<span class="tok" style="background:{_colour(p)}" title="p={p:.3f}">{_esc(token.token)}</span>'
+
+
+def _marked(text: str, spans: Sequence[SpanView]) -> str:
+    """``text`` escaped, with the first occurrence of each span's text (not overlapping an earlier one) in
+    ``<mark>``. Spans are located in the raw text, so no span can match inside markup the report wrote."""
+    found: list[tuple[int, int, SpanView]] = []
+    for span in spans:
+        start = text.find(span.text) if span.text else -1
+        while start >= 0 and any(start < e and start + len(span.text) > s for s, e, _ in found):
+            start = text.find(span.text, start + 1)
+        if start >= 0:
+            found.append((start, start + len(span.text), span))
+    pieces, at = [], 0
+    for start, end, span in sorted(found, key=lambda f: f[0]):
+        pieces.append(_esc(text[at:start]))
+        pieces.append(f'<mark title="BCI {span.bci:.1f}, {span.count} occurrence(s)">{_esc(text[start:end])}</mark>')
+        at = end
+    pieces.append(_esc(text[at:]))
+    return "".join(pieces)
+
+
+def _answer_html(decision: Decision, view: EvidenceView) -> str:
+    text, tokens, spans = decision.generated, view.tokens, view.spans
     if not text and not tokens:
         return ""
-    if tokens and "".join(t["token"] for t in tokens).strip() == (text or "").strip():
-        pieces = "".join(
-            f'<span class="tok" style="background:{_colour(math.exp(t["logprob"]))}" title="p={math.exp(t["logprob"]):.3f}">{_esc(t["token"])}</span>'
-            for t in tokens
-        )
+    coloured = "".join(_token_span(t) for t in tokens)
+    if tokens and "".join(t.token for t in tokens).strip() == (text or "").strip():
+        pieces = coloured
     else:
-        pieces = _esc(text or "")
-        if tokens:
-            pieces += (
-                '<div class="meta">'
-                + " ".join(
-                    f'<span class="tok" style="background:{_colour(math.exp(t["logprob"]))}" title="p={math.exp(t["logprob"]):.3f}">{_esc(t["token"])}</span>'
-                    for t in tokens
-                )
-                + "</div>"
-            )
+        pieces = _esc(text or "") + (f'<div class="meta">{coloured}</div>' if tokens else "")
     body = f'<div class="answer">{pieces}</div>'
     if spans:
-        marked = _esc(text or "")
-        for span in spans:
-            needle = _esc(span["text"])
-            marked = marked.replace(
-                needle, f'<mark title="BCI {span["bci"]:.1f}, {span["count"]} occurrence(s)">{needle}</mark>', 1
-            )
         rows = "".join(
-            f"<tr><td>{_esc(s['text'][:80])}</td><td>{s['bci']:.1f}</td><td>{s['length']}</td><td>"
-            + ", ".join(f"{_esc(src['doc'])}@{src['offset']}" for src in s["sources"])
+            f"<tr><td>{_esc(s.text[:80])}</td><td>{s.bci:.1f}</td><td>{s.length}</td><td>"
+            + ", ".join(f"{_esc(src.doc)}@{src.offset}" for src in s.sources)
             + "</td></tr>"
             for s in spans
         )
-        body += f'<p class="meta">Copied spans found in the corpus:</p><div class="answer">{marked}</div><table><tr><th>span</th><th>BCI</th><th>tokens</th><th>sources</th></tr>{rows}</table>'
+        body += (
+            f'<p class="meta">Copied spans found in the corpus:</p><div class="answer">{_marked(text or "", spans)}'
+            f"</div><table><tr><th>span</th><th>BCI</th><th>tokens</th><th>sources</th></tr>{rows}</table>"
+        )
     return body
 
 
-def _token_span(token: dict[str, Any]) -> str:
-    p = math.exp(token["logprob"])
-    return f'<span class="tok" style="background:{_colour(p)}" title="p={p:.3f}">{_esc(token["token"])}</span>'
-
-
-def _claims_html(decision: Decision) -> str:
+def _claims_html(view: EvidenceView) -> str:
     """The claim-level view: each sentence of the answer with its tokens (coloured by probability) and their
     mean and max NLL; the least confident claim is marked. Computed from the logged tokens (the same split
     as the check's ``claims`` evidence), so logs written before that evidence existed show it too."""
     from .uncertainty.claims import claims, worst_claim
 
-    evidence = decision.evidence.get("uncertainty")
-    tokens = evidence.get("tokens") if isinstance(evidence, dict) else None
+    tokens = view.tokens
     if not tokens:
         return ""
-    found = claims([t["token"] for t in tokens], [t["logprob"] for t in tokens])
+    found = claims([t.token for t in tokens], [t.logprob for t in tokens])
     worst = worst_claim(found)
     rows = []
     for claim in found:
@@ -173,55 +176,47 @@ def _claims_html(decision: Decision) -> str:
     )
 
 
-def _guidelines_html(decision: Decision) -> str:
-    evidence = decision.evidence.get("guidelines") or {}
-    items = evidence.get("guidelines") if isinstance(evidence, dict) else None
+def _guidelines_html(view: EvidenceView) -> str:
+    items = view.guidelines
     if not items:
         return ""
     rows = "".join(
-        f"<tr><td>{_esc(g['id'])}</td><td>{_esc(g['title'])}</td><td>{_esc(g['category'])}</td><td>{g['score']:.3f}</td></tr>"
+        f"<tr><td>{_esc(g.id)}</td><td>{_esc(g.title)}</td><td>{_esc(g.category)}</td><td>{g.score:.3f}</td></tr>"
         for g in items
     )
     return f"<details open><summary>Guidelines injected ({len(items)})</summary><table><tr><th>id</th><th>title</th><th>category</th><th>score</th></tr>{rows}</table></details>"
 
 
-def _deferral_html(decision: Decision) -> str:
+def _deferral_html(view: EvidenceView) -> str:
     """The risk-controlled deferral rule the answer was held to: target, delta, n and the certified threshold."""
-    uncertainty = decision.evidence.get("uncertainty")
-    rule = uncertainty.get("deferral") if isinstance(uncertainty, dict) else None
-    if not isinstance(rule, dict):
+    rule = view.deferral
+    if rule is None:
         return ""
-    value = rule.get("value")
-    shown = (
-        "nothing certified: every answer deferred"
-        if rule.get("threshold") is None
-        else f"threshold {rule['threshold']:.4g}"
-    )
-    measured = "n/a" if value is None else f"{value:.4g}"
+    shown = "nothing certified: every answer deferred" if rule.threshold is None else f"threshold {rule.threshold:.4g}"
+    measured = "n/a" if rule.value is None else f"{rule.value:.4g}"
     return (
-        f'<p class="meta">Deferral: {_esc(rule["score"])} = {measured}; error among allowed answers &le; '
-        f"{rule['target_error']:g} with probability &ge; {1 - rule['delta']:g} (n={rule['n']} calibration calls), "
+        f'<p class="meta">Deferral: {_esc(rule.score)} = {measured}; error among allowed answers &le; '
+        f"{rule.target_error:g} with probability &ge; {1 - rule.delta:g} (n={rule.n} calibration calls), "
         f"{shown}</p>"
     )
 
 
-def _retrieval_html(decision: Decision) -> str:
-    evidence = decision.evidence.get("retrieval")
-    if not isinstance(evidence, dict):
+def _retrieval_html(view: EvidenceView) -> str:
+    evidence = view.retrieval
+    if evidence is None:
         return ""
-    threshold = evidence.get("threshold")
     rows = "".join(
-        f'<tr class="kept"><td>{_esc(d["id"])}</td><td>{d["score"]:.3f}</td><td>kept</td></tr>'
-        for d in evidence.get("kept", [])
+        f'<tr class="kept"><td>{_esc(d.id)}</td><td>{d.score:.3f}</td><td>kept</td></tr>' for d in evidence.kept
     )
     rows += "".join(
-        f'<tr class="dropped"><td>{_esc(d["id"])}</td><td>{d["score"]:.3f}</td><td>dropped</td></tr>'
-        for d in evidence.get("dropped", [])
+        f'<tr class="dropped"><td>{_esc(d.id)}</td><td>{d.score:.3f}</td><td>dropped</td></tr>'
+        for d in evidence.dropped
     )
-    shown = "keeps everything" if threshold is None else f"{threshold:.4f}"
+    shown = "keeps everything" if evidence.threshold is None else f"{evidence.threshold:.4f}"
+    alpha = "n/a" if evidence.alpha is None else f"{evidence.alpha:g}"
     return (
-        f"<details><summary>Retrieved chunks: {len(evidence.get('kept', []))} kept, {len(evidence.get('dropped', []))} dropped "
-        f"({_esc(evidence.get('score_kind'))} score, alpha {evidence.get('alpha')}, threshold {shown})</summary>"
+        f"<details><summary>Retrieved chunks: {len(evidence.kept)} kept, {len(evidence.dropped)} dropped "
+        f"({_esc(evidence.score_kind)} score, alpha {alpha}, threshold {shown})</summary>"
         f"<table><tr><th>chunk</th><th>score</th><th></th></tr>{rows}</table></details>"
     )
 
@@ -240,7 +235,7 @@ def _request_text(record: RequestRecord) -> str | None:
     return None
 
 
-def _request_card(record: RequestRecord) -> str:
+def _request_card(record: RequestRecord, views: dict[int, EvidenceView]) -> str:
     """One card per request: its verdict, then every phase's Decision (input, retrieval, output, choices)."""
     action = record.action
     parts = [
@@ -250,12 +245,12 @@ def _request_card(record: RequestRecord) -> str:
     request = _request_text(record)
     if request:
         parts.append(f"<p><b>Request:</b> {_esc(request)}</p>")
-    parts += [_phase_section(d) for d in record.decisions]
+    parts += [_phase_section(d, views[id(d)]) for d in record.decisions]
     parts.append("</div>")
     return "".join(parts)
 
 
-def _phase_section(decision: Decision) -> str:
+def _phase_section(decision: Decision, view: EvidenceView) -> str:
     action = decision.action.value
     reads = "".join(f"<li><code>{_esc(k)}</code> = {_esc(v)}</li>" for k, v in decision.inputs.items())
     errors = "".join(f"<li>{_esc(e.check)}: {_esc(e.type)}: {_esc(e.error)}</li>" for e in decision.errors)
@@ -270,17 +265,70 @@ def _phase_section(decision: Decision) -> str:
         parts.append(f"<p><b>Returned:</b> {_esc(decision.message)}</p>")
     if decision.answer:
         parts.append(f"<p><b>Escalated answer:</b> {_esc(decision.answer)}</p>")
-    parts += [_answer_html(decision), _claims_html(decision), _guidelines_html(decision), _retrieval_html(decision)]
-    parts.append(_deferral_html(decision))
+    parts += [_answer_html(decision, view), _claims_html(view), _guidelines_html(view), _retrieval_html(view)]
+    parts.append(_deferral_html(view))
     if errors:
         parts.append(f"<p>Errors:</p><ul>{errors}</ul>")
     parts.append("</details>")
     return "".join(parts)
 
 
-def render(decisions: Iterable[Decision], *, title: str = "guardrails-uq decisions") -> str:
-    """The report as one HTML string."""
-    decisions = list(decisions)
+@dataclass
+class Skipped:
+    """The records a report left out: how many, and why for the first :data:`SHOWN_SKIPS`."""
+
+    count: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+    def add(self, reason: str) -> None:
+        self.count += 1
+        if len(self.reasons) < SHOWN_SKIPS:
+            self.reasons.append(reason)
+
+    def add_damaged(self, damaged: ReadReport) -> None:
+        """The records the log reader could not read (torn, not JSON, not a Decision)."""
+        for position in damaged.skipped:
+            self.add(f"line (or SQLite row) {position}: damaged (torn, not JSON, or not a Decision)")
+
+    def html(self) -> str:
+        if not self.count:
+            return ""
+        items = "".join(f"<li>{_esc(r)}</li>" for r in self.reasons)
+        more = f"<li>... and {self.count - len(self.reasons)} more</li>" if self.count > len(self.reasons) else ""
+        return (
+            f'<details><summary class="meta">{self.count} record(s) skipped: damaged, or with malformed evidence '
+            f"(left out of every count and chart)</summary><ul>{items}{more}</ul></details>"
+        )
+
+
+def _valid(decisions: Iterable[Decision], skipped: Skipped) -> tuple[list[Decision], dict[int, EvidenceView]]:
+    """The decisions whose printed evidence is well-formed, with their views (by object identity: an edited log
+    can repeat a decision id); the others go to ``skipped``."""
+    kept, views = [], {}
+    for decision in decisions:
+        try:
+            views[id(decision)] = evidence_view(decision)
+        except MalformedEvidence as exc:
+            skipped.add(str(exc))
+            continue
+        kept.append(decision)
+    return kept, views
+
+
+def render(
+    decisions: Iterable[Decision],
+    *,
+    title: str = "guardrails-uq decisions",
+    damaged: ReadReport | None = None,
+    skipped: Skipped | None = None,
+) -> str:
+    """The report as one HTML string. Decisions with malformed evidence are left out and added to ``skipped``,
+    then the records the log reader skipped into ``damaged`` (once ``decisions`` is consumed); the page says how
+    many and why."""
+    skipped = skipped if skipped is not None else Skipped()
+    decisions, views = _valid(decisions, skipped)
+    if damaged is not None:
+        skipped.add_damaged(damaged)
     requests = group_requests(decisions)
     by_action = Counter(r.action for r in requests)
     by_rule = Counter(r.rule_label for r in requests)
@@ -290,18 +338,26 @@ def render(decisions: Iterable[Decision], *, title: str = "guardrails-uq decisio
     ]
     for name in _HISTOGRAMS:
         charts.append(_histogram(name, [d.signals.get(name) for d in decisions if name in d.signals]))  # type: ignore[misc]
-    cards = "".join(_request_card(r) for r in requests)
+    cards = "".join(_request_card(r, views) for r in requests)
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title><style>{CSS}</style></head><body>'
         f'<h1>{_esc(title)}</h1><p class="meta">{len(requests)} requests, {len(decisions)} decisions. Token colours: '
         f'<span class="tok" style="background:{_colour(0.05)}">p≈0</span> <span class="tok" style="background:{_colour(0.5)}">p≈0.5</span> '
-        f'<span class="tok" style="background:{_colour(0.99)}">p≈1</span>; <mark>copied spans</mark>.</p>'
+        f'<span class="tok" style="background:{_colour(0.99)}">p≈1</span>; <mark>copied spans</mark>.</p>{skipped.html()}'
         f'<h2>Summary</h2><div class="charts">{"".join(charts)}</div><h2>Requests</h2>{cards}</body></html>'
     )
 
 
-def write_report(decisions: Iterable[Decision], path: str | Path, *, title: str = "guardrails-uq decisions") -> Path:
+def write_report(
+    decisions: Iterable[Decision],
+    path: str | Path,
+    *,
+    title: str = "guardrails-uq decisions",
+    damaged: ReadReport | None = None,
+    skipped: Skipped | None = None,
+) -> Path:
+    """Write :func:`render`'s page to ``path`` (creating its folder)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(decisions, title=title), encoding="utf-8")
+    path.write_text(render(decisions, title=title, damaged=damaged, skipped=skipped), encoding="utf-8")
     return path
