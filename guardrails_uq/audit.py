@@ -31,7 +31,6 @@ strict JSON as the file format.
 from __future__ import annotations
 
 import errno
-import json
 import math
 import os
 import re
@@ -48,7 +47,7 @@ import pydantic_core
 
 from .decision import Action, Decision
 from .errors import ArtifactError, InputError
-from .jsonsafe import clean_text
+from .jsonsafe import clean_text, dumps
 
 _SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 RS = b"\x1e"
@@ -487,5 +486,5 @@ def stats(decisions: Iterable[Decision]) -> dict[str, object]:
 
 
 def dumps_stats(summary: dict[str, object]) -> str:
-    """Stats as indented JSON."""
-    return json.dumps(summary, indent=2, sort_keys=False)
+    """Stats as indented strict JSON (a non-finite number, e.g. a percentile of an infinite signal, is null)."""
+    return dumps(summary, indent=2, sort_keys=False)

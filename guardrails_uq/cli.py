@@ -216,8 +216,8 @@ _FEATURE_COMMANDS = ("demo", "guidelines.cli", "provenance.cli", "conformal.cli"
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 1 failed test, 2 error)."""
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)  # numeric arguments are checked here (guardrails_uq.numbers)
         return int(args.handler(args))
     except GuardrailsError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .decision import Decision
 from .errors import InputError
-from .uncertainty.check import LOGPROB_TOLERANCE
+from .numbers import LOGPROB_TOLERANCE
 
 Count = Annotated[int, Field(ge=0)]
 
