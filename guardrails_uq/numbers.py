@@ -100,3 +100,5 @@ LOGPROB_TOLERANCE = 1e-4
 """A log-probability above 0 is a probability above 1; providers round, so allow this much above 0."""
 LOGPROB = Range(-1e6, LOGPROB_TOLERANCE, "a model's natural-log probability: finite and <= 0")
 """A token log-probability read from a file (the small tolerance above 0 is for providers' rounding)."""
+MAX_REQUESTS = Range(1, 1_000_000, "how many request cards a report shows, e.g. 1000", integer=True)
+"""Report: the number of requests shown as cards."""

@@ -7,25 +7,34 @@ with their BCI; the claim-level view (each sentence with its tokens' mean and ma
 marked); the guidelines injected; the chunks kept and dropped against the conformal threshold.
 Summary charts (actions, rules, score distributions) are inline SVG. No scripts, no external resources.
 The log is untrusted: evidence is printed only through the validated views of :mod:`.report_evidence`, every
-text escaped; a record that does not fit is skipped and counted on the page.
+text escaped; a record that does not fit is skipped and counted on the page. The log is streamed twice in
+bounded memory: the summary counts every request, the cards are a sample of at most ``max_requests`` (those
+not allowed first) and the page says so.
 """
 
 from __future__ import annotations
 
 import html
+import io
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
-from .audit import ReadReport, RequestRecord, group_requests
+from .audit import ReadReport, read_audit
+from .audit_stats import LogSummary, RequestRow, temp_database
 from .decision import Decision
 from .report_evidence import EvidenceView, MalformedEvidence, SpanView, TokenView, evidence_view
 
 _ACTION_COLOURS = {"allow": "#2e7d32", "abstain": "#c62828", "escalate": "#ef6c00"}
 SHOWN_SKIPS = 10
 """How many skipped records the page lists by name (all are counted)."""
+MAX_REQUESTS = 1000
+"""How many requests get a card by default (the summary counts them all)."""
+REQUEST_CHARS = 2000
+"""How much of a request's text a card shows."""
 _HISTOGRAMS = (
     "provenance.bci_max",
     "uncertainty.mean_nll",
@@ -77,16 +86,12 @@ def _bar_chart(title: str, counts: dict[str, int], colours: dict[str, str] | Non
     return f'<div class="chart"><h3>{_esc(title)}</h3><svg width="{width}" height="{height}" role="img" aria-label="{_esc(title)}">{"".join(rows)}</svg></div>'
 
 
-def _histogram(title: str, values: Sequence[float], bins: int = 12) -> str:
-    values = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)]
-    if not values:
+def _histogram(title: str, histogram: tuple[float, float, list[int]] | None) -> str:
+    """An SVG histogram of (low, high, equal-bin counts), as :meth:`LogSummary.histogram` gives it."""
+    if histogram is None:
         return ""
-    low, high = min(values), max(values)
-    span = (high - low) or 1.0
-    counts = [0] * bins
-    for v in values:
-        counts[min(bins - 1, int((v - low) / span * bins))] += 1
-    width, height, top = 300, 110, max(counts)
+    low, high, counts = histogram
+    bins, width, height, top = len(counts), 300, 110, max(counts)
     bar = width / bins
     rects = "".join(
         f'<rect x="{i * bar:.1f}" y="{height - 20 - (height - 30) * c / top:.1f}" width="{bar - 2:.1f}" '
@@ -94,7 +99,7 @@ def _histogram(title: str, values: Sequence[float], bins: int = 12) -> str:
         for i, c in enumerate(counts)
     )
     axis = f'<text x="0" y="{height - 4}" font-size="11">{low:.3g}</text><text x="{width - 40}" y="{height - 4}" font-size="11">{high:.3g}</text>'
-    return f'<div class="chart"><h3>{_esc(title)} (n={len(values)})</h3><svg width="{width}" height="{height}" role="img" aria-label="{_esc(title)}">{rects}{axis}</svg></div>'
+    return f'<div class="chart"><h3>{_esc(title)} (n={sum(counts)})</h3><svg width="{width}" height="{height}" role="img" aria-label="{_esc(title)}">{rects}{axis}</svg></div>'
 
 
 def _token_span(token: TokenView) -> str:
@@ -225,29 +230,22 @@ def _badge(action: str) -> str:
     return f'<span class="badge" style="background:{_ACTION_COLOURS.get(action, "#555")}">{action.upper()}</span>'
 
 
-def _request_text(record: RequestRecord) -> str | None:
-    for decision in record.decisions:
-        if decision.metadata.get("request"):
-            return str(decision.metadata["request"])
-        user = next((m.content for m in reversed(decision.messages or []) if m.role == "user"), None)
-        if user:
-            return user[-300:]
-    return None
+def _request_text(decision: Decision) -> str | None:
+    """The request a Decision shows (its metadata's, else its last user message), at most
+    :data:`REQUEST_CHARS` characters."""
+    if decision.metadata.get("request"):
+        return str(decision.metadata["request"])[:REQUEST_CHARS]
+    user = next((m.content for m in reversed(decision.messages or []) if m.role == "user"), None)
+    return user[-REQUEST_CHARS:] if user else None
 
 
-def _request_card(record: RequestRecord, views: dict[int, EvidenceView]) -> str:
-    """One card per request: its verdict, then every phase's Decision (input, retrieval, output, choices)."""
-    action = record.action
-    parts = [
-        f'<div class="card {action}">{_badge(action)} <b>{_esc(record.rule_label)}</b> '
-        f'<span class="meta">request {_esc(record.request_id[:12])} · {len(record.decisions)} decision(s)</span>'
-    ]
-    request = _request_text(record)
-    if request:
-        parts.append(f"<p><b>Request:</b> {_esc(request)}</p>")
-    parts += [_phase_section(d, views[id(d)]) for d in record.decisions]
-    parts.append("</div>")
-    return "".join(parts)
+def _card_head(row: RequestRow, request: str | None) -> str:
+    """The top of a request's card: its verdict, then (the sections follow) every phase's Decision."""
+    head = (
+        f'<div class="card {_esc(row.action)}">{_badge(row.action)} <b>{_esc(row.rule_label)}</b> '
+        f'<span class="meta">request {_esc(row.request_id[:12])} · {row.decisions} decision(s)</span>'
+    )
+    return head + (f"<p><b>Request:</b> {_esc(request)}</p>" if request else "")
 
 
 def _phase_section(decision: Decision, view: EvidenceView) -> str:
@@ -289,6 +287,7 @@ class Skipped:
         """The records the log reader could not read (torn, not JSON, not a Decision)."""
         for position in damaged.skipped:
             self.add(f"line (or SQLite row) {position}: damaged (torn, not JSON, or not a Decision)")
+        self.count += damaged.torn - len(damaged.skipped)  # counted by the reader beyond the positions it lists
 
     def html(self) -> str:
         if not self.count:
@@ -301,63 +300,157 @@ class Skipped:
         )
 
 
-def _valid(decisions: Iterable[Decision], skipped: Skipped) -> tuple[list[Decision], dict[int, EvidenceView]]:
-    """The decisions whose printed evidence is well-formed, with their views (by object identity: an edited log
-    can repeat a decision id); the others go to ``skipped``."""
-    kept, views = [], {}
+def _choose(rows: Iterable[RequestRow], limit: int) -> tuple[dict[str, RequestRow], Counter[str], Counter[str]]:
+    """The requests that get a card (at most ``limit``: those not allowed first, then allowed ones, each in log
+    order), and every request counted by verdict action and rule. Holds at most 2 x ``limit`` rows."""
+    blocked: list[RequestRow] = []
+    allowed: list[RequestRow] = []
+    actions: Counter[str] = Counter()
+    rules: Counter[str] = Counter()
+    for row in rows:
+        actions[row.action] += 1
+        rules[row.rule_label] += 1
+        kept = allowed if row.action == "allow" else blocked
+        if len(kept) < limit:
+            kept.append(row)
+    chosen = blocked + allowed[: limit - len(blocked)]
+    return {row.request_id: row for row in chosen}, actions, rules
+
+
+class _Cards:
+    """The cards' sections, kept in a temporary database (not in memory) until the page is written."""
+
+    def __init__(self) -> None:
+        self.db = temp_database()
+        self.db.execute("CREATE TABLE sections (seq INTEGER, html TEXT)")
+        self.db.execute("CREATE TABLE requests (seq INTEGER PRIMARY KEY, text TEXT)")
+
+    def add(self, row: RequestRow, decision: Decision, view: EvidenceView) -> None:
+        self.db.execute("INSERT INTO sections VALUES (?, ?)", (row.seq, _phase_section(decision, view)))
+        text = _request_text(decision)
+        if text:
+            self.db.execute("INSERT OR IGNORE INTO requests VALUES (?, ?)", (row.seq, text))
+
+    def write(self, rows: Iterable[RequestRow], out: TextIO) -> None:
+        self.db.execute("CREATE INDEX section_order ON sections (seq)")
+        for row in sorted(rows, key=lambda r: r.seq):
+            text = self.db.execute("SELECT text FROM requests WHERE seq = ?", (row.seq,)).fetchone()
+            out.write(_card_head(row, text[0] if text else None))
+            for (section,) in self.db.execute("SELECT html FROM sections WHERE seq = ? ORDER BY rowid", (row.seq,)):
+                out.write(section)
+            out.write("</div>")
+
+    def close(self) -> None:
+        self.db.close()
+
+
+@dataclass
+class ReportOutcome:
+    """What a written report holds: decisions and requests summarised, cards shown, records skipped."""
+
+    decisions: int
+    requests: int
+    shown: int
+    skipped: Skipped
+
+
+def _valid(decisions: Iterable[Decision], skipped: Skipped | None) -> Iterator[tuple[Decision, EvidenceView]]:
+    """Each Decision whose printed evidence is well-formed, with its view; the others go to ``skipped``."""
     for decision in decisions:
         try:
-            views[id(decision)] = evidence_view(decision)
+            view = evidence_view(decision)
         except MalformedEvidence as exc:
-            skipped.add(str(exc))
+            if skipped is not None:
+                skipped.add(str(exc))
             continue
-        kept.append(decision)
-    return kept, views
+        yield decision, view
+
+
+def build_report(
+    passes: Callable[[int], Iterable[Decision]],
+    out: TextIO,
+    *,
+    title: str = "guardrails-uq decisions",
+    max_requests: int = MAX_REQUESTS,
+    damaged: ReadReport | None = None,
+    skipped: Skipped | None = None,
+) -> ReportOutcome:
+    """Write the report page to ``out`` in two streamed passes over the same Decisions (``passes(0)``, then
+    ``passes(1)``, each a fresh iterable): the first summarises every request in bounded memory
+    (:class:`~guardrails_uq.audit_stats.LogSummary`), the second renders cards for at most ``max_requests``
+    requests (those not allowed first), spooled to a temporary database. Decisions with malformed evidence
+    are left out and added to ``skipped``, then the records the log reader skipped into ``damaged`` during
+    the first pass; the page says how many, why, and how many requests it shows."""
+    skipped = skipped if skipped is not None else Skipped()
+    with LogSummary() as summary:
+        for decision, _ in _valid(passes(0), skipped):
+            summary.add(decision)
+        if damaged is not None:
+            skipped.add_damaged(damaged)
+        chosen, by_action, by_rule = _choose(summary.requests(), max_requests)
+        cards = _Cards()
+        try:
+            for decision, view in _valid(passes(1), None):
+                row = chosen.get(decision.request_id)
+                if row is not None:
+                    cards.add(row, decision, view)
+            charts = [
+                _bar_chart("Actions (requests)", dict(by_action), _ACTION_COLOURS),
+                _bar_chart("Deciding rule", dict(by_rule)),
+                *(_histogram(name, summary.histogram(name, 12)) for name in _HISTOGRAMS),
+            ]
+            total = summary.request_count
+            sample = (
+                f'<p class="meta">Showing {len(chosen):,} of {total:,} requests (at most {max_requests:,}: those not '
+                "allowed first, then allowed ones, each in log order); the summary counts every request.</p>"
+                if len(chosen) < total
+                else ""
+            )
+            out.write(
+                f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title><style>{CSS}</style></head><body>'
+                f'<h1>{_esc(title)}</h1><p class="meta">{total} requests, {summary.total} decisions. Token colours: '
+                f'<span class="tok" style="background:{_colour(0.05)}">p≈0</span> <span class="tok" style="background:{_colour(0.5)}">p≈0.5</span> '
+                f'<span class="tok" style="background:{_colour(0.99)}">p≈1</span>; <mark>copied spans</mark>.</p>{skipped.html()}'
+                f'<h2>Summary</h2><div class="charts">{"".join(charts)}</div><h2>Requests</h2>{sample}'
+            )
+            cards.write(chosen.values(), out)
+            out.write("</body></html>")
+        finally:
+            cards.close()
+        return ReportOutcome(summary.total, total, len(chosen), skipped)
 
 
 def render(
     decisions: Iterable[Decision],
     *,
     title: str = "guardrails-uq decisions",
-    damaged: ReadReport | None = None,
+    max_requests: int = MAX_REQUESTS,
     skipped: Skipped | None = None,
 ) -> str:
-    """The report as one HTML string. Decisions with malformed evidence are left out and added to ``skipped``,
-    then the records the log reader skipped into ``damaged`` (once ``decisions`` is consumed); the page says how
-    many and why."""
-    skipped = skipped if skipped is not None else Skipped()
-    decisions, views = _valid(decisions, skipped)
-    if damaged is not None:
-        skipped.add_damaged(damaged)
-    requests = group_requests(decisions)
-    by_action = Counter(r.action for r in requests)
-    by_rule = Counter(r.rule_label for r in requests)
-    charts = [
-        _bar_chart("Actions (requests)", dict(by_action), _ACTION_COLOURS),
-        _bar_chart("Deciding rule", dict(by_rule)),
-    ]
-    for name in _HISTOGRAMS:
-        charts.append(_histogram(name, [d.signals.get(name) for d in decisions if name in d.signals]))  # type: ignore[misc]
-    cards = "".join(_request_card(r, views) for r in requests)
-    return (
-        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title><style>{CSS}</style></head><body>'
-        f'<h1>{_esc(title)}</h1><p class="meta">{len(requests)} requests, {len(decisions)} decisions. Token colours: '
-        f'<span class="tok" style="background:{_colour(0.05)}">p≈0</span> <span class="tok" style="background:{_colour(0.5)}">p≈0.5</span> '
-        f'<span class="tok" style="background:{_colour(0.99)}">p≈1</span>; <mark>copied spans</mark>.</p>{skipped.html()}'
-        f'<h2>Summary</h2><div class="charts">{"".join(charts)}</div><h2>Requests</h2>{cards}</body></html>'
-    )
+    """The report of in-memory Decisions as one HTML string (see :func:`build_report`)."""
+    decisions = list(decisions)
+    page = io.StringIO()
+    build_report(lambda _: decisions, page, title=title, max_requests=max_requests, skipped=skipped)
+    return page.getvalue()
 
 
 def write_report(
-    decisions: Iterable[Decision],
+    log: str | Path,
     path: str | Path,
     *,
     title: str = "guardrails-uq decisions",
-    damaged: ReadReport | None = None,
-    skipped: Skipped | None = None,
-) -> Path:
-    """Write :func:`render`'s page to ``path`` (creating its folder)."""
+    max_requests: int = MAX_REQUESTS,
+    progress: bool = False,
+) -> ReportOutcome:
+    """Write the report of the audit log at ``log`` to ``path`` (creating its folder), streaming the log twice
+    (bounded memory whatever its size); with ``progress``, long passes report on stderr."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(decisions, title=title, damaged=damaged, skipped=skipped), encoding="utf-8")
-    return path
+    first = ReadReport()
+
+    def passes(number: int) -> Iterable[Decision]:
+        label = f"report, pass {number + 1} of 2" if progress else None
+        return read_audit(log, first if number == 0 else ReadReport(), progress=label)
+
+    with open(path, "w", encoding="utf-8") as out:
+        return build_report(passes, out, title=title, max_requests=max_requests, damaged=first)

@@ -54,7 +54,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from .replay import render, replay
 
-    report = replay(args.policy, args.log, engine=args.engine)
+    report = replay(args.policy, args.log, engine=args.engine, progress=True)
     print(dumps(report) if args.json else render(report))
     return 0
 
