@@ -192,14 +192,15 @@ class LogSummary:
         low, high = self._db.execute(f"SELECT min(value), max(value) FROM signals WHERE {where}", (name,)).fetchone()
         if low is None:
             return None
-        span = (high - low) or 1.0
+        half_span = (high / 2 - low / 2) or 1.0  # halves: high - low overflows for values near the float limits
         counts = [0] * bins
         rows = self._db.execute(
-            f"SELECT min(?, CAST((value - ?) / ? * ? AS INTEGER)), count(*) FROM signals WHERE {where} GROUP BY 1",
-            (bins - 1, low, span, bins, name),
+            "SELECT min(?, CAST((value / 2 - ? / 2) / ? * ? AS INTEGER)), count(*) "
+            f"FROM signals WHERE {where} GROUP BY 1",
+            (bins - 1, low, half_span, bins, name),
         )
         for index, count in rows:
-            counts[int(index)] += count
+            counts[max(0, min(bins - 1, int(index)))] += count
         return float(low), float(high), counts
 
     def to_dict(self) -> dict[str, object]:

@@ -161,3 +161,15 @@ def test_a_torn_record_is_counted_on_the_page(tmp_path: Path) -> None:
     log.write_bytes(good + b'\x1e{"id": "torn' + b"\n" + good)
     assert main(["report", str(log), "-o", str(out)]) == 0
     assert "1 record(s) skipped" in out.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("values", [[-1e308, 1e308], [1.7e308, -1.7e308, 0.0], [5e-324, 0.0, -5e-324]])
+def test_extreme_signal_values_are_charted(values: list[float]) -> None:
+    from guardrails_uq.report import render
+
+    page = render([_decision_with(v) for v in values])
+    assert page.count('fill="#26a69a"') == 12 and f"(n={len(values)})" in page
+
+
+def _decision_with(value: float) -> Decision:
+    return Decision(policy="p", phase="output", action=Action.ALLOW, signals={"provenance.bci_max": value})
