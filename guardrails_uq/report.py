@@ -227,7 +227,7 @@ def _retrieval_html(view: EvidenceView) -> str:
 
 
 def _badge(action: str) -> str:
-    return f'<span class="badge" style="background:{_ACTION_COLOURS.get(action, "#555")}">{action.upper()}</span>'
+    return f'<span class="badge" style="background:{_ACTION_COLOURS.get(action, "#555")}">{_esc(action.upper())}</span>'
 
 
 def _request_text(decision: Decision) -> str | None:
