@@ -180,10 +180,11 @@ def main() -> None:
         )
         print(f"       Q: {request['text'][:100]}\n       A: {answer.strip()[:100]!r}", flush=True)
     guard.close()
-    decisions = list(read_audit(audit_path))
-    requests = stats(decisions)["requests"]  # the Decisions of one request share its request_id
-    report = write_report(decisions, out / "report.html", title="guardrails-uq demo")
-    print(f"\n{requests['total']} requests, {len(decisions)} decisions in the audit log {audit_path}")  # type: ignore[index]
+    summary = stats(read_audit(audit_path))  # streamed: the log is never held in memory
+    requests = summary["requests"]  # the Decisions of one request share its request_id
+    report = out / "report.html"
+    write_report(audit_path, report, title="guardrails-uq demo")
+    print(f"\n{requests['total']} requests, {summary['total']} decisions in the audit log {audit_path}")  # type: ignore[index]
     print(f"per request: {requests['by_action']}; by rule: {requests['by_rule']}")  # type: ignore[index]
     print(f"HTML report: {report.resolve()}")
     print(f"done in {time.perf_counter() - started:.0f} s")

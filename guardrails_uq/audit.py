@@ -31,24 +31,22 @@ strict JSON as the file format.
 from __future__ import annotations
 
 import errno
-import json
-import math
 import os
 import re
 import sqlite3
+import sys
 import threading
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Generic, Protocol, TypeVar
 
 import pydantic_core
 
 from .decision import Action, Decision
 from .errors import ArtifactError, InputError
-from .jsonsafe import clean_text
+from .jsonsafe import clean_text, dumps
 
 _SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 RS = b"\x1e"
@@ -58,6 +56,10 @@ MAX_RECORD_BYTES = 256 << 20
 _READ_CHUNK = 1 << 20
 _WRITE_ATTEMPTS = 3
 _DELIMITERS = re.compile(rb"[\x1e\n]")
+PROGRESS_EVERY = 64 << 20
+"""A pass over a log larger than this many bytes reports its progress on stderr every this many bytes."""
+MAX_SKIPPED_LISTED = 1000
+"""How many positions of damaged records a ReadReport lists (it counts them all)."""
 
 
 def encode_record(decision: Decision) -> bytes:
@@ -214,33 +216,83 @@ def open_audit(path: str | Path, *, fsync: bool = False) -> AuditLog:
 @dataclass
 class ReadReport:
     """How many records were read, and where damaged ones (torn, not JSON, not a Decision) were skipped: the line a
-    skipped fragment starts on (JSON text sequence / JSONL) or its rowid (SQLite)."""
+    skipped fragment starts on (JSON text sequence / JSONL) or its rowid (SQLite). ``position`` and ``size``:
+    bytes read so far and the file's size (SQLite: rows read so far, and 0). Only the first
+    :data:`MAX_SKIPPED_LISTED` skipped positions are listed; ``torn`` counts them all."""
 
     read: int = 0
     skipped: list[int] = field(default_factory=list)
+    position: int = 0
+    size: int = 0
+    skipped_total: int = 0
+
+    def skip(self, where: int) -> None:
+        """Count one damaged record at ``where``."""
+        self.skipped_total += 1
+        if len(self.skipped) < MAX_SKIPPED_LISTED:
+            self.skipped.append(where)
 
     @property
     def torn(self) -> int:
         """How many damaged records were skipped."""
-        return len(self.skipped)
+        return self.skipped_total
 
 
-def read_audit(path: str | Path, report: ReadReport | None = None) -> Iterator[Decision]:
-    """Every readable Decision in the log at ``path``, in file order (SQLite: by time). Damaged records are
-    skipped into ``report``, never raised, wherever they are. InputError only when the log as a whole cannot be
-    read: missing, a folder, not a SQLite database, a database without a decisions table."""
+def read_audit(
+    path: str | Path, report: ReadReport | None = None, *, progress: str | None = None
+) -> Iterator[Decision]:
+    """Every readable Decision in the log at ``path``, in file order (SQLite: by time), streamed: memory does not
+    grow with the log. Damaged records are skipped into ``report``, never raised, wherever they are. With
+    ``progress`` (a label), a log larger than :data:`PROGRESS_EVERY` bytes reports its progress on stderr every
+    that many bytes. InputError only when the log as a whole cannot be read: missing, a folder, not a SQLite
+    database, a database without a decisions table."""
     path = Path(path)
     if not path.exists():
         raise InputError("audit log not found", source=str(path))
     report = report if report is not None else ReadReport()
-    records = _sqlite_records(path) if path.suffix in _SQLITE_SUFFIXES else _sequence_records(path)
+    sqlite = path.suffix in _SQLITE_SUFFIXES
+    records = _sqlite_records(path, report) if sqlite else _sequence_records(path, report)
+    shown = _Progress(progress, report) if progress and not sqlite else None
     for where, data in records:
         decision = _decode(data)
         if decision is None:
-            report.skipped.append(where)
-            continue
-        report.read += 1
-        yield decision
+            report.skip(where)
+        else:
+            report.read += 1
+        if shown is not None:
+            shown.tick()
+        if decision is not None:
+            yield decision
+    if shown is not None:
+        shown.done()
+
+
+class _Progress:
+    """Progress lines on stderr for a long pass over a log file: one every :data:`PROGRESS_EVERY` bytes."""
+
+    def __init__(self, label: str, report: ReadReport) -> None:
+        self.label, self.report = label, report
+        self.next: int | None = 0  # 0: not started (the file's size is known once reading has begun)
+
+    def tick(self) -> None:
+        if self.next == 0:
+            self.next = PROGRESS_EVERY if self.report.size > PROGRESS_EVERY else None
+        if self.next is not None and self.report.position >= self.next:
+            self.next = self.report.position + PROGRESS_EVERY
+            self._line()
+
+    def done(self) -> None:
+        if self.next:
+            self._line()
+
+    def _line(self) -> None:
+        report = self.report
+        print(
+            f"{self.label}: {report.position / 1e6:,.0f} of {report.size / 1e6:,.0f} MB "
+            f"({100 * report.position / report.size:.0f}%), {report.read:,} decisions",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _decode(data: str | bytes | None) -> Decision | None:
@@ -257,7 +309,7 @@ def _unreadable(path: Path, problem: object) -> InputError:
     return InputError(f"cannot read the audit log: {problem}", source=str(path))
 
 
-def _sqlite_records(path: Path) -> Iterator[tuple[int, str | bytes | None]]:
+def _sqlite_records(path: Path, report: ReadReport) -> Iterator[tuple[int, str | bytes | None]]:
     """(rowid, record column) for every row, by time (None for a record that is not text or a blob).
     InputError when the database cannot be read."""
     try:
@@ -274,6 +326,7 @@ def _sqlite_records(path: Path) -> Iterator[tuple[int, str | bytes | None]]:
         except sqlite3.Error as exc:
             raise _unreadable(path, f"{exc} (not a SQLite database, or damaged)") from exc
         while rows := _fetch(cursor, path):
+            report.position += len(rows)
             for rowid, record in rows:
                 yield rowid, record if isinstance(record, str | bytes) else None
     finally:
@@ -287,14 +340,20 @@ def _fetch(cursor: sqlite3.Cursor, path: Path) -> list[tuple[int, object]]:
         raise _unreadable(path, exc) from exc
 
 
-def _sequence_records(path: Path) -> Iterator[tuple[int, bytes | None]]:
-    """(line, record) for the file at ``path``, as :func:`_split_records`. InputError when it cannot be opened."""
+def _sequence_records(path: Path, report: ReadReport) -> Iterator[tuple[int, bytes | None]]:
+    """(line, record) for the file at ``path``, as :func:`_split_records`; ``report.position`` follows the bytes
+    read. InputError when it cannot be opened."""
     try:
         handle = open(path, "rb")  # noqa: SIM115 (closed by the with below, when the generator is done)
     except OSError as exc:
         raise _unreadable(path, exc) from exc
     with handle:
-        yield from _split_records(handle)
+        report.size = os.fstat(handle.fileno()).st_size
+        splitter = _Splitter(MAX_RECORD_BYTES)
+        for chunk in iter(partial(handle.read, _READ_CHUNK), b""):
+            report.position += len(chunk)
+            yield from splitter.feed(chunk)
+        yield from splitter.finish()
 
 
 def _split_records(
@@ -395,14 +454,38 @@ def _fragment_record(data: bytes | None, framed: bool, complete: bool) -> bytes 
     return data if complete or not framed else None
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
-    """Linear-interpolated percentile (q in [0, 100]) of already sorted values."""
-    if len(sorted_values) == 1:
-        return sorted_values[0]
-    position = (len(sorted_values) - 1) * q / 100.0
-    low = math.floor(position)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+T = TypeVar("T")
+
+
+@dataclass
+class VerdictState(Generic[T]):
+    """What a request got, folded one Decision at a time (each Decision stands for an item ``T``: the Decision
+    itself, or a compact summary of it): the outcome of its last escalation when it escalated, else its first
+    final Decision that is not allow (a block, a replaced choice), else its last final allow; None when no
+    phase decided finally. The one definition of a verdict, for :class:`RequestRecord` and for streaming
+    summaries (:mod:`guardrails_uq.audit_stats`)."""
+
+    escalation: T | None = None
+    blocked: T | None = None
+    allowed: T | None = None
+
+    def add(self, decision: Decision, item: T) -> None:
+        """Fold in ``decision`` (standing for ``item``), the next Decision of the request in log order."""
+        if not decision.final:
+            return
+        if "escalation" in decision.evidence:  # the escalation's outcome (its answer, or its refusal)
+            self.escalation = item
+        if decision.action is not Action.ALLOW:
+            if self.blocked is None:
+                self.blocked = item
+        else:
+            self.allowed = item
+
+    @property
+    def verdict(self) -> T | None:
+        if self.escalation is not None:
+            return self.escalation
+        return self.blocked if self.blocked is not None else self.allowed
 
 
 @dataclass
@@ -417,11 +500,10 @@ class RequestRecord:
         """What the request got: the outcome of its escalation when it escalated, else its first final
         Decision that is not allow (a block, a replaced choice), else its last final allow; None when no phase decided finally (a provisional pass only, e.g. a
         client that went away, or an app that never ran the output phase)."""
-        finals = [d for d in self.decisions if d.final]
-        escalations = [d for d in finals if "escalation" in d.evidence]
-        if escalations:  # the escalation's outcome (its answer, or its refusal) is what the user got
-            return escalations[-1]
-        return next((d for d in finals if d.action is not Action.ALLOW), finals[-1] if finals else None)
+        state = VerdictState[Decision]()
+        for decision in self.decisions:
+            state.add(decision, decision)
+        return state.verdict
 
     @property
     def action(self) -> str:
@@ -446,46 +528,16 @@ def group_requests(decisions: Iterable[Decision]) -> list[RequestRecord]:
 
 def stats(decisions: Iterable[Decision]) -> dict[str, object]:
     """Requests (by verdict action and deciding rule), decisions (by action, rule and phase), and p50/p90/p99
-    of every numeric signal."""
-    by_action: Counter[str] = Counter()
-    by_rule: Counter[str] = Counter()
-    by_phase: Counter[str] = Counter()
-    numeric: dict[str, list[float]] = {}
-    total = 0
-    decisions = list(decisions)
-    requests = group_requests(decisions)
-    for decision in decisions:
-        total += 1
-        by_action[decision.action.value] += 1
-        by_rule[decision.rule_label] += 1
-        by_phase[decision.phase] += 1
-        for name, value in decision.signals.items():
-            if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-                continue
-            numeric.setdefault(name, []).append(float(value))
-    percentiles = {}
-    for name, values in sorted(numeric.items()):
-        values.sort()
-        percentiles[name] = {
-            "n": len(values),
-            "p50": _percentile(values, 50),
-            "p90": _percentile(values, 90),
-            "p99": _percentile(values, 99),
-        }
-    return {
-        "requests": {
-            "total": len(requests),
-            "by_action": dict(Counter(r.action for r in requests).most_common()),
-            "by_rule": dict(Counter(r.rule_label for r in requests).most_common()),
-        },
-        "total": total,
-        "by_action": dict(by_action.most_common()),
-        "by_rule": dict(by_rule.most_common()),
-        "by_phase": dict(by_phase.most_common()),
-        "signals": percentiles,
-    }
+    of every numeric signal; streamed through :class:`~guardrails_uq.audit_stats.LogSummary` (bounded memory:
+    ``decisions`` is consumed once and nothing of it is kept in memory)."""
+    from .audit_stats import LogSummary
+
+    with LogSummary() as summary:
+        for decision in decisions:
+            summary.add(decision)
+        return summary.to_dict()
 
 
 def dumps_stats(summary: dict[str, object]) -> str:
-    """Stats as indented JSON."""
-    return json.dumps(summary, indent=2, sort_keys=False)
+    """Stats as indented strict JSON (a non-finite number, e.g. a percentile of an infinite signal, is null)."""
+    return dumps(summary, indent=2, sort_keys=False)

@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .errors import GuardrailsError, InputError
+from .numbers import MAX_REQUESTS, number_argument
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -105,8 +106,8 @@ def _cmd_audit_tail(args: argparse.Namespace) -> int:
             rule = decision.rule_label
             stamp = datetime.fromtimestamp(decision.time, tz=UTC).isoformat(timespec="milliseconds")
             print(f"{stamp}  {decision.phase:<9}  {decision.action.value:<8}  {rule}")
-    if report.skipped:
-        print(f"warning: skipped {len(report.skipped)} damaged record(s): {report.skipped[:10]}", file=sys.stderr)
+    if report.torn:
+        print(f"warning: skipped {report.torn} damaged record(s): {report.skipped[:10]}", file=sys.stderr)
     return 0
 
 
@@ -114,8 +115,8 @@ def _cmd_audit_stats(args: argparse.Namespace) -> int:
     from .audit import ReadReport, dumps_stats, read_audit, stats
 
     report = ReadReport()
-    summary = stats(read_audit(args.log, report))
-    summary["damaged_lines"] = len(report.skipped)
+    summary = stats(read_audit(args.log, report, progress="audit stats"))
+    summary["damaged_lines"] = report.torn
     if args.json:
         print(dumps_stats(summary))
         return 0
@@ -140,12 +141,13 @@ def _cmd_audit_stats(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .audit import ReadReport, read_audit
     from .report import write_report
 
-    report = ReadReport()
-    path = write_report(read_audit(args.log, report), args.output, title=args.title)
-    print(f"wrote {path} ({report.read} decisions)")
+    outcome = write_report(args.log, args.output, title=args.title, max_requests=args.max_requests, progress=True)
+    print(
+        f"wrote {args.output} ({outcome.decisions} decisions, {outcome.requests} requests, {outcome.shown} shown; "
+        f"skipped {outcome.skipped.count} damaged or malformed record(s))"
+    )
     return 0
 
 
@@ -190,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("log")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--title", default="guardrails-uq decisions")
+    number_argument(
+        p, "--max-requests", MAX_REQUESTS, default=1000, help="requests shown as cards (those not allowed first)"
+    )
     p.set_defaults(handler=_cmd_report)
 
     groups = {
@@ -225,8 +230,8 @@ _FEATURE_COMMANDS = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 1 failed test, 2 error)."""
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)  # numeric arguments are checked here (guardrails_uq.numbers)
         return int(args.handler(args))
     except GuardrailsError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -10,7 +10,8 @@ counts as an error for that decision, and the report says which signal was missi
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,9 @@ from .audit import read_audit
 from .decision import Action, Decision
 from .policy import CompiledPolicy, load_policy
 from .policy.outcome import decide_phase
+
+RAY_CHUNK = 50_000
+"""Records sent to Ray at a time by ``replay --engine ray`` (bounds the driver's memory)."""
 
 
 def recompute_checks(policy: CompiledPolicy) -> list[Any]:
@@ -53,19 +57,22 @@ def redecide(policy: CompiledPolicy, record: dict[str, Any], checks: list[Any] =
     }
 
 
-def _records(log: str | Path) -> list[dict[str, Any]]:
-    return [
-        {
-            "id": d.id,
-            "phase": d.phase,
-            "signals": d.signals,
-            "action": d.action.value,
-            "rule": d.rule_label,
-            "generated": d.generated,
-        }
-        for d in read_audit(log)
-        if _replayable(d)
-    ]
+def _records(decisions: Iterable[Decision]) -> Iterator[dict[str, Any]]:
+    for d in decisions:
+        if _replayable(d):
+            yield {
+                "id": d.id,
+                "phase": d.phase,
+                "signals": d.signals,
+                "action": d.action.value,
+                "rule": d.rule_label,
+                "generated": d.generated,
+            }
+
+
+def _chunks(records: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    while chunk := list(islice(records, size)):
+        yield chunk
 
 
 def _replayable(decision: Decision) -> bool:
@@ -96,18 +103,30 @@ def _summarise(results: Iterable[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def replay(policy_path: str | Path, log: str | Path, *, engine: str = "local") -> dict[str, Any]:
-    """Re-decide every replayable decision in ``log`` under the policy at ``policy_path``."""
+def replay_decisions(
+    policy_path: str | Path, decisions: Iterable[Decision], *, engine: str = "local"
+) -> dict[str, Any]:
+    """Re-decide every replayable decision of ``decisions`` under the policy at ``policy_path``, streamed: one
+    decision at a time locally, :data:`RAY_CHUNK` at a time on Ray; nothing else is kept (bounded memory)."""
     policy = load_policy(policy_path)
-    records = _records(log)
+    records = _records(decisions)
+    results: Iterable[dict[str, Any]]
     if engine == "ray":
         from .ray_engine import redecide_with_ray
 
-        results = redecide_with_ray(Path(policy_path), records)
+        results = (r for chunk in _chunks(records, RAY_CHUNK) for r in redecide_with_ray(Path(policy_path), chunk))
     else:
         checks = recompute_checks(policy)
-        results = [redecide(policy, r, checks) for r in records]
+        results = (redecide(policy, r, checks) for r in records)
     return {"policy": policy.name, "engine": engine, **_summarise(results)}
+
+
+def replay(
+    policy_path: str | Path, log: str | Path, *, engine: str = "local", progress: bool = False
+) -> dict[str, Any]:
+    """Re-decide every replayable decision in the audit log at ``log`` (streamed; with ``progress``, a long log
+    reports its progress on stderr)."""
+    return replay_decisions(policy_path, read_audit(log, progress="replay" if progress else None), engine=engine)
 
 
 def render(report: dict[str, Any]) -> str:

@@ -7,21 +7,35 @@ with their BCI; the claim-level view (each sentence with its tokens' mean and ma
 marked); each claim's grounding verdict and the evidence sentence it was aligned with; the guidelines
 injected; the chunks kept and dropped against the conformal threshold.
 Summary charts (actions, rules, score distributions) are inline SVG. No scripts, no external resources.
+The log is untrusted: evidence is printed only through the validated views of :mod:`.report_evidence`, every
+text escaped; a record that does not fit is skipped and counted on the page. The log is streamed twice in
+bounded memory: the summary counts every request, the cards are a sample of at most ``max_requests`` (those
+not allowed first) and the page says so.
 """
 
 from __future__ import annotations
 
 import html
+import io
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TextIO
 
-from .audit import RequestRecord, group_requests
+from .audit import ReadReport, read_audit
+from .audit_stats import LogSummary, RequestRow, temp_database
 from .decision import Decision
+from .report_evidence import EvidenceView, MalformedEvidence, SpanView, TokenView, evidence_view
 
 _ACTION_COLOURS = {"allow": "#2e7d32", "abstain": "#c62828", "escalate": "#ef6c00"}
+SHOWN_SKIPS = 10
+"""How many skipped records the page lists by name (all are counted)."""
+MAX_REQUESTS = 1000
+"""How many requests get a card by default (the summary counts them all)."""
+REQUEST_CHARS = 2000
+"""How much of a request's text a card shows."""
 _HISTOGRAMS = (
     "provenance.bci_max",
     "uncertainty.mean_nll",
@@ -73,16 +87,12 @@ def _bar_chart(title: str, counts: dict[str, int], colours: dict[str, str] | Non
     return f'<div class="chart"><h3>{_esc(title)}</h3><svg width="{width}" height="{height}" role="img" aria-label="{_esc(title)}">{"".join(rows)}</svg></div>'
 
 
-def _histogram(title: str, values: Sequence[float], bins: int = 12) -> str:
-    values = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)]
-    if not values:
+def _histogram(title: str, histogram: tuple[float, float, list[int]] | None) -> str:
+    """An SVG histogram of (low, high, equal-bin counts), as :meth:`LogSummary.histogram` gives it."""
+    if histogram is None:
         return ""
-    low, high = min(values), max(values)
-    span = (high - low) or 1.0
-    counts = [0] * bins
-    for v in values:
-        counts[min(bins - 1, int((v - low) / span * bins))] += 1
-    width, height, top = 300, 110, max(counts)
+    low, high, counts = histogram
+    bins, width, height, top = len(counts), 300, 110, max(counts)
     bar = width / bins
     rects = "".join(
         f'<rect x="{i * bar:.1f}" y="{height - 20 - (height - 30) * c / top:.1f}" width="{bar - 2:.1f}" '
@@ -90,69 +100,67 @@ def _histogram(title: str, values: Sequence[float], bins: int = 12) -> str:
         for i, c in enumerate(counts)
     )
     axis = f'<text x="0" y="{height - 4}" font-size="11">{low:.3g}</text><text x="{width - 40}" y="{height - 4}" font-size="11">{high:.3g}</text>'
-    return f'<div class="chart"><h3>{_esc(title)} (n={len(values)})</h3><svg width="{width}" height="{height}" role="img" aria-label="{_esc(title)}">{rects}{axis}</svg></div>'
+    return f'<div class="chart"><h3>{_esc(title)} (n={sum(counts)})</h3><svg width="{width}" height="{height}" role="img" aria-label="{_esc(title)}">{rects}{axis}</svg></div>'
 
 
-def _answer_html(decision: Decision) -> str:
-    text = decision.generated
-    tokens = (
-        (decision.evidence.get("uncertainty") or {}).get("tokens")
-        if isinstance(decision.evidence.get("uncertainty"), dict)
-        else None
-    )
-    spans = [s for s in ((decision.evidence.get("provenance") or {}).get("spans") or [])]
+def _token_span(token: TokenView) -> str:
+    p = math.exp(token.logprob)
+    return f'<span class="tok" style="background:{_colour(p)}" title="p={p:.3f}">{_esc(token.token)}</span>'
+
+
+def _marked(text: str, spans: Sequence[SpanView]) -> str:
+    """``text`` escaped, with the first occurrence of each span's text (not overlapping an earlier one) in
+    ``<mark>``. Spans are located in the raw text, so no span can match inside markup the report wrote."""
+    found: list[tuple[int, int, SpanView]] = []
+    for span in spans:
+        start = text.find(span.text) if span.text else -1
+        while start >= 0 and any(start < e and start + len(span.text) > s for s, e, _ in found):
+            start = text.find(span.text, start + 1)
+        if start >= 0:
+            found.append((start, start + len(span.text), span))
+    pieces, at = [], 0
+    for start, end, span in sorted(found, key=lambda f: f[0]):
+        pieces.append(_esc(text[at:start]))
+        pieces.append(f'<mark title="BCI {span.bci:.1f}, {span.count} occurrence(s)">{_esc(text[start:end])}</mark>')
+        at = end
+    pieces.append(_esc(text[at:]))
+    return "".join(pieces)
+
+
+def _answer_html(decision: Decision, view: EvidenceView) -> str:
+    text, tokens, spans = decision.generated, view.tokens, view.spans
     if not text and not tokens:
         return ""
-    if tokens and "".join(t["token"] for t in tokens).strip() == (text or "").strip():
-        pieces = "".join(
-            f'<span class="tok" style="background:{_colour(math.exp(t["logprob"]))}" title="p={math.exp(t["logprob"]):.3f}">{_esc(t["token"])}</span>'
-            for t in tokens
-        )
+    coloured = "".join(_token_span(t) for t in tokens)
+    if tokens and "".join(t.token for t in tokens).strip() == (text or "").strip():
+        pieces = coloured
     else:
-        pieces = _esc(text or "")
-        if tokens:
-            pieces += (
-                '<div class="meta">'
-                + " ".join(
-                    f'<span class="tok" style="background:{_colour(math.exp(t["logprob"]))}" title="p={math.exp(t["logprob"]):.3f}">{_esc(t["token"])}</span>'
-                    for t in tokens
-                )
-                + "</div>"
-            )
+        pieces = _esc(text or "") + (f'<div class="meta">{coloured}</div>' if tokens else "")
     body = f'<div class="answer">{pieces}</div>'
     if spans:
-        marked = _esc(text or "")
-        for span in spans:
-            needle = _esc(span["text"])
-            marked = marked.replace(
-                needle, f'<mark title="BCI {span["bci"]:.1f}, {span["count"]} occurrence(s)">{needle}</mark>', 1
-            )
         rows = "".join(
-            f"<tr><td>{_esc(s['text'][:80])}</td><td>{s['bci']:.1f}</td><td>{s['length']}</td><td>"
-            + ", ".join(f"{_esc(src['doc'])}@{src['offset']}" for src in s["sources"])
+            f"<tr><td>{_esc(s.text[:80])}</td><td>{s.bci:.1f}</td><td>{s.length}</td><td>"
+            + ", ".join(f"{_esc(src.doc)}@{src.offset}" for src in s.sources)
             + "</td></tr>"
             for s in spans
         )
-        body += f'<p class="meta">Copied spans found in the corpus:</p><div class="answer">{marked}</div><table><tr><th>span</th><th>BCI</th><th>tokens</th><th>sources</th></tr>{rows}</table>'
+        body += (
+            f'<p class="meta">Copied spans found in the corpus:</p><div class="answer">{_marked(text or "", spans)}'
+            f"</div><table><tr><th>span</th><th>BCI</th><th>tokens</th><th>sources</th></tr>{rows}</table>"
+        )
     return body
 
 
-def _token_span(token: dict[str, Any]) -> str:
-    p = math.exp(token["logprob"])
-    return f'<span class="tok" style="background:{_colour(p)}" title="p={p:.3f}">{_esc(token["token"])}</span>'
-
-
-def _claims_html(decision: Decision) -> str:
+def _claims_html(view: EvidenceView) -> str:
     """The claim-level view: each sentence of the answer with its tokens (coloured by probability) and their
     mean and max NLL; the least confident claim is marked. Computed from the logged tokens (the same split
     as the check's ``claims`` evidence), so logs written before that evidence existed show it too."""
     from .uncertainty.claims import claims, worst_claim
 
-    evidence = decision.evidence.get("uncertainty")
-    tokens = evidence.get("tokens") if isinstance(evidence, dict) else None
+    tokens = view.tokens
     if not tokens:
         return ""
-    found = claims([t["token"] for t in tokens], [t["logprob"] for t in tokens])
+    found = claims([t.token for t in tokens], [t.logprob for t in tokens])
     worst = worst_claim(found)
     rows = []
     for claim in found:
@@ -174,33 +182,25 @@ def _claims_html(decision: Decision) -> str:
     )
 
 
-def _grounding_html(decision: Decision) -> str:
+def _grounding_html(view: EvidenceView) -> str:
     """Grounding: each claim of the answer with its verdict, support and contradiction, and the evidence
     sentence it was aligned with (document id); claims below the threshold are marked."""
-    evidence = decision.evidence.get("grounding")
-    if not isinstance(evidence, dict):
+    grounding = view.grounding
+    if grounding is None or not grounding.claims:
         return ""
-    claims = evidence.get("claims")
-    if not isinstance(claims, list) or not claims:
-        return ""
-    threshold = evidence.get("threshold")
-    limit = threshold if isinstance(threshold, int | float) and not isinstance(threshold, bool) else None
     rows, failing = [], 0
-    for claim in claims:
-        if not isinstance(claim, dict):
-            continue
-        support = claim.get("support")
-        weak = limit is not None and isinstance(support, int | float) and support < limit
+    for claim in grounding.claims:
+        weak = claim.support < grounding.threshold
         failing += weak
-        verdict = _esc(claim.get("verdict"))
+        verdict = _esc(claim.verdict)
         marked = f'<span class="flag">{verdict}</span>' if weak else verdict
         row_class = ' class="unsure"' if weak else ""
         rows.append(
-            f"<tr{row_class}><td>{_esc(claim.get('claim'))}</td><td>{marked}</td>"
-            f"<td>{_esc(support)}</td><td>{_esc(claim.get('contradiction'))}</td>"
-            f"<td><code>{_esc(claim.get('document'))}</code>: {_esc(claim.get('sentence'))}</td></tr>"
+            f"<tr{row_class}><td>{_esc(claim.claim)}</td><td>{marked}</td>"
+            f"<td>{claim.support:.3f}</td><td>{claim.contradiction:.3f}</td>"
+            f"<td><code>{_esc(claim.document)}</code>: {_esc(claim.sentence)}</td></tr>"
         )
-    summary = f"Grounding: {len(rows)} claim(s), {failing} below the threshold {_esc(threshold)}"
+    summary = f"Grounding: {len(rows)} claim(s), {failing} below the threshold {grounding.threshold:.4f}"
     return (
         f'<details{" open" if failing else ""} class="claims grounding"><summary>{summary}</summary>'
         f"<table><tr><th>claim</th><th>verdict</th><th>support</th><th>contradiction</th>"
@@ -208,89 +208,74 @@ def _grounding_html(decision: Decision) -> str:
     )
 
 
-def _guidelines_html(decision: Decision) -> str:
-    evidence = decision.evidence.get("guidelines") or {}
-    items = evidence.get("guidelines") if isinstance(evidence, dict) else None
+def _guidelines_html(view: EvidenceView) -> str:
+    items = view.guidelines
     if not items:
         return ""
     rows = "".join(
-        f"<tr><td>{_esc(g['id'])}</td><td>{_esc(g['title'])}</td><td>{_esc(g['category'])}</td><td>{g['score']:.3f}</td></tr>"
+        f"<tr><td>{_esc(g.id)}</td><td>{_esc(g.title)}</td><td>{_esc(g.category)}</td><td>{g.score:.3f}</td></tr>"
         for g in items
     )
     return f"<details open><summary>Guidelines injected ({len(items)})</summary><table><tr><th>id</th><th>title</th><th>category</th><th>score</th></tr>{rows}</table></details>"
 
 
-def _deferral_html(decision: Decision) -> str:
+def _deferral_html(view: EvidenceView) -> str:
     """The risk-controlled deferral rule the answer was held to: target, delta, n and the certified threshold."""
-    uncertainty = decision.evidence.get("uncertainty")
-    rule = uncertainty.get("deferral") if isinstance(uncertainty, dict) else None
-    if not isinstance(rule, dict):
+    rule = view.deferral
+    if rule is None:
         return ""
-    value = rule.get("value")
-    shown = (
-        "nothing certified: every answer deferred"
-        if rule.get("threshold") is None
-        else f"threshold {rule['threshold']:.4g}"
-    )
-    measured = "n/a" if value is None else f"{value:.4g}"
+    shown = "nothing certified: every answer deferred" if rule.threshold is None else f"threshold {rule.threshold:.4g}"
+    measured = "n/a" if rule.value is None else f"{rule.value:.4g}"
     return (
-        f'<p class="meta">Deferral: {_esc(rule["score"])} = {measured}; error among allowed answers &le; '
-        f"{rule['target_error']:g} with probability &ge; {1 - rule['delta']:g} (n={rule['n']} calibration calls), "
+        f'<p class="meta">Deferral: {_esc(rule.score)} = {measured}; error among allowed answers &le; '
+        f"{rule.target_error:g} with probability &ge; {1 - rule.delta:g} (n={rule.n} calibration calls), "
         f"{shown}</p>"
     )
 
 
-def _retrieval_html(decision: Decision) -> str:
-    evidence = decision.evidence.get("retrieval")
-    if not isinstance(evidence, dict):
+def _retrieval_html(view: EvidenceView) -> str:
+    evidence = view.retrieval
+    if evidence is None:
         return ""
-    threshold = evidence.get("threshold")
     rows = "".join(
-        f'<tr class="kept"><td>{_esc(d["id"])}</td><td>{d["score"]:.3f}</td><td>kept</td></tr>'
-        for d in evidence.get("kept", [])
+        f'<tr class="kept"><td>{_esc(d.id)}</td><td>{d.score:.3f}</td><td>kept</td></tr>' for d in evidence.kept
     )
     rows += "".join(
-        f'<tr class="dropped"><td>{_esc(d["id"])}</td><td>{d["score"]:.3f}</td><td>dropped</td></tr>'
-        for d in evidence.get("dropped", [])
+        f'<tr class="dropped"><td>{_esc(d.id)}</td><td>{d.score:.3f}</td><td>dropped</td></tr>'
+        for d in evidence.dropped
     )
-    shown = "keeps everything" if threshold is None else f"{threshold:.4f}"
+    shown = "keeps everything" if evidence.threshold is None else f"{evidence.threshold:.4f}"
+    alpha = "n/a" if evidence.alpha is None else f"{evidence.alpha:g}"
     return (
-        f"<details><summary>Retrieved chunks: {len(evidence.get('kept', []))} kept, {len(evidence.get('dropped', []))} dropped "
-        f"({_esc(evidence.get('score_kind'))} score, alpha {evidence.get('alpha')}, threshold {shown})</summary>"
+        f"<details><summary>Retrieved chunks: {len(evidence.kept)} kept, {len(evidence.dropped)} dropped "
+        f"({_esc(evidence.score_kind)} score, alpha {alpha}, threshold {shown})</summary>"
         f"<table><tr><th>chunk</th><th>score</th><th></th></tr>{rows}</table></details>"
     )
 
 
 def _badge(action: str) -> str:
-    return f'<span class="badge" style="background:{_ACTION_COLOURS.get(action, "#555")}">{action.upper()}</span>'
+    return f'<span class="badge" style="background:{_ACTION_COLOURS.get(action, "#555")}">{_esc(action.upper())}</span>'
 
 
-def _request_text(record: RequestRecord) -> str | None:
-    for decision in record.decisions:
-        if decision.metadata.get("request"):
-            return str(decision.metadata["request"])
-        user = next((m.content for m in reversed(decision.messages or []) if m.role == "user"), None)
-        if user:
-            return user[-300:]
-    return None
+def _request_text(decision: Decision) -> str | None:
+    """The request a Decision shows (its metadata's, else its last user message), at most
+    :data:`REQUEST_CHARS` characters."""
+    if decision.metadata.get("request"):
+        return str(decision.metadata["request"])[:REQUEST_CHARS]
+    user = next((m.content for m in reversed(decision.messages or []) if m.role == "user"), None)
+    return user[-REQUEST_CHARS:] if user else None
 
 
-def _request_card(record: RequestRecord) -> str:
-    """One card per request: its verdict, then every phase's Decision (input, retrieval, output, choices)."""
-    action = record.action
-    parts = [
-        f'<div class="card {action}">{_badge(action)} <b>{_esc(record.rule_label)}</b> '
-        f'<span class="meta">request {_esc(record.request_id[:12])} · {len(record.decisions)} decision(s)</span>'
-    ]
-    request = _request_text(record)
-    if request:
-        parts.append(f"<p><b>Request:</b> {_esc(request)}</p>")
-    parts += [_phase_section(d) for d in record.decisions]
-    parts.append("</div>")
-    return "".join(parts)
+def _card_head(row: RequestRow, request: str | None) -> str:
+    """The top of a request's card: its verdict, then (the sections follow) every phase's Decision."""
+    head = (
+        f'<div class="card {_esc(row.action)}">{_badge(row.action)} <b>{_esc(row.rule_label)}</b> '
+        f'<span class="meta">request {_esc(row.request_id[:12])} · {row.decisions} decision(s)</span>'
+    )
+    return head + (f"<p><b>Request:</b> {_esc(request)}</p>" if request else "")
 
 
-def _phase_section(decision: Decision) -> str:
+def _phase_section(decision: Decision, view: EvidenceView) -> str:
     action = decision.action.value
     reads = "".join(f"<li><code>{_esc(k)}</code> = {_esc(v)}</li>" for k, v in decision.inputs.items())
     errors = "".join(f"<li>{_esc(e.check)}: {_esc(e.type)}: {_esc(e.error)}</li>" for e in decision.errors)
@@ -305,39 +290,195 @@ def _phase_section(decision: Decision) -> str:
         parts.append(f"<p><b>Returned:</b> {_esc(decision.message)}</p>")
     if decision.answer:
         parts.append(f"<p><b>Escalated answer:</b> {_esc(decision.answer)}</p>")
-    parts += [_answer_html(decision), _claims_html(decision), _grounding_html(decision)]
-    parts += [_guidelines_html(decision), _retrieval_html(decision)]
-    parts.append(_deferral_html(decision))
+    parts += [_answer_html(decision, view), _claims_html(view), _grounding_html(view)]
+    parts += [_guidelines_html(view), _retrieval_html(view)]
+    parts.append(_deferral_html(view))
     if errors:
         parts.append(f"<p>Errors:</p><ul>{errors}</ul>")
     parts.append("</details>")
     return "".join(parts)
 
 
-def render(decisions: Iterable[Decision], *, title: str = "guardrails-uq decisions") -> str:
-    """The report as one HTML string."""
+@dataclass
+class Skipped:
+    """The records a report left out: how many, and why for the first :data:`SHOWN_SKIPS`."""
+
+    count: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+    def add(self, reason: str) -> None:
+        self.count += 1
+        if len(self.reasons) < SHOWN_SKIPS:
+            self.reasons.append(reason)
+
+    def add_damaged(self, damaged: ReadReport) -> None:
+        """The records the log reader could not read (torn, not JSON, not a Decision)."""
+        for position in damaged.skipped:
+            self.add(f"line (or SQLite row) {position}: damaged (torn, not JSON, or not a Decision)")
+        self.count += damaged.torn - len(damaged.skipped)  # counted by the reader beyond the positions it lists
+
+    def html(self) -> str:
+        if not self.count:
+            return ""
+        items = "".join(f"<li>{_esc(r)}</li>" for r in self.reasons)
+        more = f"<li>... and {self.count - len(self.reasons)} more</li>" if self.count > len(self.reasons) else ""
+        return (
+            f'<details><summary class="meta">{self.count} record(s) skipped: damaged, or with malformed evidence '
+            f"(left out of every count and chart)</summary><ul>{items}{more}</ul></details>"
+        )
+
+
+def _choose(rows: Iterable[RequestRow], limit: int) -> tuple[dict[str, RequestRow], Counter[str], Counter[str]]:
+    """The requests that get a card (at most ``limit``: those not allowed first, then allowed ones, each in log
+    order), and every request counted by verdict action and rule. Holds at most 2 x ``limit`` rows."""
+    blocked: list[RequestRow] = []
+    allowed: list[RequestRow] = []
+    actions: Counter[str] = Counter()
+    rules: Counter[str] = Counter()
+    for row in rows:
+        actions[row.action] += 1
+        rules[row.rule_label] += 1
+        kept = allowed if row.action == "allow" else blocked
+        if len(kept) < limit:
+            kept.append(row)
+    chosen = blocked + allowed[: limit - len(blocked)]
+    return {row.request_id: row for row in chosen}, actions, rules
+
+
+class _Cards:
+    """The cards' sections, kept in a temporary database (not in memory) until the page is written."""
+
+    def __init__(self) -> None:
+        self.db = temp_database()
+        self.db.execute("CREATE TABLE sections (seq INTEGER, html TEXT)")
+        self.db.execute("CREATE TABLE requests (seq INTEGER PRIMARY KEY, text TEXT)")
+
+    def add(self, row: RequestRow, decision: Decision, view: EvidenceView) -> None:
+        self.db.execute("INSERT INTO sections VALUES (?, ?)", (row.seq, _phase_section(decision, view)))
+        text = _request_text(decision)
+        if text:
+            self.db.execute("INSERT OR IGNORE INTO requests VALUES (?, ?)", (row.seq, text))
+
+    def write(self, rows: Iterable[RequestRow], out: TextIO) -> None:
+        self.db.execute("CREATE INDEX section_order ON sections (seq)")
+        for row in sorted(rows, key=lambda r: r.seq):
+            text = self.db.execute("SELECT text FROM requests WHERE seq = ?", (row.seq,)).fetchone()
+            out.write(_card_head(row, text[0] if text else None))
+            for (section,) in self.db.execute("SELECT html FROM sections WHERE seq = ? ORDER BY rowid", (row.seq,)):
+                out.write(section)
+            out.write("</div>")
+
+    def close(self) -> None:
+        self.db.close()
+
+
+@dataclass
+class ReportOutcome:
+    """What a written report holds: decisions and requests summarised, cards shown, records skipped."""
+
+    decisions: int
+    requests: int
+    shown: int
+    skipped: Skipped
+
+
+def _valid(decisions: Iterable[Decision], skipped: Skipped | None) -> Iterator[tuple[Decision, EvidenceView]]:
+    """Each Decision whose printed evidence is well-formed, with its view; the others go to ``skipped``."""
+    for decision in decisions:
+        try:
+            view = evidence_view(decision)
+        except MalformedEvidence as exc:
+            if skipped is not None:
+                skipped.add(str(exc))
+            continue
+        yield decision, view
+
+
+def build_report(
+    passes: Callable[[int], Iterable[Decision]],
+    out: TextIO,
+    *,
+    title: str = "guardrails-uq decisions",
+    max_requests: int = MAX_REQUESTS,
+    damaged: ReadReport | None = None,
+    skipped: Skipped | None = None,
+) -> ReportOutcome:
+    """Write the report page to ``out`` in two streamed passes over the same Decisions (``passes(0)``, then
+    ``passes(1)``, each a fresh iterable): the first summarises every request in bounded memory
+    (:class:`~guardrails_uq.audit_stats.LogSummary`), the second renders cards for at most ``max_requests``
+    requests (those not allowed first), spooled to a temporary database. Decisions with malformed evidence
+    are left out and added to ``skipped``, then the records the log reader skipped into ``damaged`` during
+    the first pass; the page says how many, why, and how many requests it shows."""
+    skipped = skipped if skipped is not None else Skipped()
+    with LogSummary() as summary:
+        for decision, _ in _valid(passes(0), skipped):
+            summary.add(decision)
+        if damaged is not None:
+            skipped.add_damaged(damaged)
+        chosen, by_action, by_rule = _choose(summary.requests(), max_requests)
+        cards = _Cards()
+        try:
+            for decision, view in _valid(passes(1), None):
+                row = chosen.get(decision.request_id)
+                if row is not None:
+                    cards.add(row, decision, view)
+            charts = [
+                _bar_chart("Actions (requests)", dict(by_action), _ACTION_COLOURS),
+                _bar_chart("Deciding rule", dict(by_rule)),
+                *(_histogram(name, summary.histogram(name, 12)) for name in _HISTOGRAMS),
+            ]
+            total = summary.request_count
+            sample = (
+                f'<p class="meta">Showing {len(chosen):,} of {total:,} requests (at most {max_requests:,}: those not '
+                "allowed first, then allowed ones, each in log order); the summary counts every request.</p>"
+                if len(chosen) < total
+                else ""
+            )
+            out.write(
+                f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title><style>{CSS}</style></head><body>'
+                f'<h1>{_esc(title)}</h1><p class="meta">{total} requests, {summary.total} decisions. Token colours: '
+                f'<span class="tok" style="background:{_colour(0.05)}">p≈0</span> <span class="tok" style="background:{_colour(0.5)}">p≈0.5</span> '
+                f'<span class="tok" style="background:{_colour(0.99)}">p≈1</span>; <mark>copied spans</mark>.</p>{skipped.html()}'
+                f'<h2>Summary</h2><div class="charts">{"".join(charts)}</div><h2>Requests</h2>{sample}'
+            )
+            cards.write(chosen.values(), out)
+            out.write("</body></html>")
+        finally:
+            cards.close()
+        return ReportOutcome(summary.total, total, len(chosen), skipped)
+
+
+def render(
+    decisions: Iterable[Decision],
+    *,
+    title: str = "guardrails-uq decisions",
+    max_requests: int = MAX_REQUESTS,
+    skipped: Skipped | None = None,
+) -> str:
+    """The report of in-memory Decisions as one HTML string (see :func:`build_report`)."""
     decisions = list(decisions)
-    requests = group_requests(decisions)
-    by_action = Counter(r.action for r in requests)
-    by_rule = Counter(r.rule_label for r in requests)
-    charts = [
-        _bar_chart("Actions (requests)", dict(by_action), _ACTION_COLOURS),
-        _bar_chart("Deciding rule", dict(by_rule)),
-    ]
-    for name in _HISTOGRAMS:
-        charts.append(_histogram(name, [d.signals.get(name) for d in decisions if name in d.signals]))  # type: ignore[misc]
-    cards = "".join(_request_card(r) for r in requests)
-    return (
-        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title><style>{CSS}</style></head><body>'
-        f'<h1>{_esc(title)}</h1><p class="meta">{len(requests)} requests, {len(decisions)} decisions. Token colours: '
-        f'<span class="tok" style="background:{_colour(0.05)}">p≈0</span> <span class="tok" style="background:{_colour(0.5)}">p≈0.5</span> '
-        f'<span class="tok" style="background:{_colour(0.99)}">p≈1</span>; <mark>copied spans</mark>.</p>'
-        f'<h2>Summary</h2><div class="charts">{"".join(charts)}</div><h2>Requests</h2>{cards}</body></html>'
-    )
+    page = io.StringIO()
+    build_report(lambda _: decisions, page, title=title, max_requests=max_requests, skipped=skipped)
+    return page.getvalue()
 
 
-def write_report(decisions: Iterable[Decision], path: str | Path, *, title: str = "guardrails-uq decisions") -> Path:
+def write_report(
+    log: str | Path,
+    path: str | Path,
+    *,
+    title: str = "guardrails-uq decisions",
+    max_requests: int = MAX_REQUESTS,
+    progress: bool = False,
+) -> ReportOutcome:
+    """Write the report of the audit log at ``log`` to ``path`` (creating its folder), streaming the log twice
+    (bounded memory whatever its size); with ``progress``, long passes report on stderr."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(decisions, title=title), encoding="utf-8")
-    return path
+    first = ReadReport()
+
+    def passes(number: int) -> Iterable[Decision]:
+        label = f"report, pass {number + 1} of 2" if progress else None
+        return read_audit(log, first if number == 0 else ReadReport(), progress=label)
+
+    with open(path, "w", encoding="utf-8") as out:
+        return build_report(passes, out, title=title, max_requests=max_requests, damaged=first)

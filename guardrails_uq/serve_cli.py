@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from .errors import InputError
+from .jsonsafe import dumps
 
 
 def read_api_keys(path: Path) -> set[str]:
@@ -54,8 +54,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from .replay import render, replay
 
-    report = replay(args.policy, args.log, engine=args.engine)
-    print(json.dumps(report) if args.json else render(report))
+    report = replay(args.policy, args.log, engine=args.engine, progress=True)
+    print(dumps(report) if args.json else render(report))
     return 0
 
 

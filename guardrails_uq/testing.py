@@ -9,6 +9,8 @@
 * :func:`keyword_score`, :func:`build_keyword_artifacts`, :func:`keyword_harm_check`, :func:`guard_without_embedder`:
   a keyword-overlap retriever and real artifacts for it (a conformal calibration, a provenance index), so an
   integration's fast tests run a real Guard without downloading or loading an embedder.
+* :func:`synthetic_request`, :func:`write_synthetic_audit_log`: realistic audit records of any volume, for
+  testing and benchmarking the log readers (``audit stats``, ``report``, ``replay``).
 """
 
 from __future__ import annotations
@@ -460,3 +462,56 @@ def guard_without_embedder(policy_text: str, base_dir: Path, *extra: Check) -> G
     deps = CheckDeps(embedder=as_embedder(None))
     checks = [spec.build(policy.section(spec.name), policy.base_dir, deps) for spec in policy.configured_checks()]
     return Guard(policy, checks=[*checks, *extra])
+
+
+def synthetic_request(i: int) -> list[Any]:
+    """The three Decisions of request ``i`` (id ``req`` + 12 digits): an input one with injected guidelines and
+    ``app.toxicity``, a retrieval one with kept and dropped chunks, and an output one with 60 token logprobs,
+    30 numeric signals and, one request in eight (``i % 8 == 0``), a copied span and an abstain."""
+    from .decision import Action, Decision
+
+    rid = f"req{i:012d}"
+    toxicity = (i * 7919 % 1000) / 1000
+    tokens = [{"token": f" word{j}", "logprob": -((i + j) % 37) / 10} for j in range(60)]
+    scores = {f"uncertainty.s{j}": (i * (j + 3)) % 101 / 7 for j in range(30)}
+    blocked = i % 8 == 0
+    span = {"text": " word1 word2 word3", "bci": 42.0, "count": 1, "length": 3, "start": 1, "end": 4,
+            "sources": [{"doc": "unsafe-7", "offset": 12}]}  # fmt: skip
+    guidelines = [{"id": f"g{k}", "title": "Be careful", "category": "safety", "score": 0.4} for k in range(3)]
+    retrieval = {"score_kind": "similarity", "alpha": 0.1, "threshold": 0.31,
+                 "kept": [{"id": f"kb-{k}", "score": 0.5} for k in range(3)],
+                 "dropped": [{"id": f"kb-{k}", "score": 0.1} for k in range(3, 8)]}  # fmt: skip
+    common: dict[str, Any] = {"request_id": rid, "policy": "demo"}
+    return [
+        Decision(id=f"{rid}-in", phase="input", action=Action.ALLOW, final=False, **common,
+                 signals={"app.toxicity": toxicity, "guidelines.top_score": toxicity / 2, "guidelines.count": 3},
+                 evidence={"guidelines": {"guidelines": guidelines}},
+                 metadata={"request": f"Question number {i}: how do I do the thing safely?"}),
+        Decision(id=f"{rid}-ret", phase="retrieval", action=Action.ALLOW, final=False, **common,
+                 signals={"app.toxicity": toxicity, "retrieval.kept": 3, "retrieval.total": 8},
+                 evidence={"retrieval": retrieval}),
+        Decision(id=f"{rid}-out", phase="output", action=Action.ABSTAIN if blocked else Action.ALLOW, **common,
+                 rule="memorized-unsafe-text" if blocked else None,
+                 message="I can't help with that." if blocked else None,
+                 generated="".join(f" word{j}" for j in range(60)),
+                 signals={"app.toxicity": toxicity, "provenance.bci_max": 42.0 if blocked else 0.0, **scores},
+                 evidence={"uncertainty": {"tokens": tokens}, "provenance": {"spans": [span] if blocked else []}},
+                 timings_ms={"total": 2.5}),
+    ]  # fmt: skip
+
+
+def write_synthetic_audit_log(path: str | Path, megabytes: float) -> int:
+    """Write an audit log (JSON text sequence) of about ``megabytes`` MB of :func:`synthetic_request` records
+    at ``path``, fast (64 encoded requests, repeated under new ids); returns how many requests it holds."""
+    from .audit import encode_record
+
+    templates = [[encode_record(d) for d in synthetic_request(i)] for i in range(64)]
+    target, written, i = int(megabytes * 1e6), 0, 0
+    with open(path, "wb") as out:
+        while written < target:
+            old, new = f"req{i % 64:012d}".encode(), f"req{i:012d}".encode()
+            chunk = b"".join(b"\x1e" + record.replace(old, new) + b"\n" for record in templates[i % 64])
+            out.write(chunk)
+            written += len(chunk)
+            i += 1
+    return i

@@ -62,6 +62,18 @@ def test_replay_on_ray_matches_local(logged) -> None:
 
 
 @pytest.mark.slow
+def test_replay_on_ray_in_chunks_matches_local(logged, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("ray")
+    from guardrails_uq import replay as replay_module
+
+    log, new = logged
+    local = replay(new, log)
+    monkeypatch.setattr(replay_module, "RAY_CHUNK", 30)  # 80 decisions: three chunks, each its own Ray pipeline
+    on_ray = replay(new, log, engine="ray")
+    assert {k: v for k, v in on_ray.items() if k != "engine"} == {k: v for k, v in local.items() if k != "engine"}
+
+
+@pytest.mark.slow
 def test_replay_recomputes_provenance_with_the_new_index(tmp_path: Path) -> None:
     pytest.importorskip("ray")
     from guardrails_uq.provenance import build_index

@@ -67,7 +67,7 @@ def test_nothing_certifiable_allows_nothing() -> None:
 
 
 def test_bad_inputs_are_clear_errors() -> None:
-    with pytest.raises(InputError, match="in \\(0, 1\\)"):
+    with pytest.raises(InputError, match=r"target_error must be a finite number in \[0.0001, 1\)"):
         calibrate_risk([0.1], [True], target_error=0.0, delta=0.1, score="g_nll")
     with pytest.raises(InputError, match="finite"):
         calibrate_risk([0.1, math.inf], [True, False], target_error=0.1, delta=0.1, score="g_nll")

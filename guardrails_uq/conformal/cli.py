@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
+from ..jsonsafe import dumps
 from .calibration import KIND_CHOICES, SCORE_KINDS
 from .scores import HYBRID_WEIGHT
 from .selection import DEFAULT_ALPHAS
@@ -131,7 +131,7 @@ def _cmd_eval_calibration(args: argparse.Namespace, retriever: Any, pairs: list)
     if args.json:
         selection = None if calibrator.selection_ is None else calibrator.selection_.to_dict()
         print(
-            json.dumps(
+            dumps(
                 {
                     "score_kind": calibrator.kind,
                     "n": calibrator.n_calibration_,
@@ -173,7 +173,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         candidates=_kinds(args.candidates),
     )
     if args.json:
-        print(json.dumps(report))
+        print(dumps(report))
         return 0
     print(f"{len(pairs)} queries, {len(retriever.ids)} chunks, {args.splits} random 50/50 splits")
     head = f"{'score kind':<15} {'alpha':>6} {'coverage':>9} {'± std':>7} {'kept mean':>10} {'kept median':>12}"

@@ -39,6 +39,7 @@ from ..artifacts import field, read_artifact, write_artifact
 from ..errors import ArtifactError, InputError, NotFittedError
 from ..jsonl import read_jsonl
 from ..metrics import auroc
+from ..numbers import FRACTION, L2, SEED, TARGET_FPR, WEIGHT
 from ..textnorm import normalize
 from .detector import FEATURES, FEATURES_ID, LogisticModel, as_question, features
 from .index import GuidelineIndex
@@ -184,17 +185,12 @@ class HarmDetector:
         by_source: bool = True,
         seed: int = 0,
     ) -> None:
-        fpr_rank(1, target_fpr)  # validates the target
-        if not 0.0 < calibration_fraction < 1.0:
-            raise InputError(f"calibration fraction must be in (0, 1), got {calibration_fraction}", source="fraction")
-        if l2 < 0:
-            raise InputError(f"l2 must be >= 0, got {l2}", source="l2")
-        self.target_fpr = target_fpr
-        self.calibration_fraction = calibration_fraction
-        self.l2 = l2
+        self.target_fpr = TARGET_FPR.check(target_fpr, "target_fpr")
+        self.calibration_fraction = FRACTION.check(calibration_fraction, "calibration_fraction")
+        self.l2 = L2.check(l2, "l2")
         self.augment = augment
         self.by_source = by_source
-        self.seed = seed
+        self.seed = SEED.check(seed, "seed")
         self.loaded_from: Path | None = None  # the artifact this detector was read from, if any
 
     # -- fitting ---------------------------------------------------------------------------------------------
@@ -574,7 +570,6 @@ def read_requests(path: str | Path) -> list[Request]:
             raise InputError('each line needs a non-empty "text"', source=str(path), line=number)
         if not isinstance(source, str) or not source:
             raise InputError('"source" must be a non-empty string', source=str(path), line=number)
-        if not isinstance(weight, int | float) or isinstance(weight, bool) or not 0 < weight < math.inf:
-            raise InputError('"weight" must be a positive number', source=str(path), line=number)
+        WEIGHT.check(weight, '"weight"', source=str(path), line=number)
         requests.append(Request(text, source.split(":")[0], float(weight)))
     return requests

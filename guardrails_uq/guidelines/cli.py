@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+
+from ..jsonsafe import dumps
+from ..numbers import FOLDS, FRACTION, L2, SEED, TARGET_FPR, number_argument
 
 
 def _progress(done: int, total: int) -> None:
@@ -52,7 +54,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         _index(args.library), read_labelled(args.prompts), min_score=args.min_score
     )["with_guidelines"]
     print(
-        json.dumps(report)
+        dumps(report)
         if args.json
         else "\n".join(f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}" for k, v in report.items())
     )
@@ -95,7 +97,7 @@ def _cmd_refusals(args: argparse.Namespace) -> int:
         "benign_refusal_without": refusal_rates(benign, generate, None),
         "benign_refusal_with": refusal_rates(benign, generate, inject),
     }
-    print(json.dumps(report) if args.json else "\n".join(f"{k}: {v}" for k, v in report.items()))
+    print(dumps(report) if args.json else "\n".join(f"{k}: {v}" for k, v in report.items()))
     return 0
 
 
@@ -136,7 +138,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         **{k: v for k, v in detector.to_dict().items() if k not in ("model", "benign_scores", "harmful_scores")},
     }
     if args.json:
-        print(json.dumps(report))
+        print(dumps(report))
     else:
         print(f"wrote {args.output}\n{detector.describe()}")
         if detector.cv_:
@@ -156,7 +158,7 @@ def _cmd_eval_input(args: argparse.Namespace) -> int:
     with Guard.from_policy(args.policy, audit=False) as guard:
         report = evaluate_input(guard, rows, score=args.score)
     print(
-        json.dumps(report)
+        dumps(report)
         if args.json
         else "\n".join(f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}" for k, v in report.items())
     )
@@ -210,15 +212,15 @@ def register_cli(commands: argparse._SubParsersAction, groups: dict) -> None:  #
     p.add_argument(
         "--benign", required=True, type=Path, help='JSONL: {"text", "source"?, "weight"?} requests not to flag'
     )
-    p.add_argument("--target-fpr", type=float, default=0.05, help="false-positive rate on benign requests")
-    p.add_argument("--calibration-fraction", type=float, default=0.3, help="share of each class held for calibration")
-    p.add_argument("--l2", type=float, default=100.0, help="L2 penalty of the logistic model")
+    number_argument(p, "--target-fpr", TARGET_FPR, default=0.05, help="false-positive rate on benign requests")
+    number_argument(p, "--calibration-fraction", FRACTION, default=0.3, help="share of each class held for calibration")
+    number_argument(p, "--l2", L2, default=100.0, help="L2 penalty of the logistic model")
     p.add_argument("--no-augment", action="store_true", help='do not add question forms of "how to" requests')
     p.add_argument(
         "--pooled", action="store_true", help="one threshold for all benign requests, not the largest per source"
     )
-    p.add_argument("--cv", type=int, default=5, help="folds of cross-validation to record (0: none)")
-    p.add_argument("--seed", type=int, default=0)
+    number_argument(p, "--cv", FOLDS, default=5, help="folds of cross-validation to record (0: none)")
+    number_argument(p, "--seed", SEED, default=0)
     p.add_argument("-o", "--output", required=True, type=Path)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_cmd_calibrate)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
+
+from ..jsonsafe import dumps
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
@@ -76,7 +77,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     result = evaluate(_eval_check(args), read_answers(args.answers))
     if args.json:
-        print(json.dumps({k: v for k, v in result.items() if k != "roc"} | {"roc": result["roc"]}))
+        print(dumps({k: v for k, v in result.items() if k != "roc"} | {"roc": result["roc"]}))
         return 0
     print(f"answers: {result['n_copied']} copied, {result['n_clean']} clean; min_span {result['min_span']}")
     print(result["threshold_origin"])
@@ -118,7 +119,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if args.json:
         fields = ("target_fpr", "n", "n_templates", "threshold", "achieved_fpr", "index_fingerprint")
         data = calibration.to_dict()
-        print(json.dumps({k: data[k] for k in fields} | {"output": str(args.output), "seconds": round(seconds, 3)}))
+        print(dumps({k: data[k] for k in fields} | {"output": str(args.output), "seconds": round(seconds, 3)}))
         return 0
     print(
         f"threshold {calibration.threshold_:.4g} on provenance.score for target false-positive rate "

@@ -13,6 +13,7 @@ import numpy as np
 from ..call import Call, Generation, TokenLogprob
 from ..checks import Signals
 from ..errors import ArtifactError, CheckError
+from ..numbers import LOGPROB_TOLERANCE
 from .claims import ClaimStream, claims, worst_claim
 from .deferral import PostHocDeferral, feature_vector
 from .risk import RiskControl
@@ -22,8 +23,6 @@ from .spec import MAX_SAMPLES
 from .token_scores import TOKEN_SCORE_NAMES, TokenScoreStream, token_scores
 
 _SAMPLE_NAMES = ("num_sem_sets", "eigv", "deg", "ecc", "semantic_volume")
-#: A log-probability above 0 is a probability above 1; providers round, so allow this much above 0.
-LOGPROB_TOLERANCE = 1e-4
 
 
 def validate_tokens(tokens: Sequence[TokenLogprob]) -> None:

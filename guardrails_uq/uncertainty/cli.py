@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..jsonsafe import dumps
+from ..numbers import DELTA, L2, TARGET_ERROR, number_argument
+
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     from .deferral import PostHocDeferral, read_calls
@@ -124,7 +127,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         args.calls_out.parent.mkdir(parents=True, exist_ok=True)
         args.calls_out.write_text("".join(json.dumps(c) + "\n" for c in calls), encoding="utf-8")
     if args.json:
-        print(json.dumps(report))
+        print(dumps(report))
         return 0
     _print_report(report)
     return 0
@@ -165,7 +168,7 @@ def register_cli(commands: argparse._SubParsersAction, groups: dict) -> None:  #
     p = sub.add_parser("fit", help='fit from past calls: JSONL {"logprobs": ..., "correct": bool}')
     p.add_argument("--calls", required=True, type=Path)
     p.add_argument("-o", "--output", required=True, type=Path)
-    p.add_argument("--l2", type=float, default=1.0)
+    number_argument(p, "--l2", L2, default=1.0, help="L2 penalty of the logistic model")
     p.set_defaults(handler=_cmd_fit)
 
     p = groups["eval"].add_parser("uncertainty", help="AUROC, PRR and deferral curves of every uncertainty score")
@@ -192,8 +195,8 @@ def register_cli(commands: argparse._SubParsersAction, groups: dict) -> None:  #
     p.add_argument("--calls", required=True, type=Path, help='JSONL {"logprobs": ..., "correct": bool}')
     p.add_argument("--score", required=True, help="defer_prob (with --deferral) or a token score, e.g. max_nll")
     p.add_argument("--deferral", type=Path, default=None, help="post-hoc deferral model for --score defer_prob")
-    p.add_argument("--target-error", type=float, required=True, help="largest error among allowed answers")
-    p.add_argument("--delta", type=float, default=0.1, help="allowed probability that the guarantee fails")
+    number_argument(p, "--target-error", TARGET_ERROR, required=True, help="largest error among allowed answers")
+    number_argument(p, "--delta", DELTA, default=0.1, help="allowed probability that the guarantee fails")
     p.add_argument("-o", "--output", required=True, type=Path)
     p.set_defaults(handler=_cmd_calibrate)
 

@@ -21,6 +21,7 @@ from ..call import TokenLogprob
 from ..errors import ArtifactError, InputError, NotFittedError
 from ..jsonl import read_jsonl
 from ..metrics import auroc
+from ..numbers import L2, LOGPROB
 from .token_scores import QUANTILES, arrays, nll_quantiles, quantile_name
 
 KIND = "guardrails-uq/post-hoc-deferral"
@@ -43,7 +44,8 @@ class PostHocDeferral:
     """``fit(token_lists, correct)`` then ``predict(tokens)`` -> P(incorrect). Learned state ends in ``_``."""
 
     def __init__(self, *, l2: float = 1.0, max_iter: int = 50) -> None:
-        self.l2 = l2
+        """InputError when ``l2`` is outside :data:`guardrails_uq.numbers.L2`."""
+        self.l2 = L2.check(l2, "l2")
         self.max_iter = max_iter
 
     def fit(self, answers: Sequence[Sequence[TokenLogprob]], correct: Sequence[bool]) -> PostHocDeferral:
@@ -135,7 +137,9 @@ class PostHocDeferral:
 
 
 def read_calls(path: str | Path) -> tuple[list[list[TokenLogprob]], list[bool]]:
-    """Past calls from JSONL: ``{"logprobs": <chat logprobs object or token list>, "correct": bool}``."""
+    """Past calls from JSONL: ``{"logprobs": <chat logprobs object or token list>, "correct": bool}``.
+    InputError naming the file and line for a missing field or a log-probability (chosen or alternative)
+    outside :data:`guardrails_uq.numbers.LOGPROB` (NaN, infinite, far out of range, above 0)."""
     from .parse import parse_any
 
     answers, labels = [], []
@@ -148,6 +152,11 @@ def read_calls(path: str | Path) -> tuple[list[list[TokenLogprob]], list[bool]]:
             raise InputError(str(exc), source=str(path), line=number) from None
         if tokens is None:
             raise InputError('each line needs "logprobs"', source=str(path), line=number)
+        for i, token in enumerate(tokens):
+            for value in (token.logprob, *(alternative.logprob for alternative in token.top)):
+                LOGPROB.check(
+                    value, f"the log-probability of token {i} ({token.token!r})", source=str(path), line=number
+                )
         answers.append(tokens)
         labels.append(record["correct"])
     return answers, labels

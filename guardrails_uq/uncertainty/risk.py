@@ -37,6 +37,7 @@ from numpy.typing import ArrayLike
 
 from ..artifacts import field, read_artifact, write_artifact
 from ..errors import ArtifactError, InputError
+from ..numbers import DELTA, TARGET_ERROR
 
 KIND = "guardrails-uq/deferral-calibration"
 FORMAT_VERSION = 1
@@ -105,8 +106,8 @@ class RiskControl:
 def _check_inputs(scores: np.ndarray, incorrect: np.ndarray, target: float, delta: float) -> None:
     if len(scores) != len(incorrect):
         raise InputError(f"{len(scores)} scores but {len(incorrect)} labels", source="calibrate deferral")
-    if not 0 < target < 1 or not 0 < delta < 1:
-        raise InputError("--target-error and --delta must be in (0, 1)", source="calibrate deferral")
+    TARGET_ERROR.check(target, "target_error")
+    DELTA.check(delta, "delta")
     if scores.dtype.kind not in "fiu" or not np.all(np.isfinite(scores)):
         raise InputError("every score must be a finite number (answers without logprobs have no score)",
                          source="calibrate deferral")  # fmt: skip
