@@ -32,6 +32,8 @@ test-fast: install
 
 demo: install
 	$(VENV)/bin/guardrails-uq demo
+	# the agent scenario: tool results with an injection and without (issue 23)
+	$(PY) examples/langchain_injection_agent.py --out out/injection-agent
 
 lint: install
 	$(VENV)/bin/ruff format --check .
