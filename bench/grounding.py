@@ -4,8 +4,8 @@ Quality. Three knowledge bases with labelled answers (examples/data/grounding: t
 language reference, GNU coreutils man pages; supported / contradicted / unsupported, written by hand and by
 the embedded SmolLM2). For each knowledge base K, two ways of fitting, neither of which sees K's answers:
   * own corpus: `calibrate grounding --corpus K` (synthetic claims from K's chunks only);
-  * leave-one-KB-out: K's corpus plus the labelled answers of the *other* knowledge bases (`--answers`),
-    which is how the shipped demo calibration is made.
+  * own corpus, calibrated with the other KBs' answers: the same scorer, with the labelled answers of the
+    *other* knowledge bases in the calibration set (`--answers`; they are never fitted on).
 Then `eval grounding` on K's answers: AUROC (supported vs the rest, score 1 - grounding.support), balanced
 accuracy and flagged rate per label at the calibrated threshold (target false-positive rate 0.05 and 0.10).
 Baselines on the same answers: cosine(answer, context) and the fraction of the answer's content words found
@@ -86,7 +86,8 @@ def quality(embedder, quick: bool) -> None:
         chunks = read_chunks(corpus)
         answers = answers_of(kb)
         others = [a for other in KBS if other != kb for a in answers_of(other)]
-        setups = [("leave-one-KB-out", others)] if quick else [("own corpus only", []), ("leave-one-KB-out", others)]
+        label = "own corpus, calibrated with the other KBs' answers"
+        setups = [(label, others)] if quick else [("own corpus only", []), (label, others)]
         for setup, extra in setups:
             started = time.perf_counter()
             calibration = GroundingCalibration(target_fpr=0.05).fit(chunks, embedder, answers=extra)
@@ -177,20 +178,27 @@ def latency(embedder) -> None:
     def cold() -> None:
         counter[0] += 1
         fresh = [d.model_copy(update={"text": f"{d.text} (rev {counter[0]})"}) for d in documents]
-        check.run(call.model_copy(update={"documents": fresh}))
+        text = answer.replace("30 minutes", f"{counter[0] % 997 + 2} minutes")
+        check.run(call.model_copy(update={"documents": fresh, "generation": Generation(text=text)}))
 
     embed_p50, _ = percentile_seconds(lambda: embedder.embed([answer]), calls=300)
-    warm_p50, warm_p99 = percentile_seconds(lambda: check.run(call), calls=300)
+
+    def warm() -> None:  # a new answer every call (its claims are embedded), knowledge-base sentences cached
+        counter[0] += 1
+        text = answer.replace("30 minutes", f"{counter[0] % 997 + 2} minutes")
+        check.run(call.model_copy(update={"generation": Generation(text=text)}))
+
+    warm_p50, warm_p99 = percentile_seconds(warm, calls=300)
     cold_p50, cold_p99 = percentile_seconds(cold, calls=100)
     print("\n### Latency: 5 claims against 10 kept chunks, one thread\n")
     print("| configuration | p50 | p99 | ratio to one embedder call |")
     print("|---|---|---|---|")
     print(f"| one embedder call on the answer (baseline) | {embed_p50 * 1e3:.2f} ms | | 1.00 |")
     print(
-        f"| grounding check, knowledge-base sentences cached (usual) | {warm_p50 * 1e3:.2f} ms | {warm_p99 * 1e3:.2f} ms | {warm_p50 / embed_p50:.2f} |"
+        f"| grounding check, new answer, knowledge-base sentences cached (usual) | {warm_p50 * 1e3:.2f} ms | {warm_p99 * 1e3:.2f} ms | {warm_p50 / embed_p50:.2f} |"
     )
     print(
-        f"| grounding check, new chunks every call | {cold_p50 * 1e3:.2f} ms | {cold_p99 * 1e3:.2f} ms | {cold_p50 / embed_p50:.2f} |"
+        f"| grounding check, new answer and new chunks every call | {cold_p50 * 1e3:.2f} ms | {cold_p99 * 1e3:.2f} ms | {cold_p50 / embed_p50:.2f} |"
     )
     print(f"\ntorch imported: {'torch' in sys.modules}; peak RSS of this process: {fmt_mb(peak_rss_mb())}")
 
