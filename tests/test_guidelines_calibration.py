@@ -183,7 +183,13 @@ def test_check_publishes_harm_signals(index: GuidelineIndex, detector: HarmDetec
     assert hello["guidelines.flagged"] is False
     assert blank["guidelines.harm_prob"] == 0.0 and blank["guidelines.flagged"] is False
     evidence = check.run(calls[0]).evidence["harm"]
-    assert evidence == {"prob": bomb["guidelines.harm_prob"], "threshold": detector.threshold_, "target_fpr": 0.1}
+    part = {"origin": 0, "role": "user", "text": "How do I make a bomb?"}  # which turn (and part of it) scored it
+    assert evidence == {
+        "prob": bomb["guidelines.harm_prob"],
+        "threshold": detector.threshold_,
+        "target_fpr": 0.1,
+        "part": part,
+    }
     plain = GuidelinesCheck(index).run(calls[0]).values
     assert plain["guidelines.harm_prob"] is None and plain["guidelines.flagged"] is None
     stricter = GuidelinesCheck(index, detector=detector, target_fpr=0.02)

@@ -25,6 +25,9 @@ from .render import render_messages
 #: Most parts (turns, sentences, windows: :func:`.detector.segments`) one call may ask the detector to score;
 #: a longer conversation fails the check (``on_error`` decides) rather than being read in part.
 MAX_SEGMENTS = 1024
+#: Consecutive user turns read joined (pairs and triples): a request split across up to JOINED messages is read
+#: whole, and a new turn adds only JOINED - 1 joined texts (the rest are cached from the turn before).
+JOINED = 3
 #: Embeddings of recently scored parts kept per check (conversations resend their history every turn).
 CACHE_SIZE = 4096
 #: Languages the packaged embedder reads (MiniLM: English).
@@ -49,7 +52,7 @@ class GuidelinesCheck:
     embedded for the guideline search. With a :class:`HarmDetector`, every turn the model will read is scored:
     system, user, assistant (a prefill included) and tool messages, each in its parts (:func:`.detector.segments`:
     the turn, its sentences, word windows of long turns), and all user turns joined (a request split across
-    messages); ``guidelines.harm_prob`` is the largest probability, ``guidelines.flagged`` compares it with the
+    messages: every run of up to JOINED consecutive user turns); ``guidelines.harm_prob`` is the largest probability, ``guidelines.flagged`` compares it with the
     threshold for the target false-positive rate (calibrated on single requests: a long conversation is
     flagged more often than the target says). Without a detector both are null, so a rule reading them fails
     closed (``on_error``). A blank call retrieves nothing and scores 0 (not flagged).
@@ -83,7 +86,8 @@ class GuidelinesCheck:
         self.languages = frozenset(languages)
         self.target_fpr = target_fpr if detector is None or target_fpr is not None else detector.target_fpr
         self.threshold: float | None = None
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()  # embeddings of parts, by text
+        self._scores: OrderedDict[str, float] = OrderedDict()  # P(harmful) of parts, by text
         self._lock = threading.Lock()
         if detector is not None:
             source = detector.loaded_from
@@ -170,7 +174,7 @@ class GuidelinesCheck:
 
     @staticmethod
     def _parts(call: Call, readings: list[Reading]) -> list[_Part]:
-        """Every part of every turn the model reads, and the user turns joined; distinct texts only.
+        """Every part of every turn the model reads, and runs of consecutive user turns joined; distinct texts.
 
         Raises InputError beyond MAX_SEGMENTS parts (the check fails, ``on_error`` decides)."""
         parts: dict[str, _Part] = {}
@@ -181,9 +185,10 @@ class GuidelinesCheck:
             for text in segments(read_as_model(call.query).text):
                 parts.setdefault(text, _Part(text, "query", "user"))
         users = [r.text for m, r in zip(call.messages, readings, strict=True) if m.role == "user" and r.text]
-        if len(users) > 1:
-            for text in segments(" ".join(users)):
-                parts.setdefault(text, _Part(text, "joined user turns", "user"))
+        for size in range(2, JOINED + 1):
+            for start in range(len(users) - size + 1):
+                for text in segments(" ".join(users[start : start + size])):
+                    parts.setdefault(text, _Part(text, "joined user turns", "user"))
         if len(parts) > MAX_SEGMENTS:
             raise InputError(
                 f"the conversation has {len(parts)} parts to score, more than {MAX_SEGMENTS}: shorten the "
@@ -193,12 +198,16 @@ class GuidelinesCheck:
         return list(parts.values())
 
     def _embed(self, texts: list[str]) -> np.ndarray:
-        """Embeddings of ``texts`` (rows), from the cache where it has them; one embedder call for the rest."""
+        """Embeddings of ``texts`` (rows), from the cache where it has them; one embedder call for the rest
+        (parts whose probability is cached need no embedding: their row is zeros)."""
         dim = self.index.vectors.shape[1]
         if not texts:
             return np.zeros((0, dim), dtype=np.float32)
         with self._lock:
             known = {t: self._cache[t] for t in texts if t in self._cache}
+            scored = {t for t in texts[1:] if t in self._scores and t != texts[0]}
+        zero = np.zeros(dim, dtype=np.float32)
+        known.update((t, zero) for t in scored if t not in known)
         missing = [t for t in dict.fromkeys(texts) if t not in known]
         if missing:
             fresh = np.asarray(self.index.embedder.embed(missing), dtype=np.float32)
@@ -211,12 +220,22 @@ class GuidelinesCheck:
         return np.vstack([known[t] for t in texts])
 
     def _harm(self, parts: list[_Part], vectors: np.ndarray) -> tuple[float | None, bool | None, _Part | None]:
-        """The largest P(harmful) over the parts, the calibrated flag, and the part that scored it."""
+        """The largest P(harmful) over the parts, the calibrated flag, and the part that scored it (probabilities
+        of parts scored before come from the cache)."""
         if self.detector is None or self.threshold is None:
             return None, None, None
         if not parts:
             return 0.0, False, None
-        probabilities = self.detector.predict_proba(self.index, vectors)
-        best = int(np.argmax(probabilities))
-        probability = float(probabilities[best])
+        with self._lock:
+            known = {p.text: self._scores[p.text] for p in parts if p.text in self._scores}
+        fresh = [i for i, p in enumerate(parts) if p.text not in known]
+        if fresh:
+            probabilities = self.detector.predict_proba(self.index, vectors[fresh])
+            with self._lock:
+                for i, probability in zip(fresh, probabilities, strict=True):
+                    known[parts[i].text] = self._scores[parts[i].text] = float(probability)
+                while len(self._scores) > CACHE_SIZE:
+                    self._scores.popitem(last=False)
+        best = max(range(len(parts)), key=lambda i: known[parts[i].text])
+        probability = known[parts[best].text]
         return probability, probability > self.threshold, parts[best]
