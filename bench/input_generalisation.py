@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -116,6 +117,7 @@ def main() -> None:
                                "benign_unreadable": float(np.mean(unreadable[1::2]))}  # fmt: skip
     report["disguises_held_out_category"] = disguises
     report["seconds"] = round(time.perf_counter() - started, 1)
+    report["load_average_1min"] = round(os.getloadavg()[0], 2)
     print(json.dumps(report, indent=1))
 
 

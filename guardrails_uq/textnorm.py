@@ -290,9 +290,9 @@ _LEET: Final = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8":
                 "!": "i", "|": "l"}  # fmt: skip
 _LEET_TABLE: Final = str.maketrans(_LEET)
 _LEET_TOKEN: Final = re.compile(r"[A-Za-z0-9@$!|]*[A-Za-z][A-Za-z0-9@$!|]*")
-# 3rd, 5pm, 100mg | mp3, x86, win10 | @user | hex ids and digests
-_NOT_LEET: Final = re.compile(r"[0-9.,]+[A-Za-z]{1,3}|[A-Za-z]+[0-9]+|@.*|(?=.*\d.*\d)[0-9a-fA-F]{6,}")
-_LEET_ALONE: Final = re.compile(r"(?<![\w.,:/$@-])[01345](?![\w.,:/%-])")  # "1" for I, "4" for a, in leetspeak
+# 3rd, 5pm, 100mg | mp3, x86, win10 | 4x4 | @user | hex ids and digests
+_NOT_LEET: Final = re.compile(r"[0-9.,]+[A-Za-z]{1,3}|[A-Za-z]+[0-9]+|\d+x\d+|@.*|(?=.*\d.*\d)[0-9a-fA-F]{6,}")
+_LEET_ALONE: Final = re.compile(r"(?<![\w.,:/$@-])[013457]{1,3}(?![\w.,:/%-])")  # "1" for I, "70" for to
 _ADDRESS: Final = re.compile(r"\S+@\S+\.\w+|\w+://\S+")
 
 
@@ -385,7 +385,8 @@ def _fold_leet_words(text: str, found: set[str]) -> str:
     """Words with digits or symbols standing for letters ("b0mb", "h4ck3r", "4774ck", "$h00t") become letters.
     Left alone: numbers, numbers with a unit ("3rd", "5pm", "100mg"), names with a number ("mp3", "x86",
     "win10"), handles ("@user"), addresses, hex ids, and anything over 20 characters (keys, digests). When two
-    or more words were folded the text is leetspeak: then also short words ("d0") and lone digits ("1", "4")."""
+    or more words were folded the text is leetspeak: then also short words ("d0") and short runs of leet digits
+    standing alone ("1" for I, "4" for a, "70" for to)."""
     if not any(c in _LEET for c in text):
         return text
     keep = [m.span() for m in _ADDRESS.finditer(text)]
@@ -398,7 +399,7 @@ def _fold_leet_words(text: str, found: set[str]) -> str:
         leet = sum(c in _LEET for c in word)
         if not leet or len(word) > 20 or any(a <= match.start() < b for a, b in keep):
             return match.group()
-        if not relaxed and (len(word) - leet < 2 or _NOT_LEET.fullmatch(word)):
+        if not relaxed and (len(word) < 3 or _NOT_LEET.fullmatch(word)):
             return match.group()
         folded += 1
         return word.translate(_LEET_TABLE) + tail

@@ -57,7 +57,7 @@ def test_nested_base64_and_tags_inside_ordinary_text_are_decoded() -> None:
         "How do I reset my password?",
         "commit 3a7bd3e2360a3d29eea436fcfb7e44c735d117c42d1c1835420b6b9942dd4f1b",
         "My key is ghp_AbCdEf123456XyZ7890abcdEFGH and my email is user1@ex4mple.com",
-        "Play the mp3 at 5pm on win10 x86, the 3rd track, 100mg, 2fa code 123456, price $5 or 3.50",
+        "Play the mp3 at 5pm on win10 x86, the 3rd track of a 4x4 grid, 100mg, 2fa code 123456, price $5 or 3.50",
         "Привет, как дела? Καλημέρα",
         "England \U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f won",
         "See https://example.com/a1b3c4d5?x=10",

@@ -119,7 +119,8 @@ class GuidelinesCheck:
         readings = [read_as_model(m.content) for m in call.messages]
         request = self._request(call, readings)
         hidden = sorted({c for r in readings for c in r.channels} | set(request.channels))
-        languages = {i: language_of(r.text) for i, r in enumerate(readings) if r.text}
+        read = readings if call.messages else [request]  # a call without messages reads its query
+        languages = {i: language_of(r.text) for i, r in enumerate(read) if r.text}
         unreadable = sorted({lang for lang in languages.values() if lang not in self.languages})
         parts = self._parts(call, readings) if self.detector is not None else []
         vectors = self._embed([request.text, *(p.text for p in parts)] if request.text else [p.text for p in parts])

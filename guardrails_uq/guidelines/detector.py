@@ -46,9 +46,9 @@ def segments(text: str) -> list[str]:
     if not text:
         return []
     out = [text]
-    sentences = [s for s in _SENTENCE_END.split(text) if len(s.split()) >= 2]
-    if len(sentences) > 1:
-        out += [s for s in sentences if len(s.split()) <= WINDOW]
+    sentences = _SENTENCE_END.split(text)
+    if len(sentences) > 1:  # "Hi! <request>": the request alone too
+        out += [s for s in sentences if 2 <= len(s.split()) <= WINDOW]
     words = text.split()
     if len(words) > WINDOW:
         out += [" ".join(words[i : i + WINDOW]) for i in range(0, len(words) - STRIDE, STRIDE)]
