@@ -283,7 +283,10 @@ class _Normalizer:
 CHANNELS: Final = ("tags", "base64", "confusables", "leetspeak")
 
 _TAG_RUN: Final = re.compile("[\U000e0000-\U000e007f]+")
-_FLAG: Final = re.compile("\U0001f3f4[\U000e0020-\U000e007e]+\U000e007f")  # emoji subdivision flags (England ...)
+# emoji subdivision flags (England: black flag, tags "gbeng", cancel tag): a region and a code, 3 to 7 tag letters
+_FLAG: Final = re.compile(
+    "\U0001f3f4[\U000e0061-\U000e007a]{2}[\U000e0030-\U000e0039\U000e0061-\U000e007a]{1,5}\U000e007f"
+)
 _BASE64_RUN: Final = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{16,}={0,2}(?![A-Za-z0-9+/=_-])")
 _WORD: Final = re.compile(r"\w+")
 _LEET: Final = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g", "@": "a", "$": "s",
@@ -416,13 +419,16 @@ def _fold_leet_words(text: str, found: set[str]) -> str:
 def read_as_model(text: str) -> Reading:
     """``text`` as a language model reads it: hidden channels decoded, then :func:`normalize` d.
 
-    In order: Unicode tag characters decoded to the ASCII they spell; base64 runs that decode to readable text
-    replaced by it (twice, for nested encodings); normalised (NFKC, invisible characters removed, whitespace
-    collapsed); words written in Cyrillic/Greek/Armenian look-alikes folded to Latin; leetspeak words folded to
+    In order: Unicode tag characters decoded to the ASCII they spell; normalised (NFKC, invisible characters
+    removed, whitespace collapsed); base64 runs that decode to readable text replaced by it (twice, for nested
+    encodings; what they carried is read the same way); words written in Cyrillic/Greek/Armenian look-alikes folded to Latin; leetspeak words folded to
     letters. ``channels`` names each channel that changed the text (a policy can act on the presence of hidden
     text). Plain text comes back normalised (and stripped) with no channels. Not decoded: other encodings (rot13, hex, URL
     escapes), other languages, letters spaced apart."""
     found: set[str] = set()
-    decoded = _decode_base64(_decode_tags(text, found), found)
-    reading = _fold_leet_words(_fold_confusable_words(normalize(decoded), found), found)
+    plain = normalize(_decode_tags(text, found))  # invisible characters inside a base64 run go first
+    decoded = _decode_base64(plain, found)
+    if "base64" in found:
+        decoded = normalize(_decode_tags(decoded, found))  # what the base64 carried, read the same way
+    reading = _fold_leet_words(_fold_confusable_words(decoded, found), found)
     return Reading(reading.strip(), tuple(c for c in CHANNELS if c in found))
