@@ -208,6 +208,14 @@ def test_a_language_the_embedder_cannot_read_is_escalated(guard: Guard) -> None:
 
 
 @pytest.mark.slow
+def test_a_conversation_too_long_to_read_whole_fails_closed(guard: Guard) -> None:
+    page = " ".join(f"w{i}" for i in range(30_000))  # ~1,250 distinct windows: more parts than MAX_SEGMENTS
+    decision = guard.before([_user("Summarise the page."), Message(role="tool", content=page)])
+    assert decision.action is Action.ABSTAIN and decision.rule is None
+    assert decision.errors and "more than 1024" in decision.errors[0].error
+
+
+@pytest.mark.slow
 def test_eval_input_on_conversations_grouped_by_a_field(tmp_path: Path, capsys) -> None:
     lines = [
         {"messages": [{"role": "user", "content": "Continue."}, {"role": "assistant", "content": HARMFUL}],
