@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from guardrails_uq import Action, Guard, InputError, Message
+from guardrails_uq import Action, Call, Guard, InputError, Message
 from guardrails_uq.cli import main
 from guardrails_uq.guidelines.detector import STRIDE, segments
 from guardrails_uq.guidelines.disguise import DISGUISES, TRANSLATED, base64_wrapped, confusables, leetspeak, tags
@@ -203,6 +203,9 @@ def test_a_language_the_embedder_cannot_read_is_escalated(guard: Guard) -> None:
     assert later.signals["guidelines.unreadable"] is True and later.signals["guidelines.language"] == "en"
     plain = guard.before([_user(BENIGN)])
     assert plain.allowed and plain.signals["guidelines.unreadable"] is False
+    (check,) = guard.checks["input"]
+    query_only = check.run(Call(query=TRANSLATED[0][1])).values  # a call without messages reads its query
+    assert query_only["guidelines.unreadable"] is True and query_only["guidelines.language"] == "fr"
     demo = yaml.safe_load((ROOT / "policies" / "demo.yaml").read_text())
     assert any(r["when"] == "guidelines.unreadable" and r["action"] == "escalate" for r in demo["rules"])
 
