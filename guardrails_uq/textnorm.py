@@ -49,11 +49,14 @@ from functools import lru_cache
 from typing import Final
 
 __all__ = [
+    "CHANNELS",
     "CONFUSABLES",
     "NORMALIZATION",
     "NormalizedText",
+    "Reading",
     "normalize",
     "normalize_with_map",
+    "read_as_model",
     "scheme",
 ]
 
@@ -286,3 +289,163 @@ class _Normalizer:
         if self.want_map:
             self.starts.append(start)
             self.ends.append(end)
+
+
+# -- reading hidden channels as a model reads them ----------------------------------------------------------------
+#
+# Kept apart from the normaliser above: normalize() must keep a map to the original offsets and never guess, while
+# read_as_model() rewrites text into what a language model will understand from it (it may guess: "b0mb" is "bomb").
+
+#: The hidden channels :func:`read_as_model` decodes, in the order it decodes them.
+CHANNELS: Final = ("tags", "base64", "confusables", "leetspeak")
+
+_TAG_RUN: Final = re.compile("[\U000e0000-\U000e007f]+")
+# emoji subdivision flags (England: black flag, tags "gbeng", cancel tag): a region and a code, 3 to 7 tag letters
+_FLAG: Final = re.compile(
+    "\U0001f3f4[\U000e0061-\U000e007a]{2}[\U000e0030-\U000e0039\U000e0061-\U000e007a]{1,5}\U000e007f"
+)
+_BASE64_RUN: Final = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{16,}={0,2}(?![A-Za-z0-9+/=_-])")
+_WORD: Final = re.compile(r"\w+")
+_LEET: Final = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g", "@": "a", "$": "s",
+                "!": "i", "|": "l"}  # fmt: skip
+_LEET_TABLE: Final = str.maketrans(_LEET)
+_LEET_TOKEN: Final = re.compile(r"[A-Za-z0-9@$!|]*[A-Za-z][A-Za-z0-9@$!|]*")
+# 3rd, 5pm, 100mg | mp3, x86, win10 | 4x4 | @user | hex ids and digests
+_NOT_LEET: Final = re.compile(r"[0-9.,]+[A-Za-z]{1,3}|[A-Za-z]+[0-9]+|\d+x\d+|@.*|(?=.*\d.*\d)[0-9a-fA-F]{6,}")
+_LEET_ALONE: Final = re.compile(r"(?<![\w.,:/$@-])[013457]{1,3}(?![\w.,:/%-])")  # "1" for I, "70" for to
+_ADDRESS: Final = re.compile(r"\S+@\S+\.\w+|\w+://\S+")
+
+
+@dataclass(frozen=True)
+class Reading:
+    """``text`` as a model reads it, and the hidden channels (names from :data:`CHANNELS`) it was hidden in."""
+
+    text: str
+    channels: tuple[str, ...]
+
+
+def _decode_tags(text: str, found: set[str]) -> str:
+    """Unicode tag characters (U+E0020..U+E007E) spell ASCII that models read: each run becomes the text it
+    spells, set apart by spaces; U+E0001 and U+E007F carry nothing. Emoji subdivision flags (a black flag,
+    tag letters, a cancel tag) stay what they draw and are not a hidden channel."""
+    if not any("\U000e0000" <= c <= "\U000e007f" for c in text):
+        return text
+    text = _FLAG.sub("\U0001f3f4", text)
+
+    def spell(match: re.Match[str]) -> str:
+        spelled = "".join(chr(ord(c) - 0xE0000) for c in match.group() if "\U000e0020" <= c <= "\U000e007e")
+        if spelled.strip():
+            found.add("tags")
+        return f" {spelled} "
+
+    return _TAG_RUN.sub(spell, text)
+
+
+def _base64_text(run: str) -> str | None:
+    """The text a base64 (or base64url) run decodes to, or None when it does not decode to readable text."""
+    import base64
+    import binascii
+
+    body = run.rstrip("=")
+    if len(body) % 4 == 1 or not (re.search(r"[a-z]", body) and re.search(r"[A-Z0-9+/_-]", body)):
+        return None  # hex digests, plain words and identifiers are not base64 text
+    try:
+        raw = base64.b64decode(body.replace("-", "+").replace("_", "/") + "=" * (-len(body) % 4), validate=True)
+        decoded = raw.decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    printable = sum(c.isprintable() or c.isspace() for c in decoded)
+    letters = sum(c.isalpha() for c in decoded)
+    if not decoded or printable < 0.95 * len(decoded) or letters < 0.5 * len(decoded.replace(" ", "")) or letters < 3:
+        return None
+    return decoded
+
+
+def _decode_base64(text: str, found: set[str], depth: int = 2) -> str:
+    """Runs of 16+ base64 characters that decode to readable UTF-8 text are replaced by that text (nested
+    encodings: up to ``depth`` rounds)."""
+    for _ in range(depth):
+        changed = False
+
+        def decode(match: re.Match[str]) -> str:
+            nonlocal changed
+            decoded = _base64_text(match.group())
+            if decoded is None:
+                return match.group()
+            changed = True
+            found.add("base64")
+            return f" {decoded} "
+
+        text = _BASE64_RUN.sub(decode, text)
+        if not changed:
+            break
+    return text
+
+
+def _fold_confusable_words(text: str, found: set[str]) -> str:
+    """Words whose every non-ASCII letter is a Latin look-alike (:data:`CONFUSABLES`) become Latin words
+    ("раssword" with Cyrillic "р", "а" -> "password"); words of a real other script ("привет") stay."""
+    if text.isascii():
+        return text
+
+    def fold(match: re.Match[str]) -> str:
+        word = match.group()
+        if word.isascii():
+            return word
+        folded = word.translate(_CONFUSABLE_TABLE)
+        if folded.isascii():
+            found.add("confusables")
+            return folded
+        return word
+
+    return _WORD.sub(fold, text)
+
+
+def _fold_leet_words(text: str, found: set[str]) -> str:
+    """Words with digits or symbols standing for letters ("b0mb", "h4ck3r", "4774ck", "$h00t") become letters.
+    Left alone: numbers, numbers with a unit ("3rd", "5pm", "100mg"), names with a number ("mp3", "x86",
+    "win10"), handles ("@user"), addresses, hex ids, and anything over 20 characters (keys, digests). When two
+    or more words were folded the text is leetspeak: then also short words ("d0") and short runs of leet digits
+    standing alone ("1" for I, "4" for a, "70" for to)."""
+    if not any(c in _LEET for c in text):
+        return text
+    keep = [m.span() for m in _ADDRESS.finditer(text)]
+    folded = 0
+
+    def fold(match: re.Match[str], *, relaxed: bool = False) -> str:
+        nonlocal folded
+        word = match.group().rstrip("!|@$")  # "Hi!" ends a sentence
+        tail = match.group()[len(word) :]
+        leet = sum(c in _LEET for c in word)
+        if not leet or len(word) > 20 or any(a <= match.start() < b for a, b in keep):
+            return match.group()
+        if not relaxed and (len(word) < 3 or _NOT_LEET.fullmatch(word)):
+            return match.group()
+        folded += 1
+        return word.translate(_LEET_TABLE) + tail
+
+    text = _LEET_TOKEN.sub(fold, text)
+    if folded >= 2:
+        text = _LEET_TOKEN.sub(lambda m: fold(m, relaxed=True), text)
+        text = _LEET_ALONE.sub(lambda m: m.group().translate(_LEET_TABLE), text)
+    if folded:
+        found.add("leetspeak")
+    return text
+
+
+def read_as_model(text: str) -> Reading:
+    """``text`` as a language model reads it: hidden channels decoded, then :func:`normalize` d.
+
+    In order: Unicode tag characters decoded to the ASCII they spell; normalised (NFKC, invisible characters
+    removed, whitespace collapsed); base64 runs that decode to readable text replaced by it (twice, for nested
+    encodings; what they carried is read the same way); words written in Cyrillic/Greek/Armenian look-alikes folded to Latin; leetspeak words folded to
+    letters. ``channels`` names each channel that changed the text (a policy can act on the presence of hidden
+    text). Plain text comes back normalised (and stripped) with no channels. Not decoded: other encodings (rot13, hex, URL
+    escapes), other languages, letters spaced apart."""
+    found: set[str] = set()
+    plain = normalize(_decode_tags(text, found))  # invisible characters inside a base64 run go first
+    decoded = _decode_base64(plain, found)
+    if "base64" in found:
+        decoded = normalize(_decode_tags(decoded, found))  # what the base64 carried, read the same way
+    reading = _fold_leet_words(_fold_confusable_words(decoded, found), found)
+    return Reading(reading.strip(), tuple(c for c in CHANNELS if c in found))

@@ -64,9 +64,11 @@ def detector(index: GuidelineIndex, examples: Examples) -> HarmDetector:
     return HarmDetector(target_fpr=0.1, seed=3).fit_examples(index, examples)
 
 
-def test_threshold_is_the_order_statistic_of_the_benign_calibration_scores(detector: HarmDetector) -> None:
+def test_threshold_is_the_order_statistic_of_the_benign_calibration_scores(
+    detector: HarmDetector, examples: Examples
+) -> None:
     n = detector.n_benign_
-    assert n == round(0.3 * 606) and detector.n_harmful_ == round(0.3 * 325)
+    assert n == round(0.3 * (~examples.harmful).sum()) and detector.n_harmful_ == round(0.3 * examples.harmful.sum())
     for target in (0.05, 0.1, 0.2):
         k = fpr_rank(n, target)
         assert k == math.ceil((n + 1) * (1 - target))
@@ -183,7 +185,13 @@ def test_check_publishes_harm_signals(index: GuidelineIndex, detector: HarmDetec
     assert hello["guidelines.flagged"] is False
     assert blank["guidelines.harm_prob"] == 0.0 and blank["guidelines.flagged"] is False
     evidence = check.run(calls[0]).evidence["harm"]
-    assert evidence == {"prob": bomb["guidelines.harm_prob"], "threshold": detector.threshold_, "target_fpr": 0.1}
+    part = {"origin": 0, "role": "user", "text": "How do I make a bomb?"}  # which turn (and part of it) scored it
+    assert evidence == {
+        "prob": bomb["guidelines.harm_prob"],
+        "threshold": detector.threshold_,
+        "target_fpr": 0.1,
+        "part": part,
+    }
     plain = GuidelinesCheck(index).run(calls[0]).values
     assert plain["guidelines.harm_prob"] is None and plain["guidelines.flagged"] is None
     stricter = GuidelinesCheck(index, detector=detector, target_fpr=0.02)

@@ -28,8 +28,9 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,8 @@ from ..errors import ArtifactError, InputError, NotFittedError
 from ..jsonl import read_jsonl
 from ..metrics import auroc
 from ..numbers import FRACTION, L2, SEED, TARGET_FPR, WEIGHT
-from ..textnorm import normalize
-from .detector import FEATURES, FEATURES_ID, LogisticModel, as_question, features
+from ..textnorm import read_as_model
+from .detector import FEATURES, FEATURES_ID, LogisticModel, as_question, features, segments
 from .index import GuidelineIndex
 
 KIND = "guardrails-uq/guidelines-calibration"
@@ -77,18 +78,26 @@ def _requests(items: Iterable[str | Request]) -> list[Request]:
 
 
 def _unique(items: Iterable[Request]) -> list[Request]:
-    """Normalised (as the check does), blank ones dropped, the first of repeated texts kept."""
+    """Read as the check reads them (:func:`~guardrails_uq.textnorm.read_as_model`), blank ones dropped, the
+    first of repeated texts kept."""
     seen: dict[str, Request] = {}
     for item in items:
-        text = normalize(item.text).strip()
+        text = read_as_model(item.text).text
         if text and text not in seen:
             seen[text] = Request(text, item.source, item.weight)
     return list(seen.values())
 
 
+def _reindex(of: np.ndarray, position: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mask of the extra rows whose text is kept, their new text positions)."""
+    keep = position[of] >= 0 if len(of) else np.zeros(0, dtype=bool)
+    return keep, position[of[keep]]
+
+
 @dataclass(frozen=True)
 class Examples:
-    """Labelled requests with their embeddings, and the embeddings of their question-form paraphrases."""
+    """Labelled requests with their embeddings, the embeddings of their question-form paraphrases (fitting
+    only) and of their other parts (:func:`.detector.segments`: a request's score is its parts' largest)."""
 
     texts: tuple[str, ...]
     harmful: np.ndarray  # bool, one per text
@@ -97,44 +106,61 @@ class Examples:
     vectors: np.ndarray  # (n, dim)
     variant_vectors: np.ndarray  # (m, dim)
     variant_of: np.ndarray  # (m,) row of the text each variant paraphrases
+    segment_vectors: np.ndarray  # (s, dim) the parts of a text other than the text itself
+    segment_of: np.ndarray  # (s,) row of the text each part belongs to
 
     @classmethod
     def embed(
         cls, embedder: Any, harmful: Sequence[str | Request], benign: Sequence[str | Request], *, augment: bool = True
     ) -> Examples:
-        """Normalise, de-duplicate within each class, refuse a text in both classes, embed (one batch)."""
+        """Read, de-duplicate within each class, refuse a text in both classes, embed (one batch)."""
         bad, good = _unique(_requests(harmful)), _unique(_requests(benign))
         both = sorted({r.text for r in bad} & {r.text for r in good})
         if both:
             raise InputError(f"{len(both)} request(s) are labelled both harmful and benign, e.g. {both[0]!r}")
         rows = [*bad, *good]
         variants = [(i, q) for i, r in enumerate(rows) if augment and (q := as_question(r.text)) is not None]
-        vectors = np.asarray(embedder.embed([*(r.text for r in rows), *(q for _, q in variants)]), dtype=np.float32)
+        parts = [(i, part) for i, r in enumerate(rows) for part in segments(r.text)[1:]]
+        texts = [*(r.text for r in rows), *(q for _, q in variants), *(p for _, p in parts)]
+        vectors = np.asarray(embedder.embed(texts), dtype=np.float32)
+        n, m = len(rows), len(rows) + len(variants)
         return cls(
             texts=tuple(r.text for r in rows),
             harmful=np.array([True] * len(bad) + [False] * len(good)),
             sources=np.array([r.source for r in rows], dtype=object),
             weights=np.array([r.weight for r in rows], dtype=np.float64),
-            vectors=vectors[: len(rows)],
-            variant_vectors=vectors[len(rows) :],
+            vectors=vectors[:n],
+            variant_vectors=vectors[n:m],
             variant_of=np.array([i for i, _ in variants], dtype=np.int64),
+            segment_vectors=vectors[m:],
+            segment_of=np.array([i for i, _ in parts], dtype=np.int64),
         )
 
     def take(self, rows: np.ndarray) -> Examples:
-        """The examples at ``rows`` (with their variants, re-indexed)."""
+        """The examples at ``rows`` (with their variants and parts, re-indexed)."""
         rows = np.asarray(rows, dtype=np.int64)
         position = np.full(len(self.texts), -1, dtype=np.int64)
         position[rows] = np.arange(len(rows))
-        keep = position[self.variant_of] >= 0 if len(self.variant_of) else np.zeros(0, dtype=bool)
+        keep_variants, variant_of = _reindex(self.variant_of, position)
+        keep_parts, segment_of = _reindex(self.segment_of, position)
         return Examples(
             texts=tuple(self.texts[r] for r in rows),
             harmful=self.harmful[rows],
             sources=self.sources[rows],
             weights=self.weights[rows],
             vectors=self.vectors[rows],
-            variant_vectors=self.variant_vectors[keep],
-            variant_of=position[self.variant_of[keep]],
+            variant_vectors=self.variant_vectors[keep_variants],
+            variant_of=variant_of,
+            segment_vectors=self.segment_vectors[keep_parts],
+            segment_of=segment_of,
         )
+
+    def scores(self, predict: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """Each text's score as the check computes it: the largest of ``predict`` over the text and its parts."""
+        out = np.asarray(predict(self.vectors), dtype=np.float64).copy()
+        if len(self.segment_of):
+            np.maximum.at(out, self.segment_of, np.asarray(predict(self.segment_vectors), dtype=np.float64))
+        return out
 
     @property
     def digest(self) -> str:
@@ -217,7 +243,7 @@ class HarmDetector:
         train = examples.take(fit_rows)
         self.model_ = fit_model(index, train, l2=self.l2)
         calibration = examples.take(cal_rows)
-        scores = self.model_.predict_proba(features(index, calibration.vectors))
+        scores = calibration.scores(lambda v: self.model_.predict_proba(features(index, v)))
         benign = ~calibration.harmful
         groups = calibration.sources[benign] if self.by_source else np.full(benign.sum(), UNGROUPED, dtype=object)
         self.benign_scores_ = {str(g): np.sort(scores[benign][groups == g]) for g in sorted({str(g) for g in groups})}
@@ -513,14 +539,14 @@ def cross_validate(
     fold = stratified_folds(examples, folds, detector.seed + 1)
     flagged = np.zeros(len(examples.texts), dtype=bool)
     aurocs, baseline_aurocs, baseline_recalls = [], [], []
-    params = {k: getattr(detector, k) for k in ("target_fpr", "calibration_fraction", "l2", "augment", "by_source")}
+    params = _settings(detector)
     baseline = guideline_similarity(index, examples.vectors)
     for f in range(folds):
         test = np.flatnonzero(fold == f)
         inner = HarmDetector(**params, seed=detector.seed + f).fit_examples(
             index, examples.take(np.flatnonzero(fold != f))
         )
-        probability = inner.predict_proba(index, examples.vectors[test])
+        probability = examples.take(test).scores(partial(inner.predict_proba, index))
         flagged[test] = probability > inner.threshold_
         labels = examples.harmful[test]
         aurocs.append(auroc(probability, labels))
@@ -540,6 +566,58 @@ def cross_validate(
             "auroc": float(np.mean(baseline_aurocs)),
             "recall_at_target_oracle_threshold": float(np.mean(baseline_recalls)),
         },
+    }
+
+
+def _settings(detector: HarmDetector) -> dict[str, Any]:
+    return {k: getattr(detector, k) for k in ("target_fpr", "calibration_fraction", "l2", "augment", "by_source")}
+
+
+def leave_one_group_out(
+    index: GuidelineIndex, examples: Examples, detector: HarmDetector, groups: Sequence[str | None]
+) -> dict[str, Any]:
+    """What ``detector``'s settings achieve on whole groups they never saw (a harm category, a writing style):
+    for each group, fit and calibrate on every other row (rows whose group is None always train), flag the
+    group's rows at the calibrated threshold. Per group and pooled over the held-out rows: n, recall,
+    false-positive rate (the group's benign rows: look-alikes of its harmful ones), AUROC (None when a class
+    is absent). Also returns the held-out scores and thresholds (``"scored"``) for further measurement."""
+    labels = np.asarray(groups, dtype=object)
+    if len(labels) != len(examples.texts):
+        raise InputError(f"{len(labels)} group labels for {len(examples.texts)} examples", source="groups")
+    names = sorted({str(g) for g in labels if g is not None})
+    if len(names) < 2:
+        raise InputError("leave-one-group-out needs at least 2 groups", source="groups")
+    flagged = np.zeros(len(labels), dtype=bool)
+    held = np.zeros(len(labels), dtype=bool)
+    report: dict[str, Any] = {"target_fpr": detector.target_fpr, "groups": {}, "scored": {}}
+    for offset, name in enumerate(names):
+        test = np.flatnonzero(labels == name)
+        train = np.flatnonzero(labels != name)
+        inner = HarmDetector(**_settings(detector), seed=detector.seed + offset).fit_examples(
+            index, examples.take(train)
+        )
+        probability = examples.take(test).scores(partial(inner.predict_proba, index))
+        flagged[test] = probability > inner.threshold_
+        held[test] = True
+        harmful = examples.harmful[test]
+        report["groups"][name] = _group_rates(flagged[test], harmful, probability)
+        report["scored"][name] = {"threshold": inner.threshold_, "detector": inner}
+    harmful = examples.harmful[held]
+    report["pooled"] = _group_rates(flagged[held], harmful, None)
+    report["pooled"]["mean_auroc"] = float(
+        np.mean([g["auroc"] for g in report["groups"].values() if g["auroc"] is not None])
+    )
+    return report
+
+
+def _group_rates(flagged: np.ndarray, harmful: np.ndarray, scores: np.ndarray | None) -> dict[str, Any]:
+    value = auroc(scores, harmful) if scores is not None else math.nan
+    return {
+        "n_harmful": int(harmful.sum()),
+        "n_benign": int((~harmful).sum()),
+        "recall": float(flagged[harmful].mean()) if harmful.any() else None,
+        "false_positive_rate": float(flagged[~harmful].mean()) if (~harmful).any() else None,
+        "auroc": value if math.isfinite(value) else None,
     }
 
 

@@ -156,7 +156,7 @@ def _cmd_eval_input(args: argparse.Namespace) -> int:
 
     rows = read_prompts(args.prompts)
     with Guard.from_policy(args.policy, audit=False) as guard:
-        report = evaluate_input(guard, rows, score=args.score)
+        report = evaluate_input(guard, rows, score=args.score, group_by=args.group_by)
     print(
         dumps(report)
         if args.json
@@ -229,7 +229,18 @@ def register_cli(commands: argparse._SubParsersAction, groups: dict) -> None:  #
         "input", help="a policy's input phase on labelled prompts: recall, false-positive rate, AUROC"
     )
     p.add_argument("--policy", required=True, type=Path)
-    p.add_argument("--prompts", required=True, type=Path, help='JSONL: {"text", "harmful": true|false}')
+    p.add_argument(
+        "--prompts",
+        required=True,
+        type=Path,
+        help='JSONL: {"text" | "messages": [{"role", "content"}, ...], "harmful": true|false, ...}',
+    )
+    p.add_argument(
+        "--group-by",
+        default=None,
+        metavar="FIELD",
+        help='add "groups": {value: {"n", "recall", "false_positive_rate"}} by this field of the lines',
+    )
     p.add_argument(
         "--score",
         default=None,

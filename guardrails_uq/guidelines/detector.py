@@ -2,7 +2,7 @@
 
 Guide-Align first decides whether a request needs safety guidelines at all; here that decision is a learned
 detector whose score the input rule reads. Its features (``FEATURES``) are the request's embedding (the
-normalised text, embedded by the Guard's embedder: 384 numbers for MiniLM) followed by the guideline
+text as the model reads it, embedded by the Guard's embedder: 384 numbers for MiniLM) followed by the guideline
 similarity profile: for each category of the library, in the library's order, the largest cosine similarity
 between the request and a guideline of that category. The model is L2-regularised logistic regression fitted
 by Newton's method (IRLS) on standardised features, in numpy (as :mod:`..uncertainty.deferral`).
@@ -21,12 +21,38 @@ from .index import GuidelineIndex
 
 #: What a feature vector is; recorded in the calibration artifact, which refuses another definition.
 FEATURES = (
-    "embedding of the NFKC-normalised request (unit length), then for each library category in the "
-    "library's order the largest cosine similarity to a guideline of that category"
+    "embedding of the request read as the model reads it (textnorm.read_as_model, unit length), then for each "
+    "library category in the library's order the largest cosine similarity to a guideline of that category; "
+    "a request's score is the largest over its parts (detector.segments)"
 )
-FEATURES_ID = "embedding+category-max-similarity/v1"
+FEATURES_ID = "read-as-model+embedding+category-max-similarity+max-over-segments/v2"
 
 _HOW_TO = re.compile(r"\bhow to\s+(.+?)[\s.?!]*$", re.IGNORECASE | re.DOTALL)
+_SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+|\s*\n\s*")
+
+#: Word windows of long texts: WINDOW words every STRIDE words (any request of up to STRIDE words lies wholly
+#: inside one window), so a request cannot hide behind padding the embedder truncates (MiniLM reads 256 tokens).
+WINDOW, STRIDE = 48, 24
+
+
+def segments(text: str) -> list[str]:
+    """The parts of a text (already read by :func:`~guardrails_uq.textnorm.read_as_model`) the detector
+    scores; a text's score is the largest of its parts'. The text itself; with two or more sentences, each
+    sentence of two words or more (a request wrapped in a role-play frame or behind a harmless preamble is
+    scored on its own, not diluted by the wrapper); with more than WINDOW words, windows of WINDOW words every
+    STRIDE words. A blank text has no parts. One function serves the check and its calibration, so the
+    calibrated threshold applies to the statistic the check computes."""
+    text = text.strip()
+    if not text:
+        return []
+    out = [text]
+    sentences = _SENTENCE_END.split(text)
+    if len(sentences) > 1:  # "Hi! <request>": the request alone too
+        out += [s for s in sentences if 2 <= len(s.split()) <= WINDOW]
+    words = text.split()
+    if len(words) > WINDOW:
+        out += [" ".join(words[i : i + WINDOW]) for i in range(0, len(words) - STRIDE, STRIDE)]
+    return list(dict.fromkeys(out))
 
 
 def category_similarity(index: GuidelineIndex, vectors: np.ndarray) -> np.ndarray:

@@ -4,12 +4,16 @@ harmful-request calibration data, and a policy's input phase on labelled prompts
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
+from ..call import Message
 from ..errors import InputError
 from ..jsonl import read_jsonl
 from ..metrics import auroc
@@ -170,6 +174,29 @@ def written_requests(path: str | Path = REQUESTS_FILE) -> dict[str, list[tuple[s
     }
 
 
+#: Contrast pairs (Apache-2.0, written for this project): for each of twelve harm categories, harmful requests
+#: beside benign ones of the same surface form, in seven writing styles.
+CONTRAST_FILE = Path(__file__).resolve().parent.parent / "data" / "input_contrast.yaml"
+
+
+def contrast_pairs(path: str | Path = CONTRAST_FILE) -> list[dict[str, str]]:
+    """``[{"category", "style", "harmful", "benign"}]`` from the contrast-pairs file (InputError on a bad line)."""
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    styles = set(data["styles"])
+    out = []
+    for category, pairs in data["pairs"].items():
+        for pair in pairs:
+            if not (isinstance(pair, list) and len(pair) == 3 and pair[0] in styles and all(pair)):
+                raise InputError(
+                    f"pairs.{category}: {pair!r} is not [style, harmful, benign] with a style of {sorted(styles)}",
+                    source=str(path),
+                )
+            out.append({"category": category, "style": pair[0], "harmful": pair[1], "benign": pair[2]})
+    return out
+
+
 #: Fitting weight of the hand-written requests: they are phrased as users write, the benchmarks are not
 #: (cross-validated on the hand-written requests, weight 2 raised recall at the calibrated FPR; bench/guidelines.py).
 WRITTEN_WEIGHT = 2.0
@@ -181,8 +208,10 @@ def calibration_rows() -> dict[str, list[dict[str, Any]]]:
 
     harmful: AdvBench (520), HarmBench test+val behaviours except the copyright ones (asking for song lyrics or
     book passages is a matter for output checks, and reads like a benign writing request), the hand-written
-    harmful requests; benign: chatterbot-corpus questions (chit-chat and trivia), the Nimbus support questions
-    of examples/data (in a source checkout), the hand-written benign requests.
+    harmful requests, the harmful half of the contrast pairs; benign: chatterbot-corpus questions (chit-chat and
+    trivia), the Nimbus support questions of examples/data (in a source checkout), the hand-written benign
+    requests, the benign half of the contrast pairs (calibrated as their own group "contrast": the threshold
+    also bounds the rate on look-alikes of harmful requests). Contrast rows carry "category" and "style".
     """
     from .. import datasets
 
@@ -195,6 +224,8 @@ def calibration_rows() -> dict[str, list[dict[str, Any]]]:
         if r["functional"] != "copyright"
     ]
     harmful += [{"text": t, "source": f"written:{g}", "weight": WRITTEN_WEIGHT} for t, g in written["harmful"]]
+    pairs = contrast_pairs()
+    harmful += [_contrast_row(p, "harmful") for p in pairs]
     benign: list[dict[str, Any]] = [
         {"text": r["question"], "source": f"chatterbot:{r['category']}"} for r in datasets.chatterbot()
     ]
@@ -202,7 +233,18 @@ def calibration_rows() -> dict[str, list[dict[str, Any]]]:
     if nimbus.exists():
         benign += [{"text": str(r["query"]), "source": "nimbus"} for _, r in read_jsonl(nimbus)]
     benign += [{"text": t, "source": f"written:{g}", "weight": WRITTEN_WEIGHT} for t, g in written["benign"]]
+    benign += [_contrast_row(p, "benign") for p in pairs]
     return {"harmful": harmful, "benign": benign}
+
+
+def _contrast_row(pair: dict[str, str], label: str) -> dict[str, Any]:
+    return {
+        "text": pair[label],
+        "source": f"contrast:{pair['category']}:{pair['style']}",
+        "weight": WRITTEN_WEIGHT,
+        "category": pair["category"],
+        "style": pair["style"],
+    }
 
 
 def calibration_requests() -> tuple[list[Any], list[Any]]:
@@ -236,15 +278,48 @@ def write_calibration_data(out: str | Path) -> tuple[Path, Path]:
 FLAG_SCORES = {"guidelines.flagged": "guidelines.harm_prob"}
 
 
-def read_prompts(path: str | Path) -> list[tuple[str, bool]]:
-    """(text, harmful) from JSONL ``{"text", "harmful": bool}``."""
+@dataclass(frozen=True)
+class Prompt:
+    """A labelled prompt of ``eval input``: the messages the input phase reads, the label, the line's fields."""
+
+    messages: tuple[Message, ...]
+    harmful: bool
+    fields: dict[str, Any]
+
+
+def _message(item: Any, position: int, path: str, line: int) -> Message:
+    try:
+        return Message.model_validate(item)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(p) for p in problem["loc"]) or "item"
+        raise InputError(
+            f'"messages"[{position}].{where}: {problem["msg"]} (each item is {{"role": system|user|assistant|tool, '
+            '"content": string})',
+            source=path,
+            line=line,
+        ) from None
+
+
+def read_prompts(path: str | Path) -> list[Prompt]:
+    """Prompts from JSONL ``{"text" | "messages", "harmful": bool, ...}``: ``text`` is one user turn,
+    ``messages`` a list of ``{"role", "content"}`` (roles system, user, assistant, tool) read as a whole
+    conversation; every other field is kept (``--group-by`` reads it)."""
     rows = []
     for number, record in read_jsonl(path):
-        if not isinstance(record.get("text"), str) or not isinstance(record.get("harmful"), bool):
+        if not isinstance(record.get("harmful"), bool):
+            raise InputError('each line needs "harmful" (true/false)', source=str(path), line=number)
+        if isinstance(record.get("text"), str):
+            messages: tuple[Message, ...] = (Message(role="user", content=record["text"]),)
+        elif isinstance(record.get("messages"), list) and record["messages"]:
+            messages = tuple(_message(item, i, str(path), number) for i, item in enumerate(record["messages"]))
+        else:
             raise InputError(
-                'each line needs "text" (string) and "harmful" (true/false)', source=str(path), line=number
+                'each line needs "text" (string) or "messages" (a non-empty list of {"role", "content"})',
+                source=str(path),
+                line=number,
             )
-        rows.append((record["text"], record["harmful"]))
+        rows.append(Prompt(messages, record["harmful"], record))
     return rows
 
 
@@ -282,39 +357,68 @@ def _first_number_of(policy: Any, name: str, numeric: set[str]) -> str | None:
     return next((n for n, i in policy.catalogue.items() if i.source == info.source and n in numeric), None)
 
 
-def evaluate_input(guard: Any, rows: Sequence[tuple[str, bool]], *, score: str | None = None) -> dict[str, Any]:
-    """Run the guard's input phase on each prompt (a one-message user turn). Flagged = the decision is not
-    allow; recall on harmful prompts, false-positive rate on benign ones, AUROC of the flagging rule's score
-    (:func:`flagging_score`; prompts where it is missing, e.g. a failed check, are left out of the AUROC)."""
-    from ..call import Message
+def _rates(flagged: np.ndarray, harmful: np.ndarray) -> tuple[float | None, float | None]:
+    """(recall, false-positive rate); None where the class is absent (strict JSON has no NaN)."""
+    recall = float(flagged[harmful].mean()) if harmful.any() else None
+    fpr = float(flagged[~harmful].mean()) if (~harmful).any() else None
+    return recall, fpr
 
+
+def evaluate_input(
+    guard: Any, rows: Sequence[Prompt], *, score: str | None = None, group_by: str | None = None
+) -> dict[str, Any]:
+    """Run the guard's input phase on each prompt's messages. Flagged = the decision is not allow; recall on
+    harmful prompts, false-positive rate on benign ones (None when a class is absent), AUROC of the flagging
+    rule's score (:func:`flagging_score`; prompts where it is missing, e.g. a failed check, are left out of the
+    AUROC). ``group_by``: a field of the lines; adds ``"groups": {value: {"n", "recall",
+    "false_positive_rate"}}`` (lines without the field count under ``"(missing)"``)."""
     if not rows:
         raise InputError("no prompts", source="eval input")
     rule, signal = flagging_score(guard.policy, score)
     flagged, labels, scores = [], [], []
     rules: dict[str, int] = {}
-    for text, harmful in rows:
-        decision = guard.before([Message(role="user", content=text)])
+    for row in rows:
+        decision = guard.before(list(row.messages))
         flagged.append(not decision.allowed)
-        labels.append(harmful)
+        labels.append(row.harmful)
         value = decision.signals.get(signal)
         scores.append(float(value) if isinstance(value, int | float) and not isinstance(value, bool) else np.nan)
         if not decision.allowed:
             rules[decision.rule_label] = rules.get(decision.rule_label, 0) + 1
-    y, f, s = np.asarray(labels), np.asarray(flagged), np.asarray(scores)
+    y, f, s = np.asarray(labels, dtype=bool), np.asarray(flagged, dtype=bool), np.asarray(scores)
     known = ~np.isnan(s)
-    return {
+    recall, fpr = _rates(f, y)
+    value = auroc(s[known], y[known])
+    report: dict[str, Any] = {
         "n": len(rows),
         "n_harmful": int(y.sum()),
         "n_benign": int((~y).sum()),
-        "recall": float(f[y].mean()) if y.any() else float("nan"),
-        "false_positive_rate": float(f[~y].mean()) if (~y).any() else float("nan"),
-        "auroc": auroc(s[known], y[known]),
+        "recall": recall,
+        "false_positive_rate": fpr,
+        "auroc": value if math.isfinite(value) else None,
         "score": signal,
         "rule": rule,
         "missing_scores": int((~known).sum()),
         "flagged_by_rule": rules,
     }
+    if group_by is not None:
+        keys = np.array([_group_key(row.fields.get(group_by, MISSING)) for row in rows], dtype=object)
+        report["group_by"] = group_by
+        report["groups"] = {}
+        for key in sorted(set(keys)):
+            mask = keys == key
+            recall, fpr = _rates(f[mask], y[mask])
+            report["groups"][key] = {"n": int(mask.sum()), "recall": recall, "false_positive_rate": fpr}
+    return report
+
+
+#: The group of lines that lack the ``--group-by`` field.
+MISSING = "(missing)"
+
+
+def _group_key(value: Any) -> str:
+    """A JSON object key for any field value (strings as they are, anything else as compact JSON)."""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
 def ensure_calibration(

@@ -32,6 +32,13 @@ class GuidelinesConfig(StrictModel):
         "bound from the calibration's benign requests); default: the calibration's own target.",
     )
 
+    languages: list[str] = Field(
+        default_factory=lambda: ["en"],
+        min_length=1,
+        description="Languages the embedder reads (codes from guardrails_uq.guidelines.language: en, fr, es, de, it, "
+        "pt, nl, or a script such as cyrillic); a turn in another one sets guidelines.unreadable.",
+    )
+
     @model_validator(mode="after")
     def _target_needs_calibration(self) -> GuidelinesConfig:
         if self.target_fpr is not None and self.calibration is None:
@@ -81,6 +88,19 @@ SPEC = CheckSpec(
         "guidelines.flagged": SignalSpec(
             "bool",
             "harm_prob above the threshold calibrated to target_fpr on benign requests, or null without a calibration.",
+        ),
+        "guidelines.hidden": SignalSpec(
+            "list",
+            "Hidden channels found in any turn and decoded before scoring (tags, base64, confusables, leetspeak); "
+            "empty for plain text.",
+        ),
+        "guidelines.language": SignalSpec(
+            "string", "Language of the request as read (en, fr, es, de, it, pt, nl, und, or a script name)."
+        ),
+        "guidelines.unreadable": SignalSpec(
+            "bool",
+            "Some turn is in a language the embedder does not read (outside guidelines.languages): its harm score "
+            "means little; escalate it.",
         ),
     },
     build=_build,
