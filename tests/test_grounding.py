@@ -533,3 +533,33 @@ def test_a_judge_is_calibrated_the_same_way_and_the_policy_uses_its_threshold(em
             decision = guard.after("Nimbus syncs your notes every 30 seconds.", documents=docs("sync"))
     assert decision.signals["grounding.threshold"] == pytest.approx(loaded.threshold(0.2))
     assert decision.evidence["grounding"]["scorer"] == judge.name
+
+
+def _tokens(pieces: list[tuple[str, float, list[tuple[str, float]]]]) -> list[TokenLogprob]:
+    return [
+        TokenLogprob(token=t, logprob=math.log(p), top=[TopLogprob(token=a, logprob=math.log(q)) for a, q in alts])
+        for t, p, alts in pieces
+    ]
+
+
+@pytest.mark.slow
+def test_ccp_counts_only_alternatives_that_change_the_claim(check):
+    """CCP (claim-conditioned probability): an alternative that means the same ("thirty" for "30") keeps the
+    claim certain; one that changes it ("5" for "30") makes it uncertain."""
+    from guardrails_uq.grounding.ccp import claim_ccp
+
+    def answer(alternative: str) -> list[TokenLogprob]:
+        return _tokens(
+            [("Notes", 0.9, []), (" sync", 0.9, []), (" every", 0.9, []), (" 30", 0.5, [(f" {alternative}", 0.45)]),
+             (" seconds", 0.9, []), (".", 0.99, [])]
+        )  # fmt: skip
+
+    same = claim_ccp(answer("thirty"), check.scorer)
+    other = claim_ccp(answer("5"), check.scorer)
+    assert len(same) == len(other) == 1
+    assert same[0][1] > 0.8 and other[0][1] < 0.7 and other[0][1] < same[0][1]
+    ccp_check = GroundingCheck(check.scorer, check.threshold, ccp=True)
+    call = Call(documents=docs("sync"), generation=Generation(text="Notes sync every 30 seconds.", tokens=answer("5")))
+    values = ccp_check.run(call).values
+    assert values["grounding.ccp"] == pytest.approx(1 - other[0][1])
+    assert check.run(call).values["grounding.ccp"] is None  # off unless the policy asks

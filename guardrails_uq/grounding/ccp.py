@@ -67,7 +67,11 @@ def claim_ccp(tokens: Sequence[TokenLogprob], scorer: Scorer) -> list[tuple[str,
     return out
 
 
+def uncertainty(per_claim: Sequence[tuple[str, float]]) -> float:
+    """1 - the lowest claim CCP (0 without claims): higher = more uncertain; the check's ``grounding.ccp``."""
+    return 1.0 - min((c for _, c in per_claim), default=1.0)
+
+
 def answer_ccp_uncertainty(tokens: Sequence[TokenLogprob], scorer: Scorer) -> float:
-    """1 - the lowest claim CCP of the answer (0 without claims): higher = more uncertain."""
-    found = claim_ccp(tokens, scorer)
-    return 1.0 - min((c for _, c in found), default=1.0)
+    """:func:`uncertainty` of the claims of the generated tokens (policy ``grounding: {ccp: true}``)."""
+    return uncertainty(claim_ccp(tokens, scorer))

@@ -45,10 +45,11 @@ class GroundingCheck:
     name = "grounding"
     phase = "output"
 
-    def __init__(self, scorer: Scorer, threshold: float, *, origin: str = "") -> None:
+    def __init__(self, scorer: Scorer, threshold: float, *, origin: str = "", ccp: bool = False) -> None:
         self.scorer = scorer
         self.threshold = float(threshold)
         self.origin = origin
+        self.ccp = ccp
 
     @classmethod
     def from_config(cls, config: Any, base_dir: Path, embedder: Any) -> GroundingCheck:
@@ -71,7 +72,8 @@ class GroundingCheck:
             if judge is None:  # the schema refuses this; kept for direct callers
                 raise ArtifactError(None, "the offline grounding scorer needs a calibration artifact", fix=FIX)
             threshold = config.threshold if config.threshold is not None else DEFAULT_JUDGE_THRESHOLD
-            return cls(judge, threshold, origin="hand-set" if config.threshold is not None else "default")
+            origin = "hand-set" if config.threshold is not None else "default"
+            return cls(judge, threshold, origin=origin, ccp=config.ccp)
         path = Path(config.calibration)
         path = path if path.is_absolute() else base_dir / path
         calibration = GroundingCalibration.load(path)
@@ -81,7 +83,7 @@ class GroundingCheck:
             threshold = calibration.threshold(target)
         except InputError as exc:
             raise ArtifactError(path, str(exc), fix=f"state a larger target_fpr, or {FIX}") from None
-        return cls(scorer, threshold, origin=str(path))
+        return cls(scorer, threshold, origin=str(path), ccp=config.ccp)
 
     def run(self, call: Call) -> Signals:
         generation = call.generation
@@ -100,8 +102,17 @@ class GroundingCheck:
             "grounding.unsupported_claims": result.unsupported_claims,
             "grounding.flagged": flagged,
             "grounding.threshold": self.threshold,
+            "grounding.ccp": None,
         }
-        return Signals(values=values, evidence=self._evidence(result, len(documents)))
+        evidence = self._evidence(result, len(documents))
+        tokens = generation.tokens if generation is not None and answer else None
+        if self.ccp and tokens and any(t.top for t in tokens):
+            from .ccp import claim_ccp, uncertainty
+
+            per_claim = claim_ccp(tokens, self.scorer)
+            values["grounding.ccp"] = uncertainty(per_claim)
+            evidence["ccp"] = [{"claim": text, "ccp": round(value, 4)} for text, value in per_claim]
+        return Signals(values=values, evidence=evidence)
 
     def _evidence(self, result: Assessment, documents: int) -> dict[str, Any]:
         failing = [v for v in result.verdicts if v.support < self.threshold]

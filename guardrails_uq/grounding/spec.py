@@ -50,6 +50,11 @@ class GroundingConfig(StrictModel):
         description="Hand-set threshold on grounding.support for a judge without a calibration "
         "(default 0.5, not calibrated).",
     )
+    ccp: bool = Field(
+        default=False,
+        description="Also publish grounding.ccp (claim-conditioned probability from the answer's token "
+        "alternatives, grouped by the scorer); costs one scorer call per claim with alternatives.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> GroundingConfig:
@@ -114,6 +119,11 @@ SPEC = CheckSpec(
             "bool", "grounding.support < grounding.threshold (calibrated); or null when not checked."
         ),
         "grounding.threshold": SignalSpec("number", "Threshold on grounding.support: calibrated, hand-set or 0.5."),
+        "grounding.ccp": SignalSpec(
+            "number",
+            "1 - the lowest claim CCP (claim-conditioned probability from the answer's own token alternatives; "
+            "higher = less sure), 0..1; or null when ccp is off or the answer has no token alternatives.",
+        ),
     },
     build=_build,
     description="Grounding: the answer's claims aligned with the kept evidence (AlignScore-style), calibrated flag.",
