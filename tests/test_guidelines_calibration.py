@@ -261,7 +261,7 @@ def test_cli_calibrate_and_eval_input_round_trip(tmp_path: Path, written, capsys
     assert result["recall"] > 0.4 and result["false_positive_rate"] < 0.25 and result["auroc"] > 0.8
     assert read_requests(tmp_path / "h.jsonl")[0] == Request(harmful[0], "w", 1.0)
     (tmp_path / "bad.jsonl").write_text('{"text": "x", "weight": -1}\n')
-    with pytest.raises(InputError, match="positive number"):
+    with pytest.raises(InputError, match='"weight" must be a finite number in \\(0'):
         read_requests(tmp_path / "bad.jsonl")
 
 
