@@ -71,32 +71,6 @@ FEATURE_NAMES: tuple[str, ...] = (
     "cov_x_substituted",
 )
 
-#: The features the contradicted class may read: the conflicts, their interactions with coverage, and how
-#: well the claim aligns. A contradiction is a conflict with what the aligned sentence says, never a mere
-#: partial overlap (the model cannot learn "moderate coverage means contradicted" from generator noise).
-CONTRADICTION_FEATURES = frozenset(
-    {
-        "cos_best",
-        "cov_sentence",
-        "number_changed",
-        "unit_changed",
-        "polarity_mismatch",
-        "antonym",
-        "specifics_missing_sentence",
-        "cov_x_polarity",
-        "cov_x_number",
-        "cov_x_antonym",
-        "cov_x_specific",
-        "cov_x_unit",
-        "cos_x_cov",
-        "quantity_changed",
-        "substituted",
-        "only_but_more",
-        "cov_x_quantity",
-        "cov_x_substituted",
-    }
-)
-
 _CONFLICTS = (
     "number_changed",
     "unit_changed",
@@ -127,6 +101,14 @@ FEATURE_SIGNS: dict[tuple[str, str], int] = {
     **{("unsupported", f): -1 for f in _ALIGNMENT},
     **{("supported", f): -1 for f in _MISSING},
     **{("unsupported", f): 1 for f in _MISSING},
+}
+
+#: The features the contradicted class may read: the conflicts with the aligned sentence, their interactions
+#: with coverage, and how well the claim aligns. A contradiction is a conflict with what the aligned sentence
+#: says, never a mere partial overlap (the model cannot learn "moderate coverage means contradicted" from
+#: generator noise), and never what the evidence as a whole lacks.
+CONTRADICTION_FEATURES = frozenset({"cos_best", "cov_sentence", "cos_x_cov", *_CONFLICTS}) - {
+    "specifics_missing_evidence"
 }
 
 _WORD = re.compile(r"--?[^\W\d_][\w-]*|[^\W_]+(?:[.,'/_-][^\W_]+)*")
