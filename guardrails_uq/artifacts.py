@@ -79,3 +79,16 @@ def field(data: dict[str, Any], name: str, kind: type | tuple[type, ...], path: 
     if not isinstance(value, kind) or (number_wanted and isinstance(value, bool)):
         raise ArtifactError(path, f"field {name!r} is missing or not a {getattr(kind, '__name__', kind)}", fix=fix)
     return value
+
+
+def sorted_probabilities(values: Any, name: str, path: str | Path, fix: str) -> Any:
+    """``values`` as a float64 numpy array when it is a sorted list of probabilities (calibration scores);
+    ArtifactError naming ``name`` otherwise."""
+    import numpy as np
+
+    if not isinstance(values, list) or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        raise ArtifactError(path, f"{name} must be a list of numbers", fix=fix)
+    array = np.asarray(values, dtype=np.float64)
+    if len(array) and (np.any(np.diff(array) < 0) or array.min() < 0 or array.max() > 1):
+        raise ArtifactError(path, f"{name} must be sorted probabilities", fix=fix)
+    return array

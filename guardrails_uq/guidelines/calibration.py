@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import field, read_artifact, write_artifact
+from ..artifacts import field, read_artifact, sorted_probabilities, write_artifact
 from ..errors import ArtifactError, InputError, NotFittedError
 from ..jsonl import read_jsonl
 from ..metrics import auroc
@@ -416,12 +416,17 @@ class HarmDetector:
         features_info = field(data, "features", dict, path, FIX)
         if features_info.get("id") != FEATURES_ID:
             raise ArtifactError(path, f"features {features_info.get('id')!r} differ from {FEATURES_ID!r}", fix=FIX)
-        detector.model_ = _model_from(field(data, "model", dict, path, FIX), int(features_info.get("dim", -1)), path)
+        detector.model_ = LogisticModel.from_state(
+            field(data, "model", dict, path, FIX), int(features_info.get("dim", -1)), path, FIX
+        )
         benign = field(data, "benign_scores", dict, path, FIX)
         detector.benign_scores_ = {
-            str(name): _scores(values, f"benign_scores.{name}", path) for name, values in benign.items()
+            str(name): sorted_probabilities(values, f"benign_scores.{name}", path, FIX)
+            for name, values in benign.items()
         }
-        detector.harmful_scores_ = _scores(field(data, "harmful_scores", list, path, FIX), "harmful_scores", path)
+        detector.harmful_scores_ = sorted_probabilities(
+            field(data, "harmful_scores", list, path, FIX), "harmful_scores", path, FIX
+        )
         if detector.n_benign_ != field(data, "n_benign", int, path, FIX):
             raise ArtifactError(path, "n_benign differs from the number of benign scores", fix=FIX)
         library = field(data, "library", dict, path, FIX)
@@ -483,30 +488,6 @@ def fit_model(index: GuidelineIndex, examples: Examples, *, l2: float) -> Logist
         l2=l2,
         sample_weight=examples.weights[rows],
     )
-
-
-def _scores(values: Any, name: str, path: Path) -> np.ndarray:
-    if not isinstance(values, list) or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-        raise ArtifactError(path, f"{name} must be a list of numbers", fix=FIX)
-    array = np.asarray(values, dtype=np.float64)
-    if len(array) and (np.any(np.diff(array) < 0) or array.min() < 0 or array.max() > 1):
-        raise ArtifactError(path, f"{name} must be sorted probabilities", fix=FIX)
-    return array
-
-
-def _model_from(state: dict[str, Any], dim: int, path: Path) -> LogisticModel:
-    arrays = {}
-    for name, size in (("weights", dim + 1), ("mean", dim), ("scale", dim)):
-        try:
-            array = np.asarray(state.get(name), dtype=np.float64)
-        except (TypeError, ValueError):
-            array = np.empty(0)
-        if dim <= 0 or array.shape != (size,) or not np.all(np.isfinite(array)):
-            raise ArtifactError(path, f"model.{name} must hold {size} finite numbers", fix=FIX)
-        arrays[name] = array
-    if np.any(arrays["scale"] <= 0):
-        raise ArtifactError(path, "model.scale must be positive", fix=FIX)
-    return LogisticModel(weights=arrays["weights"], mean=arrays["mean"], scale=arrays["scale"])
 
 
 # -- evaluation ----------------------------------------------------------------------------------------------

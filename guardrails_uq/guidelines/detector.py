@@ -13,10 +13,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import ArtifactError, InputError
 from .index import GuidelineIndex
 
 #: What a feature vector is; recorded in the calibration artifact, which refuses another definition.
@@ -149,6 +151,23 @@ class LogisticModel:
     def dim(self) -> int:
         """Number of input features."""
         return len(self.mean)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], dim: int, path: str | Path, fix: str) -> LogisticModel:
+        """The model an artifact's ``model`` field holds for ``dim`` features; ArtifactError (with ``fix``)
+        when an array is missing, of the wrong size, not finite, or a scale is not positive."""
+        arrays = {}
+        for name, size in (("weights", dim + 1), ("mean", dim), ("scale", dim)):
+            try:
+                array = np.asarray(state.get(name), dtype=np.float64)
+            except (TypeError, ValueError):
+                array = np.empty(0)
+            if dim <= 0 or array.shape != (size,) or not np.all(np.isfinite(array)):
+                raise ArtifactError(path, f"model.{name} must hold {size} finite numbers", fix=fix)
+            arrays[name] = array
+        if np.any(arrays["scale"] <= 0):
+            raise ArtifactError(path, "model.scale must be positive", fix=fix)
+        return cls(weights=arrays["weights"], mean=arrays["mean"], scale=arrays["scale"])
 
 
 def dedupe(texts: Sequence[str]) -> list[str]:

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import field, read_artifact, write_artifact
+from ..artifacts import field, read_artifact, sorted_probabilities, write_artifact
 from ..errors import ArtifactError, InputError, NotFittedError
 from ..guidelines.detector import LogisticModel
 from ..jsonl import read_jsonl
@@ -330,9 +330,15 @@ class InjectionDetector:
             MIN_WINDOW_WORDS,
         ) or data.get("normalization") != NORMALIZATION:
             raise ArtifactError(path, "the windows were cut or normalised another way than this version's", fix=FIX)
-        detector.model_ = _model_from(field(data, "model", dict, path, FIX), int(info.get("dim", -1)), path)
-        detector.benign_scores_ = _scores(field(data, "benign_scores", list, path, FIX), "benign_scores", path)
-        detector.injected_scores_ = _scores(field(data, "injected_scores", list, path, FIX), "injected_scores", path)
+        detector.model_ = LogisticModel.from_state(
+            field(data, "model", dict, path, FIX), int(info.get("dim", -1)), path, FIX
+        )
+        detector.benign_scores_ = sorted_probabilities(
+            field(data, "benign_scores", list, path, FIX), "benign_scores", path, FIX
+        )
+        detector.injected_scores_ = sorted_probabilities(
+            field(data, "injected_scores", list, path, FIX), "injected_scores", path, FIX
+        )
         if detector.n_benign_ != field(data, "n_benign", int, path, FIX):
             raise ArtifactError(path, "n_benign differs from the number of benign scores", fix=FIX)
         detector.embedder_ = field(data, "embedder", str, path, FIX)
@@ -369,30 +375,6 @@ class InjectionDetector:
             f"InjectionDetector(target_fpr={self.target_fpr}, n_benign={self.n_benign_}, "
             f"threshold={self.threshold_:.4f})"
         )
-
-
-def _scores(values: Any, name: str, path: Path) -> np.ndarray:
-    if not isinstance(values, list) or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-        raise ArtifactError(path, f"{name} must be a list of numbers", fix=FIX)
-    array = np.asarray(values, dtype=np.float64)
-    if len(array) and (np.any(np.diff(array) < 0) or array.min() < 0 or array.max() > 1):
-        raise ArtifactError(path, f"{name} must be sorted probabilities", fix=FIX)
-    return array
-
-
-def _model_from(state: dict[str, Any], dim: int, path: Path) -> LogisticModel:
-    arrays = {}
-    for name, size in (("weights", dim + 1), ("mean", dim), ("scale", dim)):
-        try:
-            array = np.asarray(state.get(name), dtype=np.float64)
-        except (TypeError, ValueError):
-            array = np.empty(0)
-        if dim <= 0 or array.shape != (size,) or not np.all(np.isfinite(array)):
-            raise ArtifactError(path, f"model.{name} must hold {size} finite numbers", fix=FIX)
-        arrays[name] = array
-    if np.any(arrays["scale"] <= 0):
-        raise ArtifactError(path, "model.scale must be positive", fix=FIX)
-    return LogisticModel(weights=arrays["weights"], mean=arrays["mean"], scale=arrays["scale"])
 
 
 def read_documents(path: str | Path, *, label: bool | None = None) -> list[Document]:
