@@ -49,15 +49,19 @@ from functools import lru_cache
 from typing import Final
 
 __all__ = [
+    "BASE64_RUN",
     "CHANNELS",
     "CONFUSABLES",
     "NORMALIZATION",
+    "TAG_RUN",
     "NormalizedText",
     "Reading",
+    "base64_bytes",
     "normalize",
     "normalize_with_map",
     "read_as_model",
     "scheme",
+    "spell_tags",
 ]
 
 #: The name of this normalisation; artifacts built on normalised text record it and refuse another.
@@ -299,12 +303,14 @@ class _Normalizer:
 #: The hidden channels :func:`read_as_model` decodes, in the order it decodes them.
 CHANNELS: Final = ("tags", "base64", "confusables", "leetspeak")
 
-_TAG_RUN: Final = re.compile("[\U000e0000-\U000e007f]+")
+#: A run of Unicode tag characters (U+E0000..U+E007F).
+TAG_RUN: Final = re.compile("[\U000e0000-\U000e007f]+")
 # emoji subdivision flags (England: black flag, tags "gbeng", cancel tag): a region and a code, 3 to 7 tag letters
 _FLAG: Final = re.compile(
     "\U0001f3f4[\U000e0061-\U000e007a]{2}[\U000e0030-\U000e0039\U000e0061-\U000e007a]{1,5}\U000e007f"
 )
-_BASE64_RUN: Final = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{16,}={0,2}(?![A-Za-z0-9+/=_-])")
+#: A run of 16 or more base64 (or base64url) characters, standing alone.
+BASE64_RUN: Final = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{16,}={0,2}(?![A-Za-z0-9+/=_-])")
 _WORD: Final = re.compile(r"\w+")
 _LEET: Final = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g", "@": "a", "$": "s",
                 "!": "i", "|": "l"}  # fmt: skip
@@ -324,6 +330,23 @@ class Reading:
     channels: tuple[str, ...]
 
 
+def spell_tags(run: str) -> str:
+    """The ASCII a run of Unicode tag characters spells (U+E0020..U+E007E; U+E0001 and U+E007F carry nothing)."""
+    return "".join(chr(ord(c) - 0xE0000) for c in run if "\U000e0020" <= c <= "\U000e007e")
+
+
+def base64_bytes(run: str) -> bytes | None:
+    """The bytes a base64 or base64url run decodes to (padding optional), or None when it is not base64."""
+    import base64
+    import binascii
+
+    body = run.rstrip("=")
+    try:
+        return base64.b64decode(body.replace("-", "+").replace("_", "/") + "=" * (-len(body) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
 def _decode_tags(text: str, found: set[str]) -> str:
     """Unicode tag characters (U+E0020..U+E007E) spell ASCII that models read: each run becomes the text it
     spells, set apart by spaces; U+E0001 and U+E007F carry nothing. Emoji subdivision flags (a black flag,
@@ -333,26 +356,25 @@ def _decode_tags(text: str, found: set[str]) -> str:
     text = _FLAG.sub("\U0001f3f4", text)
 
     def spell(match: re.Match[str]) -> str:
-        spelled = "".join(chr(ord(c) - 0xE0000) for c in match.group() if "\U000e0020" <= c <= "\U000e007e")
+        spelled = spell_tags(match.group())
         if spelled.strip():
             found.add("tags")
         return f" {spelled} "
 
-    return _TAG_RUN.sub(spell, text)
+    return TAG_RUN.sub(spell, text)
 
 
 def _base64_text(run: str) -> str | None:
     """The text a base64 (or base64url) run decodes to, or None when it does not decode to readable text."""
-    import base64
-    import binascii
-
     body = run.rstrip("=")
     if len(body) % 4 == 1 or not (re.search(r"[a-z]", body) and re.search(r"[A-Z0-9+/_-]", body)):
         return None  # hex digests, plain words and identifiers are not base64 text
+    raw = base64_bytes(run)
     try:
-        raw = base64.b64decode(body.replace("-", "+").replace("_", "/") + "=" * (-len(body) % 4), validate=True)
-        decoded = raw.decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        decoded = raw.decode("utf-8") if raw is not None else None
+    except UnicodeDecodeError:
+        return None
+    if decoded is None:
         return None
     printable = sum(c.isprintable() or c.isspace() for c in decoded)
     letters = sum(c.isalpha() for c in decoded)
@@ -376,7 +398,7 @@ def _decode_base64(text: str, found: set[str], depth: int = 2) -> str:
             found.add("base64")
             return f" {decoded} "
 
-        text = _BASE64_RUN.sub(decode, text)
+        text = BASE64_RUN.sub(decode, text)
         if not changed:
             break
     return text

@@ -22,13 +22,13 @@ removed there. What is not decoded (any other encoding: rot13, hex, URL escapes,
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Final
+
+from ..textnorm import BASE64_RUN, TAG_RUN, base64_bytes, spell_tags
 
 #: The channels :func:`reveal` reports; all but ``text`` are hidden from a person reading the rendered text.
 CHANNELS: Final = (
@@ -44,8 +44,6 @@ CHANNELS: Final = (
 )
 HIDDEN: Final = frozenset(CHANNELS[1:]) - {"json-string"}
 
-_TAG_RUN = re.compile("[\U000e0000-\U000e007f]+")
-_BASE64 = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{16,}={0,2}(?![A-Za-z0-9+/=_-])")
 _JSON_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
 _MD_TITLE = re.compile(r"\]\([^)\s]*\s+(\"([^\"]{3,})\"|'([^']{3,})')\s*\)")
 _MD_COMMENT = re.compile(r"^\s*\[//\]:\s*#\s*\((.+)\)\s*$", re.MULTILINE)
@@ -95,13 +93,8 @@ def reveal(text: str) -> list[Piece]:
     return [p for p in pieces if p.text.strip()]
 
 
-def decode_tags(run: str) -> str:
-    """Unicode tag characters -> the ASCII they spell (U+E0020..U+E007E; others, e.g. CANCEL TAG, dropped)."""
-    return "".join(chr(ord(c) - 0xE0000) for c in run if 0xE0020 <= ord(c) <= 0xE007E)
-
-
 def _tag_pieces(text: str) -> list[Piece]:
-    return [Piece(decode_tags(m.group()), "unicode-tags", m.start(), m.end()) for m in _TAG_RUN.finditer(text)]
+    return [Piece(spell_tags(m.group()), "unicode-tags", m.start(), m.end()) for m in TAG_RUN.finditer(text)]
 
 
 def _readable(data: bytes) -> str | None:
@@ -123,15 +116,9 @@ def _base64_pieces(text: str, start: int, end: int, depth: int) -> list[Piece]:
     """Readable text hidden as base64 inside ``text`` (offsets: the enclosing piece's when nested/decoded)."""
     out: list[Piece] = []
     direct = end - start == len(text)  # the piece's characters are the original's: exact offsets
-    for match in _BASE64.finditer(text):
-        raw = match.group()
-        body = raw.rstrip("=")
-        padded = body + "=" * (-len(body) % 4)
-        try:
-            data = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
-        except (binascii.Error, ValueError):
-            continue
-        decoded = _readable(data)
+    for match in BASE64_RUN.finditer(text):
+        data = base64_bytes(match.group())
+        decoded = None if data is None else _readable(data)
         if decoded is None:
             continue
         a, b = (start + match.start(), start + match.end()) if direct else (start, end)
