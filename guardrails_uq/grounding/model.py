@@ -51,6 +51,8 @@ class SoftmaxModel:
         Raises InputError on non-finite features, a missing class or a negative ``l2``."""
         from scipy.optimize import minimize
 
+        from ..guidelines.detector import standardizer
+
         x = np.asarray(x, dtype=np.float64)
         y = np.asarray(y, dtype=np.int64)
         k = len(LABELS)
@@ -63,9 +65,7 @@ class SoftmaxModel:
             raise InputError(f"no {', '.join(missing)} examples to fit the grounding scorer on", source="fit")
         weight = np.ones(len(x)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         weight = weight / weight.sum()
-        mean = np.average(x, axis=0, weights=weight)
-        scale = np.sqrt(np.average((x - mean) ** 2, axis=0, weights=weight))
-        scale[scale < 1e-9] = 1.0
+        mean, scale = standardizer(x, weight)
         z = (x - mean) / scale
         onehot = np.eye(k)[y]
         d = z.shape[1]

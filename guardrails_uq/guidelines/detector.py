@@ -92,6 +92,15 @@ def as_question(text: str) -> str | None:
     return f"How do I {match.group(1).strip()}?"
 
 
+def standardizer(x: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, scale) of the columns of ``x`` under sample weights ``weight``; a constant column gets scale 1.
+    Models fitted on ``(x - mean) / scale`` share it."""
+    mean = np.average(x, axis=0, weights=weight)
+    scale = np.sqrt(np.average((x - mean) ** 2, axis=0, weights=weight))
+    scale[scale < 1e-12] = 1.0
+    return mean, scale
+
+
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # overflow-free logistic
 
@@ -125,9 +134,7 @@ class LogisticModel:
         if len(labels) < 4 or labels.min() == labels.max():
             raise InputError("need at least 4 examples, both harmful and benign ones", source="fit")
         weight = np.ones(len(x)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        mean = np.average(x, axis=0, weights=weight)
-        scale = np.sqrt(np.average((x - mean) ** 2, axis=0, weights=weight))
-        scale[scale < 1e-12] = 1.0
+        mean, scale = standardizer(x, weight)
         z = np.hstack([np.ones((len(x), 1)), (x - mean) / scale])
         penalty = np.full(z.shape[1], float(l2))
         penalty[0] = 0.0
