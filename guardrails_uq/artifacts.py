@@ -23,6 +23,12 @@ def digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, allow_nan=False).encode()).hexdigest()
 
 
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (read in blocks; OSError when it cannot be read)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def seal(data: dict[str, Any]) -> dict[str, Any]:
     """``data`` with its checksum over every other field."""
     body = {k: v for k, v in data.items() if k != CHECKSUM_FIELD}

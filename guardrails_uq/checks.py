@@ -94,6 +94,11 @@ class CheckSpec:
     #: Where each threshold of the section comes from (target, n, achieved rate), one line each, for
     #: ``policy check``: ``explain(config, base_dir)``; reads artifacts only, never loads a model.
     explain: Callable[[Any, Path], list[str]] = lambda config, base_dir: []
+    #: Verify every artifact the section names (checksums, manifests, the embedder they were made with) with
+    #: the loaders the factory uses, loading no model and writing nothing: ``verify(config, base_dir, deps)``
+    #: returns warnings and raises ArtifactError (or InputError) naming the file and the fix. None: building
+    #: the check with ``deps`` (whose embedder is an :class:`~.embeddings.EmbedderIdentity`) is the verification.
+    verify: Callable[[Any, Path, CheckDeps], list[str]] | None = None
 
 
 @dataclass
@@ -153,3 +158,16 @@ def unregister(name: str) -> None:
         if _registry is not None:
             _registry.pop(name, None)
     schema.policy_model.cache_clear()
+
+
+def verify_section(spec: CheckSpec, config: Any, base_dir: Path, embedder: str) -> list[str]:
+    """What ``policy check`` runs for one configured check: every artifact the section names verified exactly as
+    the Guard's factory verifies it when it starts, against the embedder named ``embedder`` (nothing is embedded
+    or written). Returns warnings; ArtifactError (or InputError) naming the file and the fix on a failure."""
+    from .embeddings import EmbedderIdentity
+
+    deps = CheckDeps(embedder=EmbedderIdentity(embedder))
+    if spec.verify is not None:
+        return list(spec.verify(config, base_dir, deps))
+    spec.build(config, base_dir, deps)
+    return []

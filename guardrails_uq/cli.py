@@ -22,8 +22,13 @@ def _cmd_policy_check(args: argparse.Namespace) -> int:
     from .policy import load_policy
 
     policy = load_policy(args.file)
+    failures = _verify_artifacts(policy, args.embedder)
     for warning in policy.warnings:
         print(f"warning: {args.file}: {warning}", file=sys.stderr)
+    if failures:
+        for failure in failures:
+            print(f"error: {args.file}: {failure}", file=sys.stderr)
+        return 2
     counts = {phase: len(rules.rules) for phase, rules in policy.phases.items()}
     checks = [spec.name for spec in policy.configured_checks()] or ["none"]
     print(
@@ -34,6 +39,23 @@ def _cmd_policy_check(args: argparse.Namespace) -> int:
         for line in spec.explain(policy.section(spec.name), policy.base_dir):
             print(f"  {spec.name}: {line}")
     return 0
+
+
+def _verify_artifacts(policy: object, embedder: str | None) -> list[str]:
+    """Every artifact the policy names verified as the Guard will verify it when it starts (checksums, manifests,
+    the embedder they were made with: ``embedder``, default the packaged MiniLM); each check's warnings are
+    appended to ``policy.warnings``. Returns one message per check whose artifacts fail (file and fix)."""
+    from .checks import verify_section
+    from .embeddings import MiniLMEmbedder
+
+    name = embedder or MiniLMEmbedder().name
+    failures = []
+    for spec in policy.configured_checks():  # type: ignore[attr-defined]
+        try:
+            policy.warnings.extend(verify_section(spec, policy.section(spec.name), policy.base_dir, name))  # type: ignore[attr-defined]
+        except GuardrailsError as exc:
+            failures.append(f"{spec.name}: {exc}")
+    return failures
 
 
 def _cmd_policy_schema(args: argparse.Namespace) -> int:
@@ -158,8 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     policy = commands.add_parser("policy", help="check, test and describe policy files")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True)
-    p = policy_sub.add_parser("check", help="validate and lint a policy file")
+    p = policy_sub.add_parser("check", help="validate and lint a policy file and verify every artifact it names")
     p.add_argument("file")
+    p.add_argument(
+        "--embedder",
+        metavar="NAME",
+        help="name of the embedder the app passes to the Guard (default: the packaged MiniLM); artifacts made "
+        "with another one are refused",
+    )
     p.set_defaults(handler=_cmd_policy_check)
     p = policy_sub.add_parser("schema", help="print the policy JSON Schema (for editors)")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")

@@ -169,6 +169,20 @@ class CallableEmbedder:
         return f"CallableEmbedder(name={self.name!r})"
 
 
+class EmbedderIdentity:
+    """An embedder known by name only: where an artifact's embedder is compared and nothing is embedded
+    (``policy check`` verifies artifacts against the embedder a Guard will use). Embedding raises."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        raise GuardrailsError(f"embedder {self.name!r} stands for a name only here: nothing may be embedded")
+
+    def __repr__(self) -> str:
+        return f"EmbedderIdentity(name={self.name!r})"
+
+
 def _framework_name(obj: Any) -> str:
     cls = type(obj)
     model = getattr(obj, "model_name", None) or getattr(obj, "model", None)

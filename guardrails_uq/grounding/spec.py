@@ -95,6 +95,18 @@ def _build(config: Any, base_dir: Path, deps: CheckDeps) -> Any:
     return GroundingCheck.from_config(config, base_dir, deps.embedder)
 
 
+def verify(config: Any, base_dir: Path, deps: CheckDeps) -> list[str]:
+    """``policy check``: the check built as the Guard builds it; with a judge (whose client is not opened here)
+    the calibration artifact is loaded and checked alone."""
+    if config.judge is None:
+        _build(config, base_dir, deps)
+    elif config.calibration is not None:
+        from .calibration import GroundingCalibration
+
+        GroundingCalibration.load(_resolve(config.calibration, base_dir))
+    return []
+
+
 SPEC = CheckSpec(
     name="grounding",
     phase="output",
@@ -129,4 +141,5 @@ SPEC = CheckSpec(
     description="Grounding: the answer's claims aligned with the kept evidence (AlignScore-style), calibrated flag.",
     artifacts=lambda config: {"calibration": config.calibration},
     explain=explain,
+    verify=verify,
 )

@@ -44,6 +44,7 @@ from ..numbers import FRACTION, L2, SEED, TARGET_FPR, WEIGHT
 from ..textnorm import read_as_model
 from .detector import FEATURES, FEATURES_ID, LogisticModel, as_question, features, segments
 from .index import GuidelineIndex
+from .library import GuidelineLibrary
 
 KIND = "guardrails-uq/guidelines-calibration"
 FORMAT_VERSION = 1
@@ -320,23 +321,28 @@ class HarmDetector:
 
     # -- applying --------------------------------------------------------------------------------------------
 
-    def check_compatible(self, index: GuidelineIndex, *, path: str | Path | None = None) -> None:
-        """ArtifactError unless ``index`` embeds with the same model and holds the same library as at fitting."""
+    def check_matches(self, embedder: str, library: GuidelineLibrary, *, path: str | Path | None = None) -> None:
+        """ArtifactError unless the embedder named ``embedder`` and ``library`` are those it was fitted with (the
+        part of :meth:`check_compatible` that needs no embedding; ``policy check`` runs it)."""
         self._check_fitted()
-        if str(index.embedder.name) != self.embedder_:
+        if embedder != self.embedder_:
             raise ArtifactError(
                 path,
                 f"harmful-request calibration was made with embedder {self.embedder_!r}, this Guard embeds with "
-                f"{index.embedder.name!r}",
+                f"{embedder!r}",
                 fix=f"use the embedder it was made with, or {FIX}",
             )
-        if index.library.content_hash != self.library_hash_ or list(index.library.categories) != self.categories_:
+        if library.content_hash != self.library_hash_ or list(library.categories) != self.categories_:
             raise ArtifactError(
                 path,
                 "harmful-request calibration was made with another guideline library (its similarity features "
                 "would differ)",
                 fix=FIX,
             )
+
+    def check_compatible(self, index: GuidelineIndex, *, path: str | Path | None = None) -> None:
+        """ArtifactError unless ``index`` embeds with the same model and holds the same library as at fitting."""
+        self.check_matches(str(index.embedder.name), index.library, path=path)
         if self.model_.dim != index.vectors.shape[1] + len(self.categories_):
             raise ArtifactError(
                 path, f"the model takes {self.model_.dim} features, this library and embedder give another number"

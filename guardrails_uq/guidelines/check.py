@@ -43,6 +43,15 @@ class _Part:
     role: str
 
 
+def calibrated_threshold(detector: HarmDetector, target_fpr: float | None) -> float:
+    """The detector's threshold at ``target_fpr`` (None: its own target); ArtifactError naming the artifact when
+    its benign requests are too few for that target."""
+    try:
+        return detector.threshold(detector.target_fpr if target_fpr is None else target_fpr)
+    except InputError as exc:
+        raise ArtifactError(detector.loaded_from, str(exc), fix=f"state a larger target_fpr, or {FIX}") from None
+
+
 class GuidelinesCheck:
     """Input-phase check. Thread-safe (FAISS search, the embedder, the detector's numpy maths and the
     embedding cache, under a lock, are).
@@ -90,12 +99,8 @@ class GuidelinesCheck:
         self._scores: OrderedDict[str, float] = OrderedDict()  # P(harmful) of parts, by text
         self._lock = threading.Lock()
         if detector is not None:
-            source = detector.loaded_from
-            detector.check_compatible(index, path=source)
-            try:
-                self.threshold = detector.threshold(self.target_fpr)  # type: ignore[arg-type]
-            except InputError as exc:
-                raise ArtifactError(source, str(exc), fix=f"state a larger target_fpr, or {FIX}") from None
+            detector.check_compatible(index, path=detector.loaded_from)
+            self.threshold = calibrated_threshold(detector, self.target_fpr)
 
     @classmethod
     def from_config(

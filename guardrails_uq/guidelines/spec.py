@@ -69,6 +69,34 @@ def explain(config: Any, base_dir: Path) -> list[str]:
     return [f"{HarmDetector.load(path).describe(config.target_fpr)} (from {config.calibration})"]
 
 
+def verify(config: Any, base_dir: Path, deps: CheckDeps) -> list[str]:
+    """``policy check``: the library, its saved index (checksums; ArtifactError when damaged) and the calibration
+    (checksum, embedder, library, target), with the loaders the Guard uses; nothing is embedded or written."""
+    from .calibration import HarmDetector
+    from .check import GuidelinesCheck, calibrated_threshold
+    from .index import GuidelineIndex
+    from .library import GuidelineLibrary
+
+    library = GuidelineLibrary.load(_resolve(config.library, base_dir))
+    folder = GuidelineIndex.folder_of(library)
+    index = GuidelineIndex.saved(folder, library, deps.embedder) if folder is not None else None
+    warnings = []
+    if index is None:
+        warnings.append(
+            f"guidelines.library: no index of this library for embedder {deps.embedder.name!r} in {folder}: the Guard "
+            f"builds it when it starts (embeds {len(library)} guidelines)"
+        )
+    if not config.calibration:
+        return warnings
+    detector = HarmDetector.load(_resolve(config.calibration, base_dir))
+    detector.check_matches(deps.embedder.name, library, path=detector.loaded_from)
+    if index is not None:
+        GuidelinesCheck(index, detector=detector, target_fpr=config.target_fpr)  # what the Guard checks at start
+    else:
+        calibrated_threshold(detector, config.target_fpr)
+    return warnings
+
+
 SPEC = CheckSpec(
     name="guidelines",
     phase="input",
@@ -107,4 +135,5 @@ SPEC = CheckSpec(
     description="Guide-Align: retrieve applicable guidelines and inject them into the prompt.",
     artifacts=lambda config: {"library": config.library, "calibration": config.calibration},
     explain=explain,
+    verify=verify,
 )

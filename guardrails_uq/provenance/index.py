@@ -47,7 +47,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..artifacts import digest
+from ..artifacts import digest, file_sha256
 from ..errors import ArtifactError, InputError
 from .corpus import parse_line, read_line_blocks
 from .suffix import MAX_TOKENS, suffix_array
@@ -95,9 +95,7 @@ class Vocabulary(dict[str, int]):
         return value
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+_sha256 = file_sha256
 
 
 def _describe(path: Path) -> dict[str, Any]:

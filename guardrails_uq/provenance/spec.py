@@ -66,6 +66,13 @@ def _build(config: Any, base_dir: Path, deps: CheckDeps) -> Any:
     return ProvenanceCheck.from_config(config, _resolve(config.index, base_dir), calibration)
 
 
+def verify(config: Any, base_dir: Path, deps: CheckDeps) -> list[str]:
+    """``policy check``: the check built as the Guard builds it, with every index file checked by SHA-256 even
+    when the policy says ``verify: size`` (a fast start skips what this check is for)."""
+    _build(config.model_copy(update={"verify": "full"}), base_dir, deps)
+    return []
+
+
 SPEC = CheckSpec(
     name="provenance",
     phase="output",
@@ -90,4 +97,5 @@ SPEC = CheckSpec(
     description="TraceShield: verbatim spans from an indexed unsafe corpus, scored by the Belief Conflict Index.",
     artifacts=lambda config: {"index": config.index, "calibration": config.calibration},
     explain=lambda config, base_dir: [f"provenance.flagged: {threshold_origin(config, base_dir).describe()}"],
+    verify=verify,
 )
