@@ -51,6 +51,14 @@ FORMAT_VERSION = 1
 FIX = "recalibrate: guardrails-uq calibrate guidelines --library L --harmful H.jsonl --benign B.jsonl -o FILE"
 UNGROUPED = "(no source)"
 
+#: Recall on one source of harmful examples below this, with at least LOW_RECALL_MIN_EXAMPLES of them, is warned
+#: about by ``calibrate guidelines`` and ``policy check``: a pooled false-positive target can be met while a
+#: whole kind of harmful request (one source) is missed.
+LOW_RECALL = 0.8
+LOW_RECALL_MIN_EXAMPLES = 2
+#: Missed examples named per warning (each cut to 100 characters).
+MISSED_SHOWN = 5
+
 
 def fpr_rank(n: int, target_fpr: float) -> int:
     """k = ceil((n + 1)(1 - target)): the 1-based order statistic of n benign scores whose value, as a
@@ -261,6 +269,32 @@ class HarmDetector:
         self.created_ = time.time()
         return self
 
+    def measure_recall(self, index: GuidelineIndex, examples: Examples) -> dict[str, Any]:
+        """Recall per source of the harmful ``examples`` (those it was fitted on) at this detector's target, stored
+        as ``recall_by_source_`` (and in the artifact): held out when cross-validation ran (``cv_``: each example
+        flagged by a model that never saw it), else in-sample (optimistic: fitted examples included)."""
+        self._check_fitted()
+        if self.cv_ and "recall_by_source" in self.cv_:
+            sources, method = self.cv_["recall_by_source"], f"{self.cv_['folds']}-fold cross-validated"
+        else:
+            flagged = examples.scores(partial(self.predict_proba, index)) > self.threshold_
+            sources, method = recall_by_source(examples, flagged), "in-sample (no cross-validation: optimistic)"
+        report: dict[str, Any] = {"method": method, "target_fpr": self.target_fpr, "sources": sources}
+        self.recall_by_source_: dict[str, Any] | None = report
+        return report
+
+    def describe_recall(self) -> str:
+        """Recall per source of the harmful examples, one line (for ``calibrate guidelines`` and ``policy check``)."""
+        report = getattr(self, "recall_by_source_", None)
+        if not report:
+            return "guidelines.flagged recall by source: not recorded in this calibration (recalibrate to measure it)"
+        rows = ", ".join(f"{name} {row['recall']:.2f} (n={row['n']})" for name, row in report["sources"].items())
+        return f"guidelines.flagged recall by source ({report['method']}, target {report['target_fpr']:g}): {rows}"
+
+    def recall_warnings(self, target_fpr: float | None = None) -> list[str]:
+        """:func:`low_recall_warnings` on this detector's recall by source (none when it was not measured)."""
+        return low_recall_warnings(getattr(self, "recall_by_source_", None), target_fpr)
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
             raise NotFittedError("this HarmDetector is not fitted: call fit() or load() first")
@@ -396,6 +430,7 @@ class HarmDetector:
             },
             "benign_scores": {name: scores.tolist() for name, scores in self.benign_scores_.items()},
             "harmful_scores": self.harmful_scores_.tolist(),
+            "recall_by_source": getattr(self, "recall_by_source_", None),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -444,6 +479,7 @@ class HarmDetector:
         detector.data_sha256_ = str(fit.get("data_sha256", ""))
         detector.fit_seconds_ = float(fit.get("seconds", 0.0))
         detector.cv_ = data.get("cross_validation")
+        detector.recall_by_source_ = data.get("recall_by_source")  # None in artifacts made before it was recorded
         detector.created_ = float(field(data, "created", (int, float), path, FIX))
         detector.loaded_from = path
         detector.threshold_ = field(data, "threshold", (int, float), path, FIX)
@@ -549,6 +585,7 @@ def cross_validate(
         "recall": float(flagged[harmful].mean()),
         "auroc": float(np.mean(aurocs)),
         "by_source": _by_source(examples, flagged),
+        "recall_by_source": recall_by_source(examples, flagged),
         "baseline_guideline_similarity": {
             "auroc": float(np.mean(baseline_aurocs)),
             "recall_at_target_oracle_threshold": float(np.mean(baseline_recalls)),
@@ -619,6 +656,47 @@ def _by_source(examples: Examples, flagged: np.ndarray) -> dict[str, dict[str, A
                     key: float(flagged[mask].mean()),
                 }
     return out
+
+
+def recall_by_source(examples: Examples, flagged: np.ndarray) -> dict[str, dict[str, Any]]:
+    """For each source of the harmful examples: ``n``, ``recall`` (the share ``flagged``) and ``missed`` (the
+    texts not flagged, in input order)."""
+    out: dict[str, dict[str, Any]] = {}
+    for source in sorted({str(s) for s in examples.sources[examples.harmful]}):
+        rows = np.flatnonzero(examples.harmful & (examples.sources == source))
+        out[source] = {
+            "n": len(rows),
+            "recall": float(flagged[rows].mean()),
+            "missed": [examples.texts[r] for r in rows if not flagged[r]],
+        }
+    return out
+
+
+def low_recall_warnings(report: dict[str, Any] | None, target_fpr: float | None = None) -> list[str]:
+    """One warning per source of ``report`` (a detector's ``recall_by_source_``) whose recall is below
+    :data:`LOW_RECALL` with at least :data:`LOW_RECALL_MIN_EXAMPLES` harmful examples, naming the examples it
+    missed; ``target_fpr`` (the policy's) is compared with the target the recall was measured at."""
+    if not report:
+        return []
+    at = report["target_fpr"]
+    note = "" if target_fpr is None or target_fpr == at else f"; the policy states target {target_fpr:g}"
+    warnings = []
+    for source, row in report["sources"].items():
+        if row["n"] < LOW_RECALL_MIN_EXAMPLES or row["recall"] >= LOW_RECALL:
+            continue
+        missed = "; ".join(repr(_cut(t)) for t in row["missed"][:MISSED_SHOWN])
+        more = f" and {len(row['missed']) - MISSED_SHOWN} more" if len(row["missed"]) > MISSED_SHOWN else ""
+        warnings.append(
+            f"guidelines.flagged: low recall {row['recall']:.2f} on harmful source {source!r} ({row['n']} examples, "
+            f"{report['method']} at target false-positive rate {at:g}{note}; warned below {LOW_RECALL:g} with at least "
+            f"{LOW_RECALL_MIN_EXAMPLES} examples); missed: {missed}{more}. Fix: add more requests like these to "
+            "--harmful (and benign look-alikes to --benign) and recalibrate, or write a rule for them"
+        )
+    return warnings
+
+
+def _cut(text: str, limit: int = 100) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def read_requests(path: str | Path) -> list[Request]:

@@ -130,17 +130,22 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     detector.fit_examples(index, examples)
     if args.cv:
         detector.cv_ = cross_validate(index, examples, detector, folds=args.cv)
+    detector.measure_recall(index, examples)
     detector.save(args.output)
+    warnings = detector.recall_warnings()
     report = {
         "output": str(args.output),
         "embed_seconds": round(embedded, 2),
         "fit_and_cv_seconds": round(time.perf_counter() - started - embedded, 2),
         **{k: v for k, v in detector.to_dict().items() if k not in ("model", "benign_scores", "harmful_scores")},
+        "warnings": warnings,
     }
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.json:
         print(dumps(report))
     else:
-        print(f"wrote {args.output}\n{detector.describe()}")
+        print(f"wrote {args.output}\n{detector.describe()}\n{detector.describe_recall()}")
         if detector.cv_:
             base = detector.cv_["baseline_guideline_similarity"]
             print(

@@ -66,7 +66,8 @@ def explain(config: Any, base_dir: Path) -> list[str]:
     from .calibration import HarmDetector
 
     path = _resolve(config.calibration, base_dir)
-    return [f"{HarmDetector.load(path).describe(config.target_fpr)} (from {config.calibration})"]
+    detector = HarmDetector.load(path)
+    return [f"{detector.describe(config.target_fpr)} (from {config.calibration})", detector.describe_recall()]
 
 
 def verify(config: Any, base_dir: Path, deps: CheckDeps) -> list[str]:
@@ -94,7 +95,7 @@ def verify(config: Any, base_dir: Path, deps: CheckDeps) -> list[str]:
         GuidelinesCheck(index, detector=detector, target_fpr=config.target_fpr)  # what the Guard checks at start
     else:
         calibrated_threshold(detector, config.target_fpr)
-    return warnings
+    return warnings + detector.recall_warnings(config.target_fpr)
 
 
 SPEC = CheckSpec(
