@@ -10,9 +10,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from .errors import GuardrailsError, InputError
+from .errors import GuardrailsError
 from .numbers import MAX_REQUESTS, number_argument
 
 Handler = Callable[[argparse.Namespace], int]
@@ -59,9 +57,9 @@ def _verify_artifacts(policy: object, embedder: str | None) -> list[str]:
 
 
 def _cmd_policy_schema(args: argparse.Namespace) -> int:
-    from .policy import json_schema
+    from .formats import json_schema
 
-    text = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+    text = json.dumps(json_schema(args.format), indent=2, sort_keys=True) + "\n"
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     else:
@@ -78,22 +76,9 @@ def _cmd_policy_test(args: argparse.Namespace) -> int:
 
 
 def _read_call(path: str) -> object:
-    from .call import Call
+    from .formats import read_call
 
-    source = "<stdin>" if path == "-" else path
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot read call file: {exc.strerror}", source=source) from None
-    try:
-        return Call.model_validate_json(text)
-    except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise InputError(
-            f"{where}: {err['msg']} (a call is JSON with messages, query, documents, generation, signals)",
-            source=source,
-        ) from None
+    return read_call(path)  # InputError listing every problem of the file, each with its field and fix
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -189,7 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
         "with another one are refused",
     )
     p.set_defaults(handler=_cmd_policy_check)
-    p = policy_sub.add_parser("schema", help="print the policy JSON Schema (for editors)")
+    p = policy_sub.add_parser("schema", help="print the JSON Schema of the policy, a call, a cases file or a library")
+    p.add_argument(
+        "format",
+        nargs="?",
+        default="policy",
+        choices=("policy", "call", "cases", "guidelines"),
+        help="policy (default), call (check --call), cases (policy test) or guidelines (a library); see docs/formats.md",
+    )
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.set_defaults(handler=_cmd_policy_schema)
     p = policy_sub.add_parser("test", help="run a policy against cases of signals and expected actions")

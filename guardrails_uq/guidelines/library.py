@@ -36,13 +36,13 @@ class Guideline(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str = Field(min_length=1)
-    title: str = Field(min_length=1)
-    text: str
-    category: str = Field(min_length=1)
-    severity: Severity | None = None
-    tags: list[str] = Field(default_factory=list)
-    sources: list[str] = Field(default_factory=list)
+    id: str = Field(min_length=1, description="Unique id, recorded in guidelines.ids.")
+    title: str = Field(min_length=1, description="Short title; 'title: text' is what is embedded.")
+    text: str = Field(description="The guideline, as injected into the prompt.")
+    category: str = Field(min_length=1, description="Category, published in guidelines.categories.")
+    severity: Severity | None = Field(default=None, description="Optional: low, medium, high or critical.")
+    tags: list[str] = Field(default_factory=list, description="Optional labels.")
+    sources: list[str] = Field(default_factory=list, description="Optional: the prompts that produced it (builder).")
 
     @field_validator("text")
     @classmethod
@@ -55,6 +55,17 @@ class Guideline(BaseModel):
     def document(self) -> str:
         """What is embedded: "title: text"."""
         return f"{self.title}: {self.text}"
+
+
+class LibraryFile(BaseModel):
+    """A YAML library (the JSON Schema's source; :meth:`GuidelineLibrary.load` validates with file:line errors)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    categories: list[str] | None = Field(
+        default=None, description="Optional: when present, every guideline's category must be listed."
+    )
+    guidelines: list[Guideline] = Field(min_length=1, description="The guidelines; ids unique.")
 
 
 class GuidelineLibrary:
