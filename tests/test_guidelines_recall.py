@@ -132,6 +132,7 @@ def test_low_recall_on_one_source_is_reported_by_calibrate_and_policy_check(
     assert sources["insider-it-abuse"]["n"] == 2 and sources["insider-it-abuse"]["recall"] == 0.0  # ...and yet
     assert sources["helpdesk"]["recall"] >= LOW_RECALL
     assert "cross-validated" in report["recall_by_source"]["method"]
+    assert "recall_by_source" not in report["cross_validation"]  # recorded once
     (warning,) = report["warnings"]
     assert "'insider-it-abuse'" in warning and all(t[:60] in warning for t in INSIDER_IT_ABUSE)
     assert f"below {LOW_RECALL:g}" in warning and "helpdesk" not in warning

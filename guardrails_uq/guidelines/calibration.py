@@ -274,8 +274,8 @@ class HarmDetector:
         as ``recall_by_source_`` (and in the artifact): held out when cross-validation ran (``cv_``: each example
         flagged by a model that never saw it), else in-sample (optimistic: fitted examples included)."""
         self._check_fitted()
-        if self.cv_ and "recall_by_source" in self.cv_:
-            sources, method = self.cv_["recall_by_source"], f"{self.cv_['folds']}-fold cross-validated"
+        if self.cv_ and "recall_by_source" in self.cv_:  # moved out of cv_: the artifact holds it once
+            sources, method = self.cv_.pop("recall_by_source"), f"{self.cv_['folds']}-fold cross-validated"
         else:
             flagged = examples.scores(partial(self.predict_proba, index)) > self.threshold_
             sources, method = recall_by_source(examples, flagged), "in-sample (no cross-validation: optimistic)"
