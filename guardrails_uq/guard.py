@@ -318,22 +318,25 @@ class Guard:
         return phases or ["input"]
 
     def _app_signals(self, given: SignalMap) -> SignalMap:
+        """The app's signals, checked against the policy's declarations; InputError naming every problem."""
         clean: SignalMap = {}
+        problems: list[str] = []
         for name, value in given.items():
             kind = self._declared.get(name)
             if kind is None:
                 known = ", ".join(sorted(self._declared)) or "none declared"
-                raise InputError(
-                    f"signal {name!r} is not declared in the policy's 'signals' section (declared: {known})",
-                    source="call.signals",
+                problems.append(
+                    f"signal {name!r} is not declared in the policy's 'signals' section (declared: {known}); "
+                    "fix: declare it there or leave it out"
                 )
+                continue
             ok = isinstance(value, _COERCE[kind]) and (kind == "bool" or not isinstance(value, bool))
             if not ok and value is not None:
-                raise InputError(
-                    f"signal {name!r} must be a {kind}, got {type(value).__name__} {value!r}",
-                    source="call.signals",
-                )
+                problems.append(f"signal {name!r} must be a {kind}, got {type(value).__name__} {value!r}")
+                continue
             clean[name] = float(value) if kind == "number" and isinstance(value, int) else value
+        if problems:
+            raise InputError("; ".join(problems), source="call.signals")
         return clean
 
     @property

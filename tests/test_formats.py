@@ -160,3 +160,14 @@ def test_real_text_cases_run_through_the_whole_guard(tmp_path: Path) -> None:
     broken = results[2]
     assert broken.outcome.action.value == "abstain" and broken.failures  # on_error abstained: still a failure
     assert "needs the query" in render_results(results, str(cases))
+
+
+def test_every_problem_with_a_calls_app_signals_is_named_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    call = tmp_path / "call.json"
+    call.write_text(json.dumps({"query": "hi", "signals": {"app.tier": "free", "app.toxicity": "low", "app.x": 1}}))
+    assert main(["check", "--policy", str(STARTER), "--call", str(call), "--no-audit"]) == 2
+    err = capsys.readouterr().err
+    assert "'app.tier' is not declared" in err and "'app.x' is not declared" in err and "fix: declare it" in err
+    assert "'app.toxicity' must be a number, got str 'low'" in err
