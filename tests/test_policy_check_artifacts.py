@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from guardrails_uq import ArtifactError, Guard
+from guardrails_uq import ArtifactError, Guard, TokenLogprob
 from guardrails_uq.artifacts import seal
 from guardrails_uq.cli import main
 from guardrails_uq.embeddings import default_embedder
 from guardrails_uq.guidelines import GuidelineIndex, GuidelineLibrary
+from guardrails_uq.uncertainty.deferral import PostHocDeferral
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow  # builds the guideline index with the packaged MiniLM
@@ -26,7 +27,7 @@ guidelines: {library: guidelines/safety.yaml, calibration: calibration/guideline
 retrieval: {calibration: calibration/nimbus.json}
 injection: {calibration: calibration/injection.json}
 provenance: {index: indexes/unsafe-corpus, calibration: indexes/unsafe-corpus.calibration.json, verify: size}
-uncertainty: {calibration: calibration/deferral.json}
+uncertainty: {calibration: calibration/deferral.json, deferral: calibration/posthoc.json}
 grounding: {calibration: calibration/grounding.json}
 rules:
   - {name: harmful, at: input, when: "guidelines.flagged", action: abstain}
@@ -51,6 +52,8 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
         folder / "indexes" / "unsafe-corpus.calibration.json",
     )
     GuidelineIndex.open(GuidelineLibrary.load(folder / "guidelines" / "safety.yaml"), default_embedder())
+    answers = [[TokenLogprob(token=f"t{i}", logprob=-0.1 * (i % 7) - 0.01 * j) for j in range(5)] for i in range(20)]
+    PostHocDeferral().fit(answers, [i % 7 < 4 for i in range(20)]).save(folder / "calibration" / "posthoc.json")
     (folder / "policy.yaml").write_text(POLICY, encoding="utf-8")
     return folder
 
@@ -89,6 +92,7 @@ ARTIFACTS = [
     "calibration/nimbus.json",
     "calibration/injection.json",
     "calibration/deferral.json",
+    "calibration/posthoc.json",
     "calibration/grounding.json",
     "indexes/unsafe-corpus.calibration.json",
     "indexes/unsafe-corpus/vocab.txt",
