@@ -9,9 +9,13 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import GuardrailsError
 from .numbers import MAX_REQUESTS, number_argument
+
+if TYPE_CHECKING:
+    from .policy import CompiledPolicy
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -39,7 +43,7 @@ def _cmd_policy_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verify_artifacts(policy: object, embedder: str | None) -> list[str]:
+def _verify_artifacts(policy: CompiledPolicy, embedder: str | None) -> list[str]:
     """Every artifact the policy names verified as the Guard will verify it when it starts (checksums, manifests,
     the embedder they were made with: ``embedder``, default the packaged MiniLM); each check's warnings are
     appended to ``policy.warnings``. Returns one message per check whose artifacts fail (file and fix)."""
@@ -48,9 +52,9 @@ def _verify_artifacts(policy: object, embedder: str | None) -> list[str]:
 
     name = embedder or MiniLMEmbedder().name
     failures = []
-    for spec in policy.configured_checks():  # type: ignore[attr-defined]
+    for spec in policy.configured_checks():
         try:
-            policy.warnings.extend(verify_section(spec, policy.section(spec.name), policy.base_dir, name))  # type: ignore[attr-defined]
+            policy.warnings.extend(verify_section(spec, policy.section(spec.name), policy.base_dir, name))
         except GuardrailsError as exc:
             failures.append(f"{spec.name}: {exc}")
     return failures
@@ -184,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.set_defaults(handler=_cmd_policy_schema)
-    p = policy_sub.add_parser("test", help="run a policy against cases of signals and expected actions")
+    p = policy_sub.add_parser("test", help="run a policy against cases (signals or real text) and expected actions")
     p.add_argument("file")
     p.add_argument("cases")
     p.set_defaults(handler=_cmd_policy_test)
