@@ -166,3 +166,15 @@ def test_the_low_recall_threshold() -> None:
     assert "'s'" in warning and "request 0" in warning and "the policy states target 0.01" in warning
     assert " more. Fix" not in warning and "and 15 more. Fix" in low_recall_warnings(report(20, 0.0))[0]
     assert low_recall_warnings(None) == []
+
+
+def test_the_shipped_calibration_records_recall_by_source() -> None:
+    """The demo's `policy check` reports it (and warns: held out, most sources are far below 0.8 at 5%)."""
+    from guardrails_uq.guidelines.calibration import HarmDetector
+
+    detector = HarmDetector.load(ROOT / "policies" / "calibration" / "guidelines.json")
+    report = detector.recall_by_source_
+    assert report is not None and report["method"] == "5-fold cross-validated" and report["target_fpr"] == 0.05
+    assert set(report["sources"]) == {"advbench", "contrast", "harmbench", "written"}
+    assert sum(row["n"] for row in report["sources"].values()) == detector.cv_["n_harmful"]
+    assert {w.split("'")[1] for w in detector.recall_warnings()} == {"contrast", "harmbench", "written"}
