@@ -218,6 +218,18 @@ def test_one_policy_reloads_without_disturbing_the_other(tenants: Path) -> None:
             assert app.state.tenants.holders["lenient"].current() is lenient_guard
 
 
+def test_without_keys_every_caller_names_one_of_the_policies(tenants: Path) -> None:
+    with ChatCompletionsServer(upstream_reply) as upstream:
+        settings = ServeConfig(policies=tenants / "policies", upstream=upstream.base_url)
+        with Running(create_app(settings)) as base:
+            assert answer(base, "anything", "lenient")[1]["policy"] == "lenient"
+            assert answer(base, "anything", "strict")[1]["policy"] == "strict"
+            assert post(base, "anything", []).status_code == 400, "two policies served: the header is required"
+            assert post(base, "anything", [(b"x-guardrails-policy", b"nope")]).status_code == 403
+    logged = [d.metadata["key"] for d in read_audit(tenants / "policies" / "audit.jsonl") if "key" in d.metadata]
+    assert logged.count("anonymous") == 2
+
+
 # -- start: fail fast, name the file or the key-file line --------------------------------------------------------
 
 
