@@ -23,7 +23,8 @@ from guardrails_uq import read_audit
 from guardrails_uq.errors import InputError, PolicyError
 from guardrails_uq.provenance import build_index
 from guardrails_uq.serve_cli import read_api_keys
-from guardrails_uq.server import ServeConfig, create_app
+from guardrails_uq.server import ServeConfig, Tenants, create_app
+from guardrails_uq.server.tenants import PolicyRefused
 from guardrails_uq.testing import ChatCompletionsServer
 
 STRICT = """
@@ -228,6 +229,19 @@ def test_without_keys_every_caller_names_one_of_the_policies(tenants: Path) -> N
             assert post(base, "anything", [(b"x-guardrails-policy", b"nope")]).status_code == 403
     logged = [d.metadata["key"] for d in read_audit(tenants / "policies" / "audit.jsonl") if "key" in d.metadata]
     assert logged.count("anonymous") == 2
+
+
+def test_a_key_the_file_does_not_hold_may_use_no_policy(tenants: Path) -> None:
+    """Fail closed below the HTTP layer too: only a key of the file gets a policy (none for a stranger)."""
+    served = Tenants.load(None, tenants / "policies", read_api_keys(tenants / "keys.txt"))
+    try:
+        assert served.select("key-both", ["lenient"]) is served.holders["lenient"]
+        for requested in ([], ["lenient"], ["strict"]):
+            with pytest.raises(PolicyRefused) as refused:
+                served.select("stranger", requested)
+            assert refused.value.status == 403
+    finally:
+        served.close()
 
 
 # -- start: fail fast, name the file or the key-file line --------------------------------------------------------

@@ -150,12 +150,12 @@ class Tenants:
     ) -> None:
         self.holders = dict(holders)
         self.single = single
-        everyone = tuple(self.holders.values())
-        self._anyone = KeyGrant((EVERY,), "anonymous")
-        self._allowed: dict[str, tuple[PolicyHolder, ...]] = {"": everyone}
+        self.everyone = tuple(self.holders.values())
+        self.open = grants is None  # no client keys: every caller may use every policy
+        self._allowed: dict[str, tuple[PolicyHolder, ...]] = {}
         self._sources: dict[str, str] = {}
         for key, grant in (grants or {}).items():
-            self._allowed[key] = self._resolve(grant, everyone)
+            self._allowed[key] = self._resolve(grant, self.everyone)
             self._sources[key] = grant.source
 
     def _resolve(self, grant: KeyGrant, everyone: tuple[PolicyHolder, ...]) -> tuple[PolicyHolder, ...]:
@@ -212,9 +212,14 @@ class Tenants:
     def __iter__(self) -> Iterator[PolicyHolder]:
         return iter(self.holders.values())
 
+    def allowed(self, key: str) -> tuple[PolicyHolder, ...]:
+        """The policies ``key`` may use, in the key file's order (none for a key the file does not hold)."""
+        return self.everyone if self.open else self._allowed.get(key, ())
+
     def home(self, key: str) -> PolicyHolder:
-        """The policy whose audit log records what a key was refused: its first one."""
-        return self._allowed.get(key, self._allowed[""])[0]
+        """The policy whose audit log records what a key was refused: its first one (for ``*``, or without
+        keys, the first served, in file-name order)."""
+        return (self.allowed(key) or self.everyone)[0]
 
     def source(self, key: str) -> str:
         """Where the key is written (file:line), never the key; ``anonymous`` without keys."""
@@ -225,8 +230,8 @@ class Tenants:
         value of the header, as sent), or the key's only policy. PolicyRefused otherwise: 403 for a name the
         key may not use or that nothing serves (alike), a repeated header or an empty name; 400 for no header
         when the key may use several."""
-        allowed = self._allowed.get(key, self._allowed[""])
-        if not requested:
+        allowed = self.allowed(key)
+        if not requested and allowed:
             if len(allowed) == 1:
                 return allowed[0]
             raise PolicyRefused(400, f"this key may use several policies; name one with the {POLICY_HEADER} "
@@ -236,9 +241,11 @@ class Tenants:
             for holder in allowed:
                 if holder.current().policy.name == requested[0]:
                     return holder
+        served = {holder.current().policy.name for holder in self}
         reason = (
             "repeated" if len(requested) > 1
-            else "forbidden" if any(h.current().policy.name == requested[0] for h in self.holders.values())
+            else "none-allowed" if not requested  # a key the file does not hold (never passes client_key)
+            else "forbidden" if requested[0] in served
             else "unknown"
         )  # fmt: skip
         raise PolicyRefused(403, f"the policy named in {POLICY_HEADER} is not available to this API key",
