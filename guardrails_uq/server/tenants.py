@@ -153,9 +153,12 @@ class Tenants:
         self.everyone = tuple(self.holders.values())
         self.open = grants is None  # no client keys: every caller may use every policy
         self._allowed: dict[str, tuple[PolicyHolder, ...]] = {}
+        self._may_use: dict[str, frozenset[PolicyHolder]] = {}  # the same, for a constant-time check
+        self._everyone_set = frozenset(self.everyone)
         self._sources: dict[str, str] = {}
         for key, grant in (grants or {}).items():
             self._allowed[key] = self._resolve(grant, self.everyone)
+            self._may_use[key] = frozenset(self._allowed[key])
             self._sources[key] = grant.source
 
     def _resolve(self, grant: KeyGrant, everyone: tuple[PolicyHolder, ...]) -> tuple[PolicyHolder, ...]:
@@ -225,6 +228,12 @@ class Tenants:
         """Where the key is written (file:line), never the key; ``anonymous`` without keys."""
         return self._sources.get(key, "anonymous")
 
+    def _named(self, name: str) -> PolicyHolder | None:
+        """The holder serving policy ``name`` now (a dict lookup: names are fixed in a folder; the one policy of
+        ``--policy`` may be renamed by a reload)."""
+        holder = self.everyone[0] if self.single else self.holders.get(name)
+        return holder if holder is not None and holder.current().policy.name == name else None
+
     def select(self, key: str, requested: Sequence[str]) -> PolicyHolder:
         """The policy a request runs under: the one its ``X-Guardrails-Policy`` names (``requested``: every
         value of the header, as sent), or the key's only policy. PolicyRefused otherwise: 403 for a name the
@@ -238,14 +247,14 @@ class Tenants:
                                 "header", "invalid_request_error", rule="policy-required", reason="missing",
                                 requested=None)  # fmt: skip
         if len(requested) == 1:
-            for holder in allowed:
-                if holder.current().policy.name == requested[0]:
-                    return holder
-        served = {holder.current().policy.name for holder in self}
+            holder = self._named(requested[0])
+            may_use = self._everyone_set if self.open else self._may_use.get(key, frozenset())
+            if holder is not None and holder in may_use:
+                return holder
         reason = (
             "repeated" if len(requested) > 1
             else "none-allowed" if not requested  # a key the file does not hold (never passes client_key)
-            else "forbidden" if requested[0] in served
+            else "forbidden" if self._named(requested[0]) is not None
             else "unknown"
         )  # fmt: skip
         raise PolicyRefused(403, f"the policy named in {POLICY_HEADER} is not available to this API key",
