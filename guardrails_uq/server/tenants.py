@@ -16,7 +16,8 @@ A bare key (the format before tenants) may use the one policy of ``--policy``; w
 start error naming its line. Without ``--api-keys`` every caller may use every policy. A request names its
 policy with ``X-Guardrails-Policy: NAME`` (exact, case-sensitive); a key with one policy needs no header.
 A name the key may not use, or that nothing serves, is refused alike (403, ``policy-forbidden``): a key learns
-nothing about other tenants' policies; the Decision goes to the audit log of the key's first policy.
+nothing about other tenants' policies; the Decision goes to the audit log of the key's first policy that
+keeps one (:meth:`Tenants.home`).
 """
 
 from __future__ import annotations
@@ -159,6 +160,9 @@ class Tenants:
         for key, grant in (grants or {}).items():
             self._allowed[key] = self._resolve(grant, self.everyone)
             self._may_use[key] = frozenset(self._allowed[key])
+            if all(holder.current().audit is None for holder in self._allowed[key]):
+                log.warning("%s: none of this key's policies keeps an audit log: its refused requests are logged "
+                            "by the access log only", grant.source)  # fmt: skip
             self._sources[key] = grant.source
 
     def _resolve(self, grant: KeyGrant, everyone: tuple[PolicyHolder, ...]) -> tuple[PolicyHolder, ...]:
@@ -220,9 +224,10 @@ class Tenants:
         return self.everyone if self.open else self._allowed.get(key, ())
 
     def home(self, key: str) -> PolicyHolder:
-        """The policy whose audit log records what a key was refused: its first one (for ``*``, or without
-        keys, the first served, in file-name order)."""
-        return (self.allowed(key) or self.everyone)[0]
+        """The policy whose audit log records what a key was refused: the first of the key's policies that keeps
+        an audit log (for ``*``, or without keys, in file-name order), else its first."""
+        mine = self.allowed(key) or self.everyone
+        return next((holder for holder in mine if holder.current().audit is not None), mine[0])
 
     def source(self, key: str) -> str:
         """Where the key is written (file:line), never the key; ``anonymous`` without keys."""
