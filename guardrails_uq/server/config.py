@@ -53,7 +53,7 @@ class ServeConfig:
             raise InputError("the upstream's base URL is required, e.g. http://127.0.0.1:8000/v1", source="--upstream")
 
     def grants(self) -> dict[str, KeyGrant] | None:
-        """Each client key's grant (a plain set of keys: every key may use every policy, like a bare key line)."""
+        """Each client key's grant (a plain set of keys: bare keys, as key lines without policies)."""
         if self.api_keys is None or isinstance(self.api_keys, dict):
             return self.api_keys
         return {key: KeyGrant(None, "api_keys") for key in self.api_keys}
