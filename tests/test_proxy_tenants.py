@@ -154,6 +154,7 @@ HOSTILE = [
     pytest.param([(b"x-guardrails-policy", b"strict,lenient")], "unknown", id="list"),
     pytest.param([(b"x-guardrails-policy", b"*")], "unknown", id="wildcard"),
     pytest.param([(b"x-guardrails-policy", b"")], "unknown", id="empty"),
+    pytest.param([(b"x-guardrails-policy", b"strict" * 1000)], "unknown", id="long"),
     pytest.param(
         [(b"x-guardrails-policy", b"strict"), (b"x-guardrails-policy", b"lenient")], "repeated", id="repeated"
     ),
@@ -183,7 +184,7 @@ def test_a_policy_the_key_may_not_use_is_a_403_with_a_logged_decision(
     assert logged.policy == "strict" and logged.action.value == "abstain" and logged.phase == "input"
     assert logged.metadata["reason"] == reason and logged.metadata["key"].endswith("keys.txt:2")
     sent = headers[0][1].decode("utf-8")
-    assert logged.metadata["requested_policy"] == (sent if reason != "repeated" else "strict, lenient")
+    assert logged.metadata["requested_policy"] == (sent if reason != "repeated" else "strict, lenient")[:200]
 
 
 def test_one_policy_reloads_without_disturbing_the_other(tenants: Path) -> None:
