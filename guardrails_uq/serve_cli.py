@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import InputError
 from .jsonsafe import dumps
 
+if TYPE_CHECKING:
+    from .server.tenants import KeyGrant
 
-def read_api_keys(path: Path) -> set[str]:
-    """Client keys, one per line (blank lines and ``#`` comments skipped); InputError naming the file and
-    the fix when it is missing, unreadable, not text or holds no key."""
-    fix = "pass --api-keys a text file with one client key per line"
+
+def read_api_keys(path: Path) -> dict[str, KeyGrant]:
+    """Client keys, one per line, each optionally followed by the policies it may use (``KEY name, name`` or
+    ``KEY *``; blank lines and ``#`` comments skipped; see :mod:`guardrails_uq.server.tenants`). InputError
+    naming the file (and line, never the key) and the fix when it is missing, unreadable, not text, holds no
+    key, a malformed policy list, or one key twice with different policies."""
+    from .server.tenants import parse_key_line
+
+    fix = "pass --api-keys a text file with one client key per line (optionally followed by its policies)"
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -21,10 +29,18 @@ def read_api_keys(path: Path) -> set[str]:
         raise InputError(f"is a directory; {fix}", source=f"--api-keys {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot be read ({exc}); {fix}", source=f"--api-keys {path}") from None
-    keys = {line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")}
-    if not keys:
+    grants: dict[str, KeyGrant] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        key, grant = parse_key_line(line, f"{path}:{number}")
+        first = grants.setdefault(key, grant)
+        if first.policies != grant.policies:
+            raise InputError(f"this key is also on line {first.source.rsplit(':', 1)[1]} with other policies; "
+                             "list all its policies on one line", source=grant.source)  # fmt: skip
+    if not grants:
         raise InputError(f"holds no key; {fix}", source=f"--api-keys {path}")
-    return keys
+    return grants
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -34,7 +50,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.api_keys:
         keys = read_api_keys(Path(args.api_keys))
     config = ServeConfig(
-        policy=Path(args.policy),
+        policy=Path(args.policy) if args.policy else None,
+        policies=Path(args.policies) if args.policies else None,
         upstream=args.upstream,
         upstream_api_key_env=args.upstream_api_key_env,
         api_keys=keys,
@@ -61,10 +78,21 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 def register_cli(commands: argparse._SubParsersAction, groups: dict) -> None:  # type: ignore[type-arg]
     p = commands.add_parser("serve", help="an OpenAI-compatible proxy that applies a policy (needs the 'serve' extra)")
-    p.add_argument("--policy", required=True)
+    p.add_argument("--policy", default=None, help="the policy file to serve")
+    p.add_argument(
+        "--policies",
+        default=None,
+        help="a folder: serve every policy in it, one per tenant (--api-keys maps keys to policies; a request "
+        "picks one with the X-Guardrails-Policy header)",
+    )
     p.add_argument("--upstream", required=True, help="base URL of the upstream model, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--upstream-api-key-env", default=None)
-    p.add_argument("--api-keys", default=None, help="file with one accepted client API key per line")
+    p.add_argument(
+        "--api-keys",
+        default=None,
+        help="file with one accepted client API key per line, optionally followed by the policies it may use "
+        "(`KEY name, name` or `KEY *`)",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--max-body", type=int, default=1_000_000, help="largest request body in bytes")

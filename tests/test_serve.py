@@ -90,7 +90,10 @@ def test_allow_abstain_escalate_and_metrics(folder: Path) -> None:
             assert escalated.headers["x-guardrails-action"] == "escalate"
             assert "evidence" not in escalated.json()["guardrails"], "clients never see the answer the policy replaced"
             metrics = httpx.get(f"{base}/metrics").text
-            assert 'guardrails_decisions_total{action="abstain",rule="memorized-unsafe-text"} 1.0' in metrics
+            assert (
+                'guardrails_decisions_total{action="abstain",policy="proxy",rule="memorized-unsafe-text"} 1.0'
+                in metrics
+            )
             assert "guardrails_guard_seconds_bucket" in metrics
             assert httpx.get(f"{base}/healthz").json()["policy"] == "proxy"
     logged = list(read_audit(folder / "audit.jsonl"))

@@ -14,21 +14,22 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import generate_latest
+from prometheus_client.core import CounterMetricFamily
 
 from ..guard import Guard
 from ..models.openai_compat import cookieless_jar
 from . import wire
 from .config import ServeConfig
 from .exchange import Exchange, ProxyMetrics
-from .holder import PolicyHolder
 from .limits import RateLimiter, RequestRefused, client_key, read_body
+from .tenants import POLICY_HEADER, PolicyRefused, Tenants
 
 access_log = logging.getLogger("guardrails_uq.access")
 
@@ -68,11 +69,17 @@ class AccessLog:
 def create_app(
     config: ServeConfig, *, guard: Guard | None = None, upstream: httpx.AsyncBaseTransport | None = None
 ) -> FastAPI:
-    """The proxy as a FastAPI app (``guard`` fixes the Guard, for tests; otherwise it follows the file).
-    ``upstream`` replaces the network transport to the upstream (an in-process model, for benchmarks and tests)."""
-    holder = PolicyHolder(config.policy, guard, config.reload_interval)
+    """The proxy as a FastAPI app (``guard`` fixes the Guard of a single policy, for tests; otherwise each
+    policy follows its file). ``upstream`` replaces the network transport to the upstream (an in-process model,
+    for benchmarks and tests). Every policy loads here: an error names the policy file or the key file's line."""
+    if guard is not None and config.policies is not None:
+        raise ValueError("a fixed guard serves one policy: use ServeConfig(policy=...), not policies=")
+    tenants = Tenants.load(
+        config.policy, config.policies, config.grants(), guard=guard, interval=config.reload_interval
+    )
     limiter = RateLimiter(config.rate_per_second, config.burst)
     metrics = ProxyMetrics.create()
+    metrics.registry.register(ReloadCounts(tenants))
     clients: dict[str, httpx.AsyncClient] = {}
 
     def client() -> httpx.AsyncClient:
@@ -90,21 +97,27 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        holder.start()
+        tenants.start()
         try:
             yield
         finally:
             if "upstream" in clients:
                 await clients["upstream"].aclose()
-            holder.close()
+            tenants.close()
 
     app = FastAPI(title="guardrails-uq proxy", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.add_middleware(AccessLog)  # type: ignore[arg-type]
-    app.state.holder = holder
+    app.state.tenants = tenants
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "policy": holder.current().policy.name, "reload_errors": holder.reload_errors}
+        """Reload counts per policy (``policy``: the name, when one policy is served)."""
+        policies = tenants.health()
+        health: dict[str, Any] = {"status": "ok", "reload_errors": sum(p["reload_errors"] for p in policies.values())}
+        if tenants.single:
+            health["policy"] = next(iter(tenants)).current().policy.name
+        health["policies"] = policies
+        return health
 
     @app.get("/metrics")
     async def prometheus() -> PlainTextResponse:
@@ -116,7 +129,12 @@ def create_app(
             key = client_key(request, config.api_keys)
             if not limiter.allow(key):
                 raise RequestRefused(429, "rate limit exceeded", "rate_limit_error")
+            holder = tenants.select(key, requested_policies(request))
             raw = await read_body(request, config.max_body_bytes)
+        except PolicyRefused as exc:  # a policy the key may not use: a logged Decision, nothing forwarded
+            decision = tenants.record_refusal(key, exc)
+            metrics.count(decision)
+            return wire.error_response(exc.status, str(exc), exc.kind, decision, code=exc.code)
         except RequestRefused as exc:  # before the Guard: not a decision about content
             return wire.error_response(exc.status, str(exc), exc.kind)
         stack = contextlib.ExitStack()
@@ -141,6 +159,27 @@ def create_app(
             raise
 
     return app
+
+
+def requested_policies(request: Request) -> list[str]:
+    """Every value of the policy header, as the client's bytes spell it (UTF-8; HTTP strips the blanks around)."""
+    return [value.encode("latin-1").decode("utf-8", "replace") for value in request.headers.getlist(POLICY_HEADER)]
+
+
+class ReloadCounts:
+    """Prometheus collector: reloads and refused reloads per policy (read from the holders at scrape time)."""
+
+    def __init__(self, tenants: Tenants) -> None:
+        self.tenants = tenants
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "guardrails_policy_reloads", "Policy file reloads by outcome", labels=["policy", "outcome"]
+        )
+        for name, counts in self.tenants.health().items():
+            family.add_metric([name, "loaded"], counts["reloads"])
+            family.add_metric([name, "refused"], counts["reload_errors"])
+        yield family
 
 
 #: Environment variable that hands the settings to worker processes (``--workers`` > 1).
@@ -190,5 +229,7 @@ def serve(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8080, wor
         freeze_loaded()
         uvicorn.run(app, **options)
         return
+    # fail fast: every policy and the key file are checked here, before any worker starts
+    Tenants.load(config.policy, config.policies, config.grants(), interval=config.reload_interval).close()
     os.environ[CONFIG_ENV] = json.dumps(config.to_json())
     uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=workers, **options)

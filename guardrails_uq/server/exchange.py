@@ -99,7 +99,9 @@ class ProxyMetrics:
         registry = CollectorRegistry()
         return cls(
             registry=registry,
-            decisions=Counter("guardrails_decisions_total", "Final decisions", ["action", "rule"], registry=registry),
+            decisions=Counter(
+                "guardrails_decisions_total", "Final decisions", ["policy", "action", "rule"], registry=registry
+            ),
             upstream_errors=Counter(
                 "guardrails_upstream_errors_total", "Upstream failures", ["kind"], registry=registry
             ),
@@ -113,7 +115,7 @@ class ProxyMetrics:
         )
 
     def count(self, decision: Decision) -> None:
-        self.decisions.labels(decision.action.value, decision.rule_label).inc()
+        self.decisions.labels(decision.policy, decision.action.value, decision.rule_label).inc()
 
 
 class Exchange:

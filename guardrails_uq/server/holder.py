@@ -5,6 +5,7 @@ slow or hostile policy cannot stall ``/healthz`` or a chat request; a new versio
 once it has loaded completely (a broken edit keeps the old policy serving and is counted). Requests take a
 *lease* on the Guard they start with; a replaced Guard is closed (audit log, escalation client) when its
 last lease ends, so reloads neither leak file descriptors nor pull a log out from under a running stream.
+Each policy of ``serve --policies`` has its own holder (and thread): an edit reloads that policy only.
 """
 
 from __future__ import annotations
@@ -21,10 +22,16 @@ log = logging.getLogger("guardrails_uq.server")
 
 
 class PolicyHolder:
-    """The current Guard, swapped for a new one when the policy file changes and loads cleanly."""
+    """The current Guard, swapped for a new one when the policy file changes and loads cleanly.
 
-    def __init__(self, path: Path, guard: Guard | None = None, interval: float = 1.0) -> None:
+    ``fixed_name``: a new version must keep the policy's ``name:`` (clients and the key file refer to it);
+    one that renames it is refused like a broken edit."""
+
+    def __init__(
+        self, path: Path, guard: Guard | None = None, interval: float = 1.0, *, fixed_name: bool = False
+    ) -> None:
         self.path = path
+        self.fixed_name = fixed_name
         self.interval = max(interval, 0.01)
         self._guard = guard or Guard.from_policy(path)
         self._fixed = guard is not None
@@ -95,6 +102,7 @@ class PolicyHolder:
         self._stamp = stamp
         try:
             fresh = Guard.from_policy(self.path)
+            self._check_name(fresh)
         except Exception as exc:  # a half-written or broken policy: keep serving the old one
             self.reload_errors += 1
             log.warning("policy %s changed but did not load; keeping the old one: %s", self.path, exc)
@@ -109,6 +117,14 @@ class PolicyHolder:
         self.reloads += 1
         log.info("policy %s reloaded", self.path)
         return True
+
+    def _check_name(self, fresh: Guard) -> None:
+        """ValueError (the Guard closed) when a fixed name changed."""
+        name, old = fresh.policy.name, self._guard.policy.name
+        if self.fixed_name and name != old:
+            fresh.close()
+            raise ValueError(f"the new version renames policy {old!r} to {name!r}; a policy's name is fixed while "
+                             "serving (keys and clients name it): restart the server to rename it")  # fmt: skip
 
     def close(self) -> None:
         """Stop watching and close the serving Guard (at shutdown)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
@@ -45,7 +46,7 @@ class RateLimiter:
             return True
 
 
-def client_key(request: Request, api_keys: set[str] | None) -> str:
+def client_key(request: Request, api_keys: Collection[str] | None) -> str:
     """The caller's key ("anonymous" when keys are off); RequestRefused(401) when it is missing or unknown.
 
     Keys are accepted only as ``Authorization: Bearer``; keys in the query string are never read (they end

@@ -348,8 +348,13 @@ def json_response(body: Any, status: int = 200, extra_headers: Mapping[str, str]
     return Response(dumpb(body), status_code=status, media_type="application/json", headers=dict(extra_headers or {}))
 
 
-def error_response(status: int, message: str, kind: str, decision: Decision | None = None) -> Response:
+def error_response(
+    status: int, message: str, kind: str, decision: Decision | None = None, code: str | None = None
+) -> Response:
+    """An OpenAI-style error body (``message``, ``type``, ``code`` when given), with the Decision if any."""
     body: dict[str, Any] = {"error": {"message": message, "type": kind}}
+    if code is not None:
+        body["error"]["code"] = code
     if decision is not None:
         body["guardrails"] = decision_json(decision)
     return json_response(body, status, headers(decision) if decision is not None else None)
