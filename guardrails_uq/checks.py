@@ -94,6 +94,10 @@ class CheckSpec:
     #: Where each threshold of the section comes from (target, n, achieved rate), one line each, for
     #: ``policy check``: ``explain(config, base_dir)``; reads artifacts only, never loads a model.
     explain: Callable[[Any, Path], list[str]] = lambda config, base_dir: []
+    #: What of the call the check may replace for the checks after it in its phase ("messages", "documents"):
+    #: the Guard's async path runs a phase's checks at once except across a check that may rewrite. None
+    #: (the default for a check that does not say) counts as "may rewrite anything": such a check runs alone.
+    rewrites: frozenset[str] | None = None
 
 
 @dataclass

@@ -24,6 +24,18 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class CheckConfig(StrictModel):
+    """Base of every check's policy section: the settings the Guard applies to any check."""
+
+    timeout_ms: float | None = Field(
+        default=None,
+        gt=0,
+        description="Time limit of one run of the check, in milliseconds (default: none). On expiry its signals "
+        "are missing, the timeout is recorded as a CheckTimeoutError in the Decision and on_error decides; the "
+        "late result is discarded.",
+    )
+
+
 class Rule(StrictModel):
     """One rule: in phase ``at``, when the CEL condition ``when`` holds, take ``action``."""
 
