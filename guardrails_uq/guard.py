@@ -34,6 +34,7 @@ from .embeddings import as_embedder
 from .errors import CheckError, InputError, WorkBudgetError
 from .policy import CompiledPolicy, load_policy
 from .policy.outcome import decide_phase
+from .telemetry import GuardTelemetry, Telemetry
 from .types import PHASES, Evidence, Phase, SignalMap
 
 _COERCE: dict[str, tuple[type, ...]] = {
@@ -56,13 +57,15 @@ class Guard:
         audit: AuditLog | bool = True,
         checks: Sequence[Check] | None = None,
         escalate_to: Any = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         """Build every check the policy configures (or use ``checks``, for tests and custom wiring).
 
         ``embedder`` is shared by every check that embeds text (default: the packaged MiniLM, loaded on
         first use). ``audit=True`` opens the log the policy names; False disables logging; an AuditLog
         object is used as is. ``escalate_to`` (a model with ``generate(messages)``, or a callable
-        ``messages -> Generation | str``) overrides the policy's escalation target.
+        ``messages -> Generation | str``) overrides the policy's escalation target. ``telemetry`` names the
+        OpenTelemetry providers to record to (default: the app's global ones, once set; :mod:`.telemetry`).
         """
         self.policy = policy
         self._deps = CheckDeps(embedder=as_embedder(embedder))
@@ -74,6 +77,7 @@ class Guard:
         self._checks: dict[Phase, tuple[Check, ...]] = {
             phase: tuple(c for c in checks if c.phase == phase) for phase in PHASES
         }
+        self._telemetry = GuardTelemetry(policy, telemetry)
         self._runner = CheckRunner.for_checks(checks, _timeouts_ms(policy, checks), self._validate_result)
         self._declared = {name: spec.type for name, spec in policy.catalogue.items() if spec.source == "app"}
         self._expected = {name: info.source for name, info in policy.catalogue.items() if info.source != "app"}
@@ -397,6 +401,25 @@ class Guard:
         record: bool = True,
         request_id: str | None = None,
     ) -> Decision:
+        """:meth:`_decide`, inside the phase's span when OpenTelemetry records (:mod:`.telemetry`)."""
+        recorder = self._telemetry.recorder()
+        if recorder is None:
+            return self._decide(phase, call, context, final=final, record=record, request_id=request_id)
+        with recorder.phase(phase) as span:
+            decision = self._decide(phase, call, context, final=final, record=record, request_id=request_id)
+            recorder.decided(span, decision, first=context is None)
+        return decision
+
+    def _decide(
+        self,
+        phase: Phase,
+        call: Call,
+        context: Decision | None,
+        *,
+        final: bool,
+        record: bool = True,
+        request_id: str | None = None,
+    ) -> Decision:
         if request_id is None and context is not None:
             request_id = context.request_id
         if context is not None and context.final and context.action is not Action.ALLOW:
@@ -412,7 +435,7 @@ class Guard:
         on_error = self.policy.model.on_error
         messages: list[Message] | None = None
         documents: list[ScoredDocument] | None = None
-        for ran in self._runner.run(self._checks[phase], call):
+        for ran in self._runner.run(self._checks[phase], call, observer=self._telemetry.recorder()):
             check, result = ran.check, ran.signals
             if result is None:
                 exc = ran.error

@@ -24,6 +24,7 @@ from prometheus_client import generate_latest
 
 from ..guard import Guard
 from ..models.openai_compat import cookieless_jar
+from ..telemetry import configure_otlp
 from . import wire
 from .config import ServeConfig
 from .exchange import Exchange, ProxyMetrics
@@ -70,6 +71,8 @@ def create_app(
 ) -> FastAPI:
     """The proxy as a FastAPI app (``guard`` fixes the Guard, for tests; otherwise it follows the file).
     ``upstream`` replaces the network transport to the upstream (an in-process model, for benchmarks and tests)."""
+    if config.otel:
+        configure_otlp(where="serve --otel")
     holder = PolicyHolder(config.policy, guard, config.reload_interval)
     limiter = RateLimiter(config.rate_per_second, config.burst)
     metrics = ProxyMetrics.create()
