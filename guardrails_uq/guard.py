@@ -263,6 +263,7 @@ class Guard:
         )
         if self.audit is not None:
             self.audit.write(result)
+        self._telemetry.count(result)
         return result
 
     def _review(self, messages: Sequence[Message], generation: Generation, decision: Decision) -> Decision:
@@ -390,6 +391,7 @@ class Guard:
         """Append a Decision to the audit log (for decisions made by integrations, e.g. a cut stream)."""
         if self.audit is not None:
             self.audit.write(decision)
+        self._telemetry.count(decision)
 
     def _phase(
         self,
@@ -407,7 +409,7 @@ class Guard:
             return self._decide(phase, call, context, final=final, record=record, request_id=request_id)
         with recorder.phase(phase) as span:
             decision = self._decide(phase, call, context, final=final, record=record, request_id=request_id)
-            recorder.decided(span, decision, first=context is None)
+            recorder.decided(span, decision, first=context is None, record=record)
         return decision
 
     def _decide(

@@ -16,7 +16,8 @@ Spans follow the draft GenAI security-guardian conventions (semantic-conventions
   validated policy) / ``.id`` (the deciding rule), ``gen_ai.security.decision.type`` (allow ``allow``, abstain
   ``deny``, escalate ``modify``: the user gets the larger model's or the review message instead),
   ``guardrails_uq.*``: phase, action, rule (the rule label), final, request_id, decision_id,
-  errors, and ``guardrails_uq.signal.<name>`` for each number or bool the deciding rule read. On a failure
+  errors, partial (a stream's prefix check), and ``guardrails_uq.signal.<name>`` for each number or bool the
+  deciding rule read. On a failure
   that ``on_error`` decided: status ERROR and ``error.type``. One event ``gen_ai.guardrail.result`` per
   Decision with the decision type, action and rule.
 * check: ``apply_guardrail {check}``, child of its phase span (current while the check runs, in whichever
@@ -29,7 +30,8 @@ Spans follow the draft GenAI security-guardian conventions (semantic-conventions
 
 Metrics (recorded with a meter provider even when no tracer provider is configured), all with ``policy``:
 ``guardrails_uq.requests`` (requests: Decisions made with no earlier phase as context, by the ``phase`` that
-started them), ``guardrails_uq.decisions`` (by ``phase``, ``action``, ``rule``), ``guardrails_uq.check.duration``
+started them), ``guardrails_uq.decisions`` (every Decision the audit log gets: phases, escalations, stream
+cuts; by ``phase``, ``action``, ``rule``), ``guardrails_uq.check.duration``
 (histogram, seconds, by ``phase``, ``check``, ``outcome`` ok | error | timeout), ``guardrails_uq.errors`` (by
 ``phase``, ``check``, ``error.type``).
 """
@@ -46,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import PolicyError
 
 try:  # the otel extra; without it the Guard records nothing
+    from opentelemetry import context as otel_context
     from opentelemetry import metrics as otel_metrics
     from opentelemetry import trace as otel_trace
     from opentelemetry.metrics._internal import _ProxyMeterProvider
@@ -137,6 +140,12 @@ class GuardTelemetry:
                 )
             configure_otlp(settings.endpoint, where=f"{policy.file}: telemetry.otel")
 
+    def count(self, decision: Decision) -> None:
+        """Count a Decision logged outside a phase (an escalation, a stream cut, an integration's failure)."""
+        recorder = self.recorder()
+        if recorder is not None:
+            recorder.count(decision)
+
     def recorder(self) -> _Recorder | None:
         """The recorder, once anything records (latched: a global provider, once set, stays set)."""
         recorder = self._recorder
@@ -203,10 +212,16 @@ class _Recorder:
                 "gen_ai.security.target.type": TARGETS.get(phase, phase),
                 "guardrails_uq.phase": phase,
             }
-        with self.tracer.start_as_current_span(
-            f"apply_guardrail {self.policy}", kind=SpanKind.INTERNAL, attributes=attributes
-        ) as span:
-            yield span
+        span = self.tracer.start_span(f"apply_guardrail {self.policy}", kind=SpanKind.INTERNAL, attributes=attributes)
+        try:
+            with _Current(span):
+                yield span
+        except BaseException as exc:  # the Guard never raises from a check; an app signal error can
+            span.set_attribute("error.type", type(exc).__name__)
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            raise
+        finally:
+            span.end()
 
     def _attrs(self, *key: str) -> dict[str, str]:
         """Metric attributes, built once per distinct key (the SDK hashes them on every measurement)."""
@@ -221,18 +236,23 @@ class _Recorder:
             self._metric_attrs[key] = found
         return found
 
-    def decided(self, span: Any, decision: Decision, *, first: bool) -> None:
-        """Record ``decision`` on its phase span (attributes, the result event) and in the metrics (``first``:
-        the request's first phase, counted in ``guardrails_uq.requests``)."""
-        phase, action = decision.phase, decision.action.value
-        label = decision.rule_label
+    def count(self, decision: Decision, *, first: bool = False) -> None:
+        """Count a logged Decision in the metrics (``first``: the request's first phase, also a request)."""
+        phase = decision.phase
         if first:
             self.requests.add(1, self._attrs("request", phase))
-        self.decisions.add(1, self._attrs("decision", phase, action, label))
+        self.decisions.add(1, self._attrs("decision", phase, decision.action.value, decision.rule_label))
         for failure in decision.errors:
             self.errors.add(
                 1, {"policy": self.policy, "phase": phase, "check": failure.check, "error.type": failure.type}
             )
+
+    def decided(self, span: Any, decision: Decision, *, first: bool, record: bool) -> None:
+        """Record ``decision`` on its phase span (attributes, the result event) and, when it is logged
+        (``record``; a stream's prefix checks are not), in the metrics."""
+        action, label = decision.action.value, decision.rule_label
+        if record:
+            self.count(decision, first=first)
         if not span.is_recording():
             return
         reads = _numbers("guardrails_uq.signal.", decision.inputs)
@@ -257,6 +277,8 @@ class _Recorder:
                 attributes["gen_ai.security.content.input.value"] = request
             if decision.generated is not None:
                 attributes["gen_ai.security.content.output.value"] = decision.generated
+        if decision.metadata.get("partial"):
+            attributes["guardrails_uq.partial"] = True
         if decision.errors:
             failed = decision.errors[0]
             attributes["error.type"] = failed.type
@@ -282,6 +304,22 @@ class _Recorder:
         return _CheckTrace(self, span, check)
 
 
+class _Current:
+    """``span`` as the current span inside the block (a plain attach/detach: cheaper than ``use_span``)."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: Any) -> None:
+        self._span = span
+
+    def __enter__(self) -> Any:
+        self._token = otel_context.attach(otel_trace.set_span_in_context(self._span))
+        return self._span
+
+    def __exit__(self, *exc: object) -> None:
+        otel_context.detach(self._token)
+
+
 class _CheckTrace:
     """One check's span: current around its run; ended once (by the run, or by its timeout if that comes first)."""
 
@@ -290,8 +328,8 @@ class _CheckTrace:
         self._done = False
         self._lock = threading.Lock()
 
-    def activate(self) -> Any:
-        return otel_trace.use_span(self._span, end_on_exit=False, record_exception=False, set_status_on_exception=False)
+    def activate(self) -> _Current:
+        return _Current(self._span)
 
     def finish(self, run: CheckRun) -> None:
         with self._lock:

@@ -354,3 +354,33 @@ def test_signals_sent_as_evidence_do_not_leak() -> None:
     guard = guard_for(recording, checks=[leaky, StaticCheck("size", "output", values={"size.words": 1.0})])
     guard.after("x")
     assert "4111" not in " ".join(_all_values(recording))
+
+
+def test_a_call_the_guard_refuses_still_ends_its_phase_span_as_an_error() -> None:
+    from guardrails_uq import InputError
+
+    recording = Recording()
+    guard = guard_for(recording)
+    with pytest.raises(InputError, match=r"app\.unknown"):
+        guard.after("x", signals={"app.unknown": 1.0})
+    [phase] = recording.finished()["apply_guardrail telemetry"]
+    assert phase.status.status_code is StatusCode.ERROR and phase.attributes["error.type"] == "InputError"
+    guard.after("x")  # the next call's spans are not children of the failed one
+    spans = recording.finished()["apply_guardrail telemetry"]
+    assert len(spans) == 2 and spans[1].parent is None
+
+
+def test_the_decisions_metric_counts_what_the_audit_log_gets() -> None:
+    """A stream's prefix checks (record=False) are spans but not Decisions; an escalation's outcome is one."""
+    recording = Recording()
+    guard = guard_for(recording, checks=checks(risk=0.1))
+    guard.after("word " * 60, record=False, partial=True)  # a prefix check of a stream
+    [prefix] = recording.finished()["apply_guardrail telemetry"]
+    assert prefix.attributes["guardrails_uq.partial"] is True
+    assert "guardrails_uq.decisions" not in recording.metrics()
+    escalated = guard.after("word " * 60)
+    guard.escalate([Message(role="user", content="q")], escalated, target=lambda messages: "short")
+    decisions = {
+        (p.attributes["action"], p.attributes["rule"]): p.value for p in recording.metrics()["guardrails_uq.decisions"]
+    }
+    assert decisions == {("escalate", "long"): 2}, "the output phase and the escalation's Decision"
