@@ -99,6 +99,10 @@ class CheckSpec:
     #: returns warnings and raises ArtifactError (or InputError) naming the file and the fix. None: building
     #: the check with ``deps`` (whose embedder is an :class:`~.embeddings.EmbedderIdentity`) is the verification.
     verify: Callable[[Any, Path, CheckDeps], list[str]] | None = None
+    #: What of the call the check may replace for the checks after it in its phase ("messages", "documents"):
+    #: the Guard's async path runs a phase's checks at once except across a check that may rewrite. None
+    #: (the default for a check that does not say) counts as "may rewrite anything": such a check runs alone.
+    rewrites: frozenset[str] | None = None
 
 
 @dataclass

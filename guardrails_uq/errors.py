@@ -4,6 +4,7 @@ GuardrailsError                 base class; catch this to catch everything below
 ├── PolicyError                 a policy file (or its cases file) is invalid: carries file, line, fix
 │   └── RuleEvaluationError     a rule's CEL expression failed while deciding a call
 ├── CheckError                  a check raised while running; the Guard turns it into on_error
+│   └── CheckTimeoutError       a check did not finish within its timeout_ms; its signals are missing
 ├── ArtifactError               an artifact (index, calibration, model file) is missing, damaged or mismatched
 ├── InputError                  a call, corpus line or data file handed to the library is malformed
 │   └── WorkBudgetError         a check ran out of its work budget: an attack signal, fails closed always
@@ -85,6 +86,14 @@ class CheckError(GuardrailsError):
     def __init__(self, check: str, message: str) -> None:
         self.check = check
         super().__init__(f"check {check!r} failed: {message}")
+
+
+class CheckTimeoutError(CheckError):
+    """A check did not finish within its ``timeout_ms``: its signals are missing and ``on_error`` decides."""
+
+    def __init__(self, check: str, timeout_ms: float) -> None:
+        self.timeout_ms = timeout_ms
+        super().__init__(check, f"did not finish within its timeout_ms of {timeout_ms:g} ms; its signals are missing")
 
 
 class ArtifactError(GuardrailsError):

@@ -11,7 +11,9 @@ except after a :class:`~.errors.WorkBudgetError` (input built to exhaust a check
 
 One Guard is safe to share between threads and asyncio tasks: it holds no per-call state, checks are
 required to be thread-safe, and the audit log serialises its writes. The ``a*`` methods run the same code
-in a worker thread so the event loop never blocks.
+in a worker thread so the event loop never blocks, with the checks of a phase that do not depend on each
+other run at once (same Decision as sequential). A check's ``timeout_ms`` bounds its run on both paths
+(:mod:`.checkrun`): on expiry its signals are missing and ``on_error`` decides, the timeout recorded.
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ from typing import Any
 
 from .audit import AuditLog, open_audit
 from .call import Call, Generation, Message, ScoredDocument
+from .checkrun import CheckRunner, concurrently, rewritten
 from .checks import Check, CheckDeps
 from .decision import Action, CheckFailure, Decision, new_id
 from .embeddings import as_embedder
 from .errors import CheckError, InputError, WorkBudgetError
 from .policy import CompiledPolicy, load_policy
 from .policy.outcome import decide_phase
+from .telemetry import GuardTelemetry, Telemetry
 from .types import PHASES, Evidence, Phase, SignalMap
 
 _COERCE: dict[str, tuple[type, ...]] = {
@@ -53,13 +57,15 @@ class Guard:
         audit: AuditLog | bool = True,
         checks: Sequence[Check] | None = None,
         escalate_to: Any = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         """Build every check the policy configures (or use ``checks``, for tests and custom wiring).
 
         ``embedder`` is shared by every check that embeds text (default: the packaged MiniLM, loaded on
         first use). ``audit=True`` opens the log the policy names; False disables logging; an AuditLog
         object is used as is. ``escalate_to`` (a model with ``generate(messages)``, or a callable
-        ``messages -> Generation | str``) overrides the policy's escalation target.
+        ``messages -> Generation | str``) overrides the policy's escalation target. ``telemetry`` names the
+        OpenTelemetry providers to record to (default: the app's global ones, once set; :mod:`.telemetry`).
         """
         self.policy = policy
         self._deps = CheckDeps(embedder=as_embedder(embedder))
@@ -71,6 +77,8 @@ class Guard:
         self._checks: dict[Phase, tuple[Check, ...]] = {
             phase: tuple(c for c in checks if c.phase == phase) for phase in PHASES
         }
+        self._telemetry = GuardTelemetry(policy, telemetry)
+        self._runner = CheckRunner.for_checks(checks, _timeouts_ms(policy, checks), self._validate_result)
         self._declared = {name: spec.type for name, spec in policy.catalogue.items() if spec.source == "app"}
         self._expected = {name: info.source for name, info in policy.catalogue.items() if info.source != "app"}
         self._escalate_to = escalate_to
@@ -255,6 +263,7 @@ class Guard:
         )
         if self.audit is not None:
             self.audit.write(result)
+        self._telemetry.count(result)
         return result
 
     def _review(self, messages: Sequence[Message], generation: Generation, decision: Decision) -> Decision:
@@ -266,27 +275,27 @@ class Guard:
 
     async def aescalate(self, messages: Sequence[Message], decision: Decision, **kwargs: Any) -> Decision:
         """:meth:`escalate` in a worker thread."""
-        return await asyncio.to_thread(self.escalate, messages, decision, **kwargs)
+        return await asyncio.to_thread(concurrently, self.escalate, messages, decision, **kwargs)
 
     async def abefore(self, messages: Sequence[Message], **kwargs: Any) -> Decision:
         """:meth:`before` in a worker thread (inline when the phase has no checks: rules take microseconds)."""
         if not self._checks["input"]:
             return self.before(messages, **kwargs)
-        return await asyncio.to_thread(self.before, messages, **kwargs)
+        return await asyncio.to_thread(concurrently, self.before, messages, **kwargs)
 
     async def aretrieve(self, query: str, documents: Sequence[ScoredDocument], **kwargs: Any) -> Decision:
         """:meth:`retrieve` in a worker thread (inline when the phase has no checks)."""
         if not self._checks["retrieval"]:
             return self.retrieve(query, documents, **kwargs)
-        return await asyncio.to_thread(self.retrieve, query, documents, **kwargs)
+        return await asyncio.to_thread(concurrently, self.retrieve, query, documents, **kwargs)
 
     async def aafter(self, generation: Generation | str, **kwargs: Any) -> Decision:
         """:meth:`after` in a worker thread."""
-        return await asyncio.to_thread(self.after, generation, **kwargs)
+        return await asyncio.to_thread(concurrently, self.after, generation, **kwargs)
 
     async def acheck(self, call: Call) -> Decision:
         """:meth:`check` in a worker thread."""
-        return await asyncio.to_thread(self.check, call)
+        return await asyncio.to_thread(concurrently, self.check, call)
 
     def close(self) -> None:
         """Close the audit log and the escalation client the Guard made from the policy (idempotent)."""
@@ -385,8 +394,28 @@ class Guard:
         """Append a Decision to the audit log (for decisions made by integrations, e.g. a cut stream)."""
         if self.audit is not None:
             self.audit.write(decision)
+        self._telemetry.count(decision)
 
     def _phase(
+        self,
+        phase: Phase,
+        call: Call,
+        context: Decision | None,
+        *,
+        final: bool,
+        record: bool = True,
+        request_id: str | None = None,
+    ) -> Decision:
+        """:meth:`_decide`, inside the phase's span when OpenTelemetry records (:mod:`.telemetry`)."""
+        recorder = self._telemetry.recorder()
+        if recorder is None:
+            return self._decide(phase, call, context, final=final, record=record, request_id=request_id)
+        with recorder.phase(phase) as span:
+            decision = self._decide(phase, call, context, final=final, record=record, request_id=request_id)
+            recorder.decided(span, decision, first=context is None, record=record)
+        return decision
+
+    def _decide(
         self,
         phase: Phase,
         call: Call,
@@ -411,12 +440,11 @@ class Guard:
         on_error = self.policy.model.on_error
         messages: list[Message] | None = None
         documents: list[ScoredDocument] | None = None
-        for check in self._checks[phase]:
-            t0 = time.perf_counter()
-            try:
-                result = check.run(call)
-                self._validate_result(check, result.values)
-            except Exception as exc:
+        for ran in self._runner.run(self._checks[phase], call, observer=self._telemetry.recorder()):
+            check, result = ran.check, ran.signals
+            if result is None:
+                exc = ran.error
+                assert exc is not None  # a run without signals carries its error
                 errors.append(CheckFailure(check=check.name, phase=phase, error=str(exc), type=type(exc).__name__))
                 on_error = _on_error(on_error, exc)
             else:
@@ -425,11 +453,10 @@ class Guard:
                     evidence[check.name] = result.evidence
                 if result.messages is not None:
                     messages = result.messages
-                    call = call.model_copy(update={"messages": messages})
                 if result.documents is not None:
                     documents = result.documents
-                    call = call.model_copy(update={"documents": documents})
-            timings[check.name] = (time.perf_counter() - t0) * 1e3
+                call = rewritten(call, result)
+            timings[check.name] = ran.elapsed_ms
         if phase == "retrieval" and documents is None and call.documents is not None:
             documents = list(call.documents)  # no check filtered: every chunk is kept (the output's evidence)
         t0 = time.perf_counter()
@@ -526,6 +553,12 @@ class Guard:
         missing = [n for n, src in self._expected.items() if src == check.name and n not in values]
         if missing:
             raise CheckError(check.name, f"did not produce declared signals {missing}")
+
+
+def _timeouts_ms(policy: CompiledPolicy, checks: Sequence[Check]) -> dict[str, float]:
+    """Each check's ``timeout_ms`` from its policy section (a check without a section or limit has none)."""
+    limits = {c.name: getattr(policy.section(c.name), "timeout_ms", None) for c in checks}
+    return {name: float(limit) for name, limit in limits.items() if limit is not None}
 
 
 def _on_error(on_error: Action, error: BaseException | str) -> Action:

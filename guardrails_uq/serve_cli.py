@@ -61,6 +61,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         stream_mode=args.stream_mode,
         stream_window=args.stream_window,
+        otel=args.otel,
     )
     if args.workers < 1:
         raise InputError("must be at least 1", source="--workers")
@@ -107,6 +108,11 @@ def register_cli(commands: argparse._SubParsersAction, groups: dict) -> None:  #
     )
     p.add_argument("--stream-window", type=int, default=16, help="chunks held back (and decided on) in cut mode")
     p.add_argument("--workers", type=int, default=1, help="worker processes (rate limits apply per worker)")
+    p.add_argument(
+        "--otel",
+        action="store_true",
+        help="export OpenTelemetry spans and metrics over OTLP/HTTP (OTEL_EXPORTER_OTLP_ENDPOINT; the 'otel' extra)",
+    )
     p.set_defaults(handler=_cmd_serve)
 
     p = commands.add_parser("replay", help="re-decide logged calls under another policy (what-if)")

@@ -451,9 +451,9 @@ def keyword_harm_check(words: frozenset[str] = frozenset({"bomb", "poison"})) ->
     )
 
 
-def guard_without_embedder(policy_text: str, base_dir: Path, *extra: Check) -> Guard:
+def guard_without_embedder(policy_text: str, base_dir: Path, *extra: Check, telemetry: Any = None) -> Guard:
     """A Guard from ``policy_text``: the checks its sections configure, built with an embedder that is never
-    loaded (none of them may embed text), plus ``extra`` checks."""
+    loaded (none of them may embed text), plus ``extra`` checks (``telemetry``: see :class:`.telemetry.Telemetry`)."""
     from . import as_embedder, loads_policy
     from .checks import CheckDeps
     from .guard import Guard
@@ -461,7 +461,7 @@ def guard_without_embedder(policy_text: str, base_dir: Path, *extra: Check) -> G
     policy = loads_policy(policy_text, base_dir=base_dir)
     deps = CheckDeps(embedder=as_embedder(None))
     checks = [spec.build(policy.section(spec.name), policy.base_dir, deps) for spec in policy.configured_checks()]
-    return Guard(policy, checks=[*checks, *extra])
+    return Guard(policy, checks=[*checks, *extra], telemetry=telemetry)
 
 
 def synthetic_request(i: int) -> list[Any]:

@@ -8,10 +8,10 @@ from typing import Any
 from pydantic import Field
 
 from ..checks import CheckDeps, CheckSpec, SignalSpec
-from ..policy.schema import StrictModel
+from ..policy.schema import CheckConfig
 
 
-class RetrievalConfig(StrictModel):
+class RetrievalConfig(CheckConfig):
     """Keep the retrieved chunks that pass a conformally calibrated threshold."""
 
     calibration: str = Field(
@@ -58,6 +58,7 @@ def explain(config: Any, base_dir: Path) -> list[str]:
 SPEC = CheckSpec(
     name="retrieval",
     phase="retrieval",
+    rewrites=frozenset({"documents"}),
     config=RetrievalConfig,
     signals={
         "retrieval.kept": SignalSpec(

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from ..checks import CheckDeps, CheckSpec, SignalSpec
-from ..policy.schema import StrictModel
+from ..policy.schema import CheckConfig, StrictModel
 
 
 class JudgeEndpoint(StrictModel):
@@ -24,7 +24,7 @@ class JudgeEndpoint(StrictModel):
     concurrency: int = Field(default=4, ge=1, le=64, description="Judge requests in flight at once per answer.")
 
 
-class GroundingConfig(StrictModel):
+class GroundingConfig(CheckConfig):
     """Check that the answer's claims are supported by the evidence the guard kept."""
 
     calibration: str | None = Field(
@@ -110,6 +110,7 @@ def verify(config: Any, base_dir: Path, deps: CheckDeps) -> list[str]:
 SPEC = CheckSpec(
     name="grounding",
     phase="output",
+    rewrites=frozenset(),
     config=GroundingConfig,
     signals={
         "grounding.checked": SignalSpec(

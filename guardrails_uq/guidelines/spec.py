@@ -8,10 +8,10 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from ..checks import CheckDeps, CheckSpec, SignalSpec
-from ..policy.schema import StrictModel
+from ..policy.schema import CheckConfig
 
 
-class GuidelinesConfig(StrictModel):
+class GuidelinesConfig(CheckConfig):
     """Retrieve the written guidelines that apply to a request and inject them into the prompt."""
 
     library: str = Field(description="Guideline library, YAML or JSONL (relative to the policy).")
@@ -101,6 +101,7 @@ def verify(config: Any, base_dir: Path, deps: CheckDeps) -> list[str]:
 SPEC = CheckSpec(
     name="guidelines",
     phase="input",
+    rewrites=frozenset({"messages"}),
     config=GuidelinesConfig,
     signals={
         "guidelines.count": SignalSpec("integer", "Guidelines retrieved for the request (0 to top_k)."),

@@ -8,10 +8,10 @@ from typing import Any
 from pydantic import Field
 
 from ..checks import CheckDeps, CheckSpec, SignalSpec
-from ..policy.schema import StrictModel
+from ..policy.schema import CheckConfig
 
 
-class InjectionConfig(StrictModel):
+class InjectionConfig(CheckConfig):
     """Score every tool result and retrieved chunk (hidden channels decoded) for instructions to the model."""
 
     calibration: str = Field(
@@ -64,6 +64,7 @@ def explain(config: Any, base_dir: Path) -> list[str]:
 SPEC = CheckSpec(
     name="injection",
     phase="retrieval",
+    rewrites=frozenset({"documents"}),
     config=InjectionConfig,
     signals={
         "injection.score": SignalSpec(

@@ -24,6 +24,18 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class CheckConfig(StrictModel):
+    """Base of every check's policy section: the settings the Guard applies to any check."""
+
+    timeout_ms: float | None = Field(
+        default=None,
+        gt=0,
+        description="Time limit of one run of the check, in milliseconds (default: none). On expiry its signals "
+        "are missing, the timeout is recorded as a CheckTimeoutError in the Decision and on_error decides; the "
+        "late result is discarded.",
+    )
+
+
 class Rule(StrictModel):
     """One rule: in phase ``at``, when the CEL condition ``when`` holds, take ``action``."""
 
@@ -75,6 +87,27 @@ class Messages(StrictModel):
     )
 
 
+class Telemetry(StrictModel):
+    """OpenTelemetry spans and metrics (needs the ``otel`` extra; without it the Guard records none)."""
+
+    otel: bool = Field(
+        default=False,
+        description="Export spans and metrics over OTLP/HTTP (endpoint from OTEL_EXPORTER_OTLP_ENDPOINT or "
+        "`endpoint`) when the app has configured no tracer provider of its own. Spans are recorded whenever the "
+        "app has configured one, whatever this says.",
+    )
+    endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP base URL for otel: true, e.g. http://127.0.0.1:4318 (default: the OTEL_EXPORTER_OTLP_* "
+        "environment variables, else http://localhost:4318).",
+    )
+    content: bool = Field(
+        default=False,
+        description="Record the request and answer text on phase spans (gen_ai.security.content.input.value, "
+        ".output.value). Off by default: spans then hold numbers, names and ids only, never message content.",
+    )
+
+
 SignalDeclType = Literal["number", "integer", "bool", "string", "list"]
 
 
@@ -91,6 +124,7 @@ class PolicyBase(StrictModel):
     escalation: Escalation | None = Field(default=None, description="Target of the escalate action.")
     audit: Audit | None = Field(default=None, description="Decision log; omit to keep no log.")
     messages: Messages = Field(default_factory=Messages, description="Default user-facing texts.")
+    telemetry: Telemetry = Field(default_factory=Telemetry, description="OpenTelemetry spans and metrics.")
     rules: list[Rule] = Field(default_factory=list, description="Evaluated in order per phase; first match decides.")
     default: Action = Field(default=Action.ALLOW, description="Action when no rule matched by the last phase.")
     on_error: Action = Field(

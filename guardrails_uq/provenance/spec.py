@@ -8,10 +8,10 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from ..checks import CheckDeps, CheckSpec, SignalSpec
-from ..policy.schema import StrictModel
+from ..policy.schema import CheckConfig
 
 
-class ProvenanceConfig(StrictModel):
+class ProvenanceConfig(CheckConfig):
     """Find answer spans copied verbatim from an indexed corpus of unsafe text and score them by BCI."""
 
     index: str = Field(description="Index folder built by `guardrails-uq provenance index` (relative to the policy).")
@@ -76,6 +76,7 @@ def verify(config: Any, base_dir: Path, deps: CheckDeps) -> list[str]:
 SPEC = CheckSpec(
     name="provenance",
     phase="output",
+    rewrites=frozenset(),
     config=ProvenanceConfig,
     signals={
         "provenance.bci_max": SignalSpec("number", "Highest Belief Conflict Index over copied spans (0 if none)."),

@@ -25,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily
 
 from ..guard import Guard
 from ..models.openai_compat import cookieless_jar
+from ..telemetry import configure_otlp
 from . import wire
 from .config import ServeConfig
 from .exchange import Exchange, ProxyMetrics
@@ -77,6 +78,8 @@ def create_app(
     tenants = Tenants.load(
         config.policy, config.policies, config.grants(), guard=guard, interval=config.reload_interval
     )
+    if config.otel:
+        configure_otlp(where="serve --otel")
     limiter = RateLimiter(config.rate_per_second, config.burst)
     metrics = ProxyMetrics.create()
     metrics.registry.register(ReloadCounts(tenants))

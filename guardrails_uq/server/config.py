@@ -23,6 +23,8 @@ class ServeConfig:
     violation) or ``buffer`` (release nothing until the whole answer is decided).
     ``max_upstream_bytes`` bounds an upstream response (a whole body, or a stream's total);
     ``stream_timeout`` bounds a stream's total duration (``timeout`` bounds each wait).
+    ``otel``: export spans and metrics over OTLP/HTTP (OTEL_EXPORTER_OTLP_* environment variables); FastAPI's
+    own request spans (continuing the client's ``traceparent``) then hold the Guard's phase spans.
     """
 
     policy: Path | None = None
@@ -40,6 +42,7 @@ class ServeConfig:
     stream_mode: str = "cut"
     max_upstream_bytes: int = 8_000_000
     stream_timeout: float = 300.0
+    otel: bool = False
     policies: Path | None = None
 
     def __post_init__(self) -> None:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..checks import CheckDeps, CheckSpec, SignalSpec
-from ..policy.schema import StrictModel
+from ..policy.schema import CheckConfig
 from .token_scores import TOKEN_SCORE_NAMES
 
 ScoreName = Literal[TOKEN_SCORE_NAMES]  # type: ignore[valid-type]
@@ -16,7 +16,7 @@ ScoreName = Literal[TOKEN_SCORE_NAMES]  # type: ignore[valid-type]
 MAX_SAMPLES = 32
 
 
-class UncertaintyConfig(StrictModel):
+class UncertaintyConfig(CheckConfig):
     """Token-level (and sample-based) uncertainty of the answer, and the learned deferral probability."""
 
     score: ScoreName = Field(default="g_nll", description="Score published as uncertainty.score (Chow-Sum by default).")
@@ -129,6 +129,7 @@ def _deferral_origin(config: Any, base_dir: Path) -> list[str]:
 SPEC = CheckSpec(
     name="uncertainty",
     phase="output",
+    rewrites=frozenset(),
     config=UncertaintyConfig,
     signals={
         "uncertainty.available": SignalSpec("bool", "True when the answer came with per-token logprobs."),
