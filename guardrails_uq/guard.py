@@ -30,7 +30,7 @@ from .decision import Action, CheckFailure, Decision, new_id
 from .embeddings import as_embedder
 from .errors import CheckError, InputError, WorkBudgetError
 from .policy import CompiledPolicy, load_policy
-from .policy.outcome import decide_phase
+from .policy.outcome import Outcome, match_phase, shadow_record
 from .types import PHASES, Evidence, Phase, SignalMap
 
 _COERCE: dict[str, tuple[type, ...]] = {
@@ -250,6 +250,7 @@ class Guard:
                 "message": message,
                 "errors": errors,
                 "evidence": {**decision.evidence, "escalation": record},
+                "shadow": None,  # the escalated Decision holds it (logged once)
                 "timings_ms": {**decision.timings_ms, "escalation": (time.perf_counter() - started) * 1e3},
             }
         )
@@ -436,10 +437,12 @@ class Guard:
         rule: str | None
         message: str | None
         reads: SignalMap
-        if errors and on_error is not Action.ALLOW:
+        shadow: Outcome | None = None
+        failed = bool(errors) and on_error is not Action.ALLOW
+        if failed:
             action, rule, message, reads = on_error, None, _message_for(self.policy, on_error, True), {}
         else:
-            outcome = decide_phase(self.policy, phase, signals)
+            outcome, shadow = match_phase(self.policy, phase, signals)
             if outcome is not None and outcome.error is not None:
                 # recorded as (on_error), not under the rule's name: the rule did not decide, its failure did
                 errors.append(
@@ -463,6 +466,9 @@ class Guard:
             else:
                 action, rule, message, reads = Action.ALLOW, None, None, {}
                 provisional = True
+        shadowed = shadow_record(self.policy, shadow, action, errors if failed else ())
+        if self.policy.observe_only:  # a shadow policy enforces nothing (README, "Shadow mode")
+            action, rule, message, reads, provisional = Action.ALLOW, None, None, {}, not final
         if action is Action.ESCALATE and message is None:
             message = model.messages.escalate  # what the user reads until (or unless) a target answers
         timings["rules"] = (time.perf_counter() - t0) * 1e3
@@ -484,6 +490,7 @@ class Guard:
             generated=call.generation.text if call.generation is not None else None,
             metadata=self._metadata(call, context),
             request_id=request_id or new_id(),
+            shadow=shadowed,
         )
         if record and self.audit is not None:
             self.audit.write(decision)
@@ -503,6 +510,7 @@ class Guard:
                 "messages": None,
                 "documents": None,
                 "timings_ms": {},
+                "shadow": None,  # no rule ran here: the deciding phase's Decision holds its shadow
                 "metadata": {**context.metadata, "decided_at": context.metadata.get("decided_at", context.phase)},
             }
         )

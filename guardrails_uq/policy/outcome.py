@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..decision import Action
+from ..decision import Action, CheckFailure, Shadow
 from ..errors import RuleEvaluationError
 from ..types import PHASES, Phase, SignalMap
 from .loader import CompiledPolicy
+from .rules import Matched
 
 
 @dataclass(frozen=True)
@@ -22,22 +24,48 @@ class Outcome:
     error: RuleEvaluationError | None = None
 
 
-def decide_phase(policy: CompiledPolicy, phase: Phase, signals: SignalMap) -> Outcome | None:
-    """The first matching rule of ``phase`` as an Outcome; None when no rule matches.
+def match_phase(policy: CompiledPolicy, phase: Phase, signals: SignalMap) -> tuple[Outcome | None, Outcome | None]:
+    """``(enforced, shadow)`` for ``phase``: the first matching enforced rule as an Outcome (None when none
+    matches), and the first shadow rule that would have decided before it (None when none would).
 
-    A rule that fails to evaluate yields the policy's on_error action with the error attached.
+    A rule that fails to evaluate yields the policy's on_error action with the error attached (``rule`` names it).
     """
-    try:
-        match = policy.first_match(phase, signals)
-    except RuleEvaluationError as exc:
-        return Outcome(policy.model.on_error, exc.rule, phase, {}, message=policy.model.messages.error, error=exc)
-    if match is None:
+    enforced, shadow = policy.match(phase, signals)
+    return _outcome(policy, phase, signals, enforced), _outcome(policy, phase, signals, shadow)
+
+
+def _outcome(policy: CompiledPolicy, phase: Phase, signals: SignalMap, found: Matched) -> Outcome | None:
+    if found is None:
         return None
-    rule = match.rule
+    if isinstance(found, RuleEvaluationError):
+        return Outcome(policy.model.on_error, found.rule, phase, {}, message=policy.model.messages.error, error=found)
+    rule = found.rule
     message = rule.message
     if message is None and rule.action is Action.ABSTAIN:
         message = policy.model.messages.abstain
-    return Outcome(rule.action, rule.name, phase, {n: signals.get(n) for n in match.reads}, message=message)
+    return Outcome(rule.action, rule.name, phase, {n: signals.get(n) for n in found.reads}, message=message)
+
+
+def shadow_record(
+    policy: CompiledPolicy, shadow: Outcome | None, action: Action, failures: Sequence[CheckFailure] = ()
+) -> Shadow | None:
+    """The Decision's ``shadow``: what the first shadow rule that would have decided did (``shadow``, from
+    :func:`match_phase`); else, in a ``mode: shadow`` policy, the non-allow ``action`` its enforced path reached
+    (the default, or on_error after the check ``failures``), which the client does not get; else None."""
+    if shadow is not None:
+        if shadow.error is not None:
+            return Shadow(action=shadow.action, error=f"rule {shadow.rule!r}: {shadow.error.problem}")
+        return Shadow(action=shadow.action, rule=shadow.rule, inputs=dict(shadow.reads))
+    if policy.observe_only and action is not Action.ALLOW:
+        error = "; ".join(f"check {f.check!r} failed: {f.type}" for f in failures) or None
+        return Shadow(action=action, error=error)
+    return None
+
+
+def decide_phase(policy: CompiledPolicy, phase: Phase, signals: SignalMap) -> Outcome | None:
+    """The first matching enforced rule of ``phase`` as an Outcome; None when none matches (shadow rules never
+    decide: :func:`match_phase` gives what they would have done)."""
+    return match_phase(policy, phase, signals)[0]
 
 
 def decide(policy: CompiledPolicy, signals: SignalMap, phases: list[Phase] | None = None) -> Outcome:
