@@ -306,3 +306,28 @@ def test_the_check_command_explains_the_shadow_outcome(tmp_path: Path, capsys) -
     call.write_text(json.dumps({"generation": {"text": "x"}, "signals": {"app.risk": 0.4, "app.n": 1}}))
     assert main(["check", "--policy", str(path), "--call", str(call), "--explain", "--no-audit"]) == 0
     assert "shadow: would ABSTAIN (stricter)" in capsys.readouterr().out
+
+
+# -- policy test ---------------------------------------------------------------------------------------------
+
+
+def test_policy_test_decides_as_the_guard_does_and_can_expect_a_shadow_outcome(tmp_path: Path, capsys) -> None:
+    policy, shadow_policy, cases = tmp_path / "p.yaml", tmp_path / "s.yaml", tmp_path / "cases.yaml"
+    policy.write_text(RULES)
+    shadow_policy.write_text(SHADOW_POLICY)
+    cases.write_text(
+        """
+cases:
+  - {name: enforced block, signals: {app.risk: 0.9}, expect: abstain, rule: block,
+     shadow: {expect: allow, rule: new-allow}}
+  - {name: trial rule only, signals: {app.risk: 0.4}, expect: allow, shadow: {expect: abstain, rule: stricter}}
+"""
+    )
+    assert main(["policy", "test", str(policy), str(cases)]) == 0, capsys.readouterr().out
+    capsys.readouterr()
+    assert main(["policy", "test", str(shadow_policy), str(cases)]) == 1, "a shadow policy allows: case 1 fails"
+    out = capsys.readouterr().out
+    assert "FAIL  enforced block" in out and "got:      allow (default)" in out
+    assert "shadow:   abstain by rule 'block-input'" in out, "the input rule would have decided first"
+    cases.write_text("cases:\n  - {name: c, signals: {app.risk: 0.1}, expect: allow, shadow: {expect: abstain}}\n")
+    assert main(["policy", "test", str(shadow_policy), str(cases)]) == 0, "the shadowed default is abstain"

@@ -8,6 +8,7 @@ A cases file (YAML)::
         expect: abstain
         rule: memorized-unsafe-text                 # optional: the rule that must decide
         phases: [output]                            # optional: which phases run (default: inferred)
+        shadow: {expect: allow, rule: new-rule}     # optional: what shadow mode must record (rule optional)
 
 When ``phases`` is omitted, the phases run are those whose checks produce at least one given signal (all
 phases when the case gives only app signals or none).
@@ -21,12 +22,21 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..decision import Action
+from ..decision import Action, Shadow
 from ..errors import PolicyError
 from ..types import Phase, SignalMap
 from .loader import CompiledPolicy
 from .outcome import Outcome, decide
 from .source import read_yaml
+
+
+class ShadowCase(BaseModel):
+    """The shadow outcome a case expects: the action shadow mode would have taken and, optionally, its rule."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    expect: Action
+    rule: str | None = None
 
 
 class Case(BaseModel):
@@ -39,6 +49,7 @@ class Case(BaseModel):
     expect: Action
     rule: str | None = None
     phases: list[Phase] | None = None
+    shadow: ShadowCase | None = None
 
 
 class CasesFile(BaseModel):
@@ -60,6 +71,13 @@ class CaseResult:
     @property
     def passed(self) -> bool:
         if self.outcome.error is not None:
+            return False
+        expected_shadow, shadow = self.case.shadow, self.outcome.shadow
+        if expected_shadow is not None and (
+            shadow is None
+            or shadow.action is not expected_shadow.expect
+            or (expected_shadow.rule is not None and expected_shadow.rule != shadow.rule)
+        ):
             return False
         return self.outcome.action is self.case.expect and (
             self.case.rule is None or self.case.rule == self.outcome.rule
@@ -108,6 +126,12 @@ def run_cases(policy: CompiledPolicy, cases_path: str | Path) -> list[CaseResult
     return results
 
 
+def _shadow_text(shadow: Shadow | None) -> str:
+    if shadow is None:
+        return "none"
+    return shadow.action.value + (f" by rule {shadow.rule!r}" if shadow.rule else f" {shadow.label}")
+
+
 def render_results(results: list[CaseResult], cases_file: str) -> str:
     """A readable report in the style of ``opa test``: failures with expected vs got, then a summary."""
     lines: list[str] = []
@@ -125,6 +149,11 @@ def render_results(results: list[CaseResult], cases_file: str) -> str:
         )
         for name, value in outcome.reads.items():
             lines.append(f"      read:     {name} = {value!r}")
+        if case.shadow is not None or outcome.shadow is not None:
+            wanted, expected = case.shadow, ""
+            if wanted is not None:
+                expected = f" (expected {wanted.expect.value}" + (f" by rule {wanted.rule!r})" if wanted.rule else ")")
+            lines.append(f"      shadow:   {_shadow_text(outcome.shadow)}{expected}")
     passed = sum(r.passed for r in results)
     lines.append("-" * 40)
     lines.append(f"{'PASS' if passed == len(results) else 'FAIL'}: {passed}/{len(results)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,7 +15,8 @@ from .rules import Matched
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the rules decided: action, deciding rule (None: default or on_error), the values it read."""
+    """What the rules decided: action, deciding rule (None: default or on_error), the values it read, and (from
+    :func:`decide`) what shadow mode would have done instead."""
 
     action: Action
     rule: str | None
@@ -22,6 +24,7 @@ class Outcome:
     reads: SignalMap
     message: str | None = None
     error: RuleEvaluationError | None = None
+    shadow: Shadow | None = None
 
 
 def match_phase(policy: CompiledPolicy, phase: Phase, signals: SignalMap) -> tuple[Outcome | None, Outcome | None]:
@@ -69,7 +72,9 @@ def decide_phase(policy: CompiledPolicy, phase: Phase, signals: SignalMap) -> Ou
 
 
 def decide(policy: CompiledPolicy, signals: SignalMap, phases: list[Phase] | None = None) -> Outcome:
-    """Evaluate the rules of ``phases`` in order on ``signals``; first match decides, else the default.
+    """Evaluate the rules of ``phases`` in order on ``signals``; the first enforced match decides, else the
+    default (allow in a ``mode: shadow`` policy, as the Guard does); ``shadow`` holds what the first shadow rule
+    that would have decided did (or a shadow policy's non-allow default).
 
     When ``phases`` is None, the phases run are those whose checks produce a given signal (all phases
     when only app signals are given).
@@ -77,9 +82,13 @@ def decide(policy: CompiledPolicy, signals: SignalMap, phases: list[Phase] | Non
     if phases is None:
         given = {policy.catalogue[s].phase for s in signals if s in policy.catalogue}
         phases = [p for p in PHASES if p in given] or list(PHASES)
+    shadow: Outcome | None = None
     for phase in PHASES:
         if phase in phases:
-            outcome = decide_phase(policy, phase, signals)
-            if outcome is not None:
-                return outcome
-    return Outcome(policy.model.default, None, None, {})
+            enforced, found = match_phase(policy, phase, signals)
+            shadow = shadow or found
+            if enforced is not None:
+                return dataclasses.replace(enforced, shadow=shadow_record(policy, shadow, enforced.action))
+    default = policy.model.default
+    recorded = shadow_record(policy, shadow, default)
+    return Outcome(Action.ALLOW if policy.observe_only else default, None, None, {}, shadow=recorded)
