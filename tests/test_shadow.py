@@ -331,3 +331,19 @@ cases:
     assert "shadow:   abstain by rule 'block-input'" in out, "the input rule would have decided first"
     cases.write_text("cases:\n  - {name: c, signals: {app.risk: 0.1}, expect: allow, shadow: {expect: abstain}}\n")
     assert main(["policy", "test", str(shadow_policy), str(cases)]) == 0, "the shadowed default is abstain"
+
+
+@pytest.mark.slow
+def test_replay_in_shadow_on_ray_matches_local(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    from guardrails_uq.replay import replay
+
+    log = logged_under(
+        HEAD + 'rules:\n  - {name: block, at: output, when: "app.risk > 0.8", action: abstain}\n', tmp_path
+    )
+    candidate = tmp_path / "candidate.yaml"
+    candidate.write_text(SHADOW_POLICY)
+    local = replay(candidate, log, shadow=True)
+    on_ray = replay(candidate, log, engine="ray", shadow=True)
+    assert local["changed"] == 3 and replay(candidate, log)["changed"] == 1
+    assert {k: v for k, v in on_ray.items() if k != "engine"} == {k: v for k, v in local.items() if k != "engine"}
