@@ -347,3 +347,28 @@ def test_replay_in_shadow_on_ray_matches_local(tmp_path: Path) -> None:
     on_ray = replay(candidate, log, engine="ray", shadow=True)
     assert local["changed"] == 3 and replay(candidate, log)["changed"] == 1
     assert {k: v for k, v in on_ray.items() if k != "engine"} == {k: v for k, v in local.items() if k != "engine"}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fused_lookup_agrees_with_reading_the_rules_one_by_one(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    n = 40  # more than FUSE_CHUNK: two fused programs per lookup
+    thresholds = rng.sample(range(100), n)
+    shadow = [rng.random() < 0.4 for _ in range(n)]
+    rules = "\n".join(
+        f'  - {{name: r{i}, at: output, when: "app.n > {t}", action: {"abstain" if i % 2 else "escalate"}'
+        + (", mode: shadow}" if s else "}")
+        for i, (t, s) in enumerate(zip(thresholds, shadow, strict=True))
+    )
+    phase = loads_policy(HEAD + "rules:\n" + rules + "\n").phases["output"]
+    for value in range(0, 101, 3):
+        matching = [i for i, t in enumerate(thresholds) if value > t]
+        enforced = next((i for i in matching if not shadow[i]), None)
+        first_shadow = next((i for i in matching if shadow[i]), None)
+        if first_shadow is not None and enforced is not None and first_shadow > enforced:
+            first_shadow = None
+        got_enforced, got_shadow = phase.match({"app.n": value}, None)
+        assert (got_enforced.name if got_enforced else None) == (f"r{enforced}" if enforced is not None else None)
+        assert (got_shadow.name if got_shadow else None) == (f"r{first_shadow}" if first_shadow is not None else None)

@@ -162,18 +162,21 @@ Matched = CompiledRule | RuleEvaluationError | None
 @dataclass(frozen=True)
 class PhaseRules:
     """The compiled rules of one phase, fused for speed: ``fused`` holds one program per FUSE_CHUNK rules
-    (empty when a chunk would not compile; the rules then run one by one)."""
+    (empty when a chunk would not compile; the rules then run one by one). ``enforced`` holds the enforced
+    rules alone, fused too, when the phase has shadow rules (None otherwise)."""
 
     phase: Phase
     rules: tuple[CompiledRule, ...]
     fused: tuple[Any, ...]
+    enforced: PhaseRules | None = None
 
     @classmethod
     def build(cls, phase: Phase, rules: Sequence[CompiledRule]) -> PhaseRules:
         chunks = [rules[start : start + FUSE_CHUNK] for start in range(0, len(rules), FUSE_CHUNK)]
         programs = [_fuse(chunk) for chunk in chunks]
         fused = tuple(programs) if all(p is not None for p in programs) else ()
-        return cls(phase=phase, rules=tuple(rules), fused=fused)
+        enforced = cls.build(phase, [r for r in rules if not r.shadow]) if any(r.shadow for r in rules) else None
+        return cls(phase=phase, rules=tuple(rules), fused=fused, enforced=enforced)
 
     def first_match(self, signals: SignalMap, file: str | None) -> CompiledRule | None:
         """The first enforced rule whose condition holds, or None. Raises RuleEvaluationError naming the failing
@@ -187,12 +190,15 @@ class PhaseRules:
         """``(enforced, shadow)``, rules read in order: the first enforced rule that matches (or fails: its
         RuleEvaluationError), and the first shadow rule that matches or fails before it (None when none does:
         a shadow rule after the enforced match is never reached). One fused CEL call when no shadow rule
-        matches first; the rules one by one otherwise."""
+        matches first, two when one does (the second over the enforced rules alone); the rules one by one
+        only to name a rule that fails."""
         if not self.rules:
             return None, None
-        context = nest(signals)
-        start = 0
-        shadow: Matched = None
+        return self._match(nest(signals), file)
+
+    def _match(self, context: Mapping[str, Any], file: str | None) -> tuple[Matched, Matched]:
+        if not self.rules:
+            return None, None
         if self.fused:
             try:
                 first = self._first_fused(context)
@@ -201,8 +207,11 @@ class PhaseRules:
             else:
                 if first is None or not first.shadow:
                     return first, None
-                start, shadow = self.rules.index(first) + 1, first
-        for compiled in self.rules[start:]:
+                if self.enforced is not None:  # always, when a shadow rule exists
+                    # the enforced rules before ``first`` did not match: the first enforced match comes after it
+                    return self.enforced._match(context, file)[0], first
+        shadow: Matched = None
+        for compiled in self.rules:
             if compiled.shadow and shadow is not None:
                 continue
             try:
