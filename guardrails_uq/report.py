@@ -292,10 +292,11 @@ def _phase_section(decision: Decision, view: EvidenceView) -> str:
         parts.append(f"<p><b>Escalated answer:</b> {_esc(decision.answer)}</p>")
     if decision.shadow is not None:
         shadow = decision.shadow
-        read = ", ".join(f"{k} = {v}" for k, v in shadow.inputs.items()) or shadow.error or ""
+        read = "; ".join([*(f"{k} = {v}" for k, v in shadow.inputs.items()), *([shadow.error] if shadow.error else [])])
+        note = f' <span class="meta">{_esc(read)}</span>' if read else ""
         parts.append(
-            f"<p><b>Shadow:</b> would {_esc(shadow.action.value.upper())} ({_esc(shadow.label)}), not enforced"
-            f"{f' <span class=meta>{_esc(read)}</span>' if read else ''}</p>"
+            f"<p><b>Shadow:</b> would {_esc(shadow.action.value.upper())} ({_esc(shadow.label)}), "
+            f"not enforced{note}</p>"
         )
     parts += [_answer_html(decision, view), _claims_html(view), _grounding_html(view)]
     parts += [_guidelines_html(view), _retrieval_html(view)]
