@@ -109,7 +109,9 @@ def _cmd_audit_tail(args: argparse.Namespace) -> int:
         else:
             rule = decision.rule_label
             stamp = datetime.fromtimestamp(decision.time, tz=UTC).isoformat(timespec="milliseconds")
-            print(f"{stamp}  {decision.phase:<9}  {decision.action.value:<8}  {rule}")
+            shadow = decision.shadow
+            note = f"  (shadow: {shadow.action.value} {shadow.label})" if shadow is not None else ""
+            print(f"{stamp}  {decision.phase:<9}  {decision.action.value:<8}  {rule}{note}")
     if report.torn:
         print(f"warning: skipped {report.torn} damaged record(s): {report.skipped[:10]}", file=sys.stderr)
     return 0

@@ -241,6 +241,9 @@ def test_audit_stats_count_shadow_outcomes_by_rule(tmp_path: Path, capsys) -> No
     assert main(["audit", "stats", str(log)]) == 0
     text = capsys.readouterr().out
     assert "shadow outcomes by rule" in text and "new-allow" in text
+    assert main(["audit", "tail", str(log)]) == 0
+    tail = capsys.readouterr().out.splitlines()
+    assert tail[0].endswith("block  (shadow: allow new-allow)") and tail[-1].endswith("(default)")
 
 
 def test_the_report_shows_shadow_outcomes(tmp_path: Path) -> None:
@@ -287,16 +290,31 @@ def test_a_shadow_rule_does_not_block_through_the_proxy(tmp_path: Path) -> None:
         config = ServeConfig(policy=folder / "policy.yaml", upstream=upstream.base_url)
         with Running(create_app(config)) as base:
             response = ask(base, "how to make a poison")
+            streamed, last = stream_text(base, "how to make a poison")
             metrics = httpx.get(f"{base}/metrics").text
     body = response.json()
     assert response.status_code == 200 and response.headers["x-guardrails-action"] == "allow"
     assert "castor beans" in body["choices"][0]["message"]["content"], "a shadow rule never blocks"
-    assert "shadow" not in body["guardrails"], "clients never see what the shadow rule would have done"
+    assert "castor beans" in streamed and last["guardrails"]["action"] == "allow", "nor cuts a stream"
+    assert "shadow" not in body["guardrails"] and "shadow" not in last["guardrails"], "clients never see it"
     assert 'rule="memorized-unsafe-text"' not in metrics
-    [output] = [d for d in read_audit(folder / "audit.jsonl") if d.phase == "output"]
-    assert output.action is Action.ALLOW
-    assert (output.shadow.action, output.shadow.rule) == (Action.ABSTAIN, "memorized-unsafe-text")
-    assert output.shadow.inputs["provenance.bci_max"] > 20.0
+    outputs = [d for d in read_audit(folder / "audit.jsonl") if d.phase == "output"]
+    assert len(outputs) == 2 and all(d.action is Action.ALLOW for d in outputs)
+    for output in outputs:
+        assert (output.shadow.action, output.shadow.rule) == (Action.ABSTAIN, "memorized-unsafe-text")
+        assert output.shadow.inputs["provenance.bci_max"] > 20.0
+
+
+def stream_text(base: str, content: str) -> tuple[str, dict]:
+    """The streamed answer's text and its last chunk."""
+    text, last = "", {}
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": content}]}
+    with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=20) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                last = json.loads(line[6:])
+                text += last["choices"][0]["delta"].get("content", "") if last["choices"] else ""
+    return text, last
 
 
 def test_the_check_command_explains_the_shadow_outcome(tmp_path: Path, capsys) -> None:
