@@ -7,7 +7,8 @@ carry on), and the output phase (or the last phase :meth:`Guard.check` runs) ret
 ``default``. A check that raises makes the phase decide ``on_error`` (fail closed by default) with the
 error recorded in the Decision; with ``on_error: allow`` the rules still run on the signals that exist,
 except after a :class:`~.errors.WorkBudgetError` (input built to exhaust a check), which abstains whatever
-``on_error`` says.
+``on_error`` says. Shadow rules never decide; a ``mode: shadow`` policy records what it would have decided,
+failures included, in ``Decision.shadow`` and allows (README, "Shadow mode").
 
 One Guard is safe to share between threads and asyncio tasks: it holds no per-call state, checks are
 required to be thread-safe, and the audit log serialises its writes. The ``a*`` methods run the same code
@@ -250,7 +251,7 @@ class Guard:
                 "message": message,
                 "errors": errors,
                 "evidence": {**decision.evidence, "escalation": record},
-                "shadow": None,  # the escalated Decision holds it (logged once)
+                "shadow": None,  # the Decision that escalated holds it (logged once)
                 "timings_ms": {**decision.timings_ms, "escalation": (time.perf_counter() - started) * 1e3},
             }
         )
