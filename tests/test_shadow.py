@@ -19,6 +19,7 @@ from guardrails_uq import Action, Generation, Guard, PolicyError, loads_policy, 
 from guardrails_uq.audit import open_audit, stats
 from guardrails_uq.call import Call, Message
 from guardrails_uq.cli import main
+from guardrails_uq.errors import WorkBudgetError
 from guardrails_uq.report import render
 from guardrails_uq.server import ServeConfig, create_app
 from guardrails_uq.testing import ChatCompletionsServer, FailingCheck
@@ -166,6 +167,11 @@ def test_a_check_failure_in_a_shadow_policy_is_recorded_in_shadow(tmp_path: Path
     assert decision.action is Action.ALLOW and decision.errors[0].check == "broken"
     assert decision.shadow.action is Action.ABSTAIN and decision.shadow.label == "(on_error)"
     assert "broken" in decision.shadow.error
+    budget = FailingCheck("costly", "output", WorkBudgetError("too many spans"))
+    with guard(SHADOW_POLICY.replace("default: abstain", "on_error: allow"), tmp_path, budget) as g:
+        exhausted = after(g, 0.1)
+    assert exhausted.action is Action.ALLOW, "a shadow policy enforces nothing, an exhausted check included"
+    assert exhausted.shadow.action is Action.ABSTAIN and "WorkBudgetError" in exhausted.shadow.error
 
 
 @pytest.mark.parametrize(
