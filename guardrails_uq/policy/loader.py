@@ -408,9 +408,9 @@ def _type_check(item: CompiledRule, policy: CompiledPolicy, file: str) -> None:
 
 
 def _lint_reachability(policy: CompiledPolicy, compiled: list[CompiledRule], source: YamlSource) -> None:
-    """Reject rules that can never decide: shadowed (in their phase) by an always-true or identical earlier rule.
+    """Reject rules that can never decide: hidden (in their phase) by an always-true or identical earlier rule.
 
-    An enforced rule is shadowed only by earlier enforced rules (a shadow rule never decides); a shadow rule, by
+    An enforced rule is hidden only by earlier enforced rules (a shadow rule never decides); a shadow rule, by
     any earlier rule (it is recorded only when it would have decided before every enforced rule)."""
     always: dict[tuple[str, bool], CompiledRule] = {}
     seen_when: dict[tuple[str, bool, str], CompiledRule] = {}
