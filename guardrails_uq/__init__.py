@@ -9,7 +9,7 @@ from __future__ import annotations
 from .audit import open_audit, read_audit
 from .call import Call, Generation, Message, ScoredDocument, TokenLogprob, TopLogprob
 from .checks import Check, CheckSpec, Signals, SignalSpec
-from .decision import Action, CheckFailure, Decision
+from .decision import Action, CheckFailure, Decision, Shadow
 from .embeddings import Embedder, as_embedder
 from .errors import (
     AbstainViolation,
@@ -54,6 +54,7 @@ __all__ = [
     "PolicyError",
     "RuleEvaluationError",
     "ScoredDocument",
+    "Shadow",
     "SignalSpec",
     "Signals",
     "TokenLogprob",

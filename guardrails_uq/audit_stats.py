@@ -77,6 +77,8 @@ class LogSummary:
         self.by_action: Counter[str] = Counter()
         self.by_rule: Counter[str] = Counter()
         self.by_phase: Counter[str] = Counter()
+        self.shadow_by_rule: dict[str, Counter[str]] = {}
+        self.shadow_changes: Counter[str] = Counter()
         self._db = temp_database()
         self._db.execute(
             "CREATE TABLE requests (id TEXT PRIMARY KEY, seq INTEGER, n INTEGER, escalation TEXT, blocked TEXT, "
@@ -95,6 +97,11 @@ class LogSummary:
         self.by_action[decision.action.value] += 1
         self.by_rule[decision.rule_label] += 1
         self.by_phase[decision.phase] += 1
+        if decision.shadow is not None:
+            shadow = decision.shadow
+            self.shadow_by_rule.setdefault(shadow.label, Counter())[shadow.action.value] += 1
+            if shadow.action is not decision.action:
+                self.shadow_changes[f"{decision.action.value} -> {shadow.action.value}"] += 1
         entry = self._entry(decision.request_id)
         entry.decisions += 1
         entry.state.add(decision, f"{decision.action.value}{_SEP}{decision.rule_label}")
@@ -205,7 +212,12 @@ class LogSummary:
 
     def to_dict(self) -> dict[str, object]:
         """The ``audit stats`` summary: requests (by verdict action and rule), decisions (by action, rule and
-        phase), and p50/p90/p99 of every numeric signal."""
+        phase), shadow outcomes, and p50/p90/p99 of every numeric signal.
+
+        ``shadow_by_rule`` counts the Decisions that carry a shadow outcome, ``{shadow rule: {action it would
+        have taken: count}}`` (the rule ``(default)`` or ``(on_error)`` in a ``mode: shadow`` policy), beside
+        ``by_rule``, which counts what was enforced; ``shadow_changes`` counts those whose shadow action differs
+        from the enforced one, ``{"enforced -> shadow": count}``: what switching the shadow rules on would change."""
         actions: Counter[str] = Counter()
         rules: Counter[str] = Counter()
         for row in self.requests():
@@ -221,6 +233,11 @@ class LogSummary:
             "by_action": dict(self.by_action.most_common()),
             "by_rule": dict(self.by_rule.most_common()),
             "by_phase": dict(self.by_phase.most_common()),
+            "shadow_by_rule": {
+                rule: dict(counts.most_common())
+                for rule, counts in sorted(self.shadow_by_rule.items(), key=lambda item: -item[1].total())
+            },
+            "shadow_changes": dict(self.shadow_changes.most_common()),
             "signals": {name: self.percentiles(name) for name in self.signal_names()},
         }
 

@@ -40,6 +40,10 @@ def _cmd_policy_check(args: argparse.Namespace) -> int:
     for spec in policy.configured_checks():
         for line in spec.explain(policy.section(spec.name), policy.base_dir):
             print(f"  {spec.name}: {line}")
+    if policy.observe_only:
+        print("  mode: shadow (every rule, the default and on_error are recorded, never enforced)")
+    elif shadow := policy.shadow_rules():
+        print(f"  shadow rules: {', '.join(shadow)} (recorded in Decision.shadow, never enforced)")
     return 0
 
 
@@ -116,7 +120,9 @@ def _cmd_audit_tail(args: argparse.Namespace) -> int:
         else:
             rule = decision.rule_label
             stamp = datetime.fromtimestamp(decision.time, tz=UTC).isoformat(timespec="milliseconds")
-            print(f"{stamp}  {decision.phase:<9}  {decision.action.value:<8}  {rule}")
+            shadow = decision.shadow
+            note = f"  (shadow: {shadow.action.value} {shadow.label})" if shadow is not None else ""
+            print(f"{stamp}  {decision.phase:<9}  {decision.action.value:<8}  {rule}{note}")
     if report.torn:
         print(f"warning: skipped {report.torn} damaged record(s): {report.skipped[:10]}", file=sys.stderr)
     return 0
@@ -144,6 +150,14 @@ def _cmd_audit_stats(args: argparse.Namespace) -> int:
         print(f"decisions {title.replace('_', ' ')}:")
         for key, count in summary[title].items():  # type: ignore[attr-defined]
             print(f"  {key:<30} {count}")
+    shadow: dict[str, dict[str, int]] = summary["shadow_by_rule"]  # type: ignore[assignment]
+    if shadow:
+        print("shadow outcomes by rule (decisions; not enforced):")
+        for rule, actions in shadow.items():
+            print(f"  {rule:<30} " + ", ".join(f"{action} {count}" for action, count in actions.items()))
+        print("shadow changes (enforced -> shadow):")
+        for change, count in summary["shadow_changes"].items():  # type: ignore[attr-defined]
+            print(f"  {change:<30} {count}")
     if summary["signals"]:
         print(f"{'signal':<32} {'n':>6} {'p50':>10} {'p90':>10} {'p99':>10}")
         for name, row in summary["signals"].items():  # type: ignore[attr-defined]

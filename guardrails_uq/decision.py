@@ -35,6 +35,24 @@ class CheckFailure(BaseModel):
     type: str
 
 
+class Shadow(BaseModel):
+    """What shadow mode would have done in a phase, had it been enforced (see the README's "Shadow mode"):
+    ``action``, the shadow ``rule`` that would have decided (None: the policy's default or on_error), the
+    values it read, and ``error``: why on_error would have decided (a failed check or shadow rule), else None."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    action: Action
+    rule: str | None = None
+    inputs: SignalMap = Field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The rule, or (on_error), or (default): the key ``audit stats`` counts it under."""
+        return self.rule or ("(on_error)" if self.error is not None else "(default)")
+
+
 #: Fields of :meth:`Decision.client_view` (besides ``errors``, shown without their text).
 CLIENT_FIELDS = frozenset(
     {"format", "id", "request_id", "time", "policy", "phase", "action", "final", "rule", "message", "answer"}
@@ -53,7 +71,9 @@ class Decision(BaseModel):
     call goes on to the next phase). ``rule`` is None when the policy's default (or on_error) decided. ``inputs`` holds the signal values the
     deciding rule read. ``messages`` is the prompt after guideline injection (input phase);
     ``documents`` the chunks kept (retrieval phase); ``generated`` the model's answer the output phase
-    checked; ``answer`` the text returned to the user when the policy replaced or escalated it.
+    checked; ``answer`` the text returned to the user when the policy replaced or escalated it. ``shadow``
+    holds what shadow rules (or a ``mode: shadow`` policy) would have done instead (absent from the record when
+    nothing was shadowed, so logs without shadow rules are unchanged).
     ``request_id`` ties together every phase's Decision of one request (a later phase inherits it from the
     Decision passed as its ``context``); ``id`` names this one Decision.
     """
@@ -80,6 +100,7 @@ class Decision(BaseModel):
     generated: str | None = None
     answer: str | None = None
     metadata: dict[str, object] = Field(default_factory=dict)
+    shadow: Shadow | None = Field(default=None, exclude_if=lambda value: value is None)
 
     def client_view(self, *, with_signals: bool = False) -> dict[str, object]:
         """What an end user's client may be shown (the proxy's ``guardrails`` field, an integration's message
@@ -87,8 +108,9 @@ class Decision(BaseModel):
         (``generated``), the evidence (copied spans, the escalated-from answer), the injected prompt or the
         retrieved chunks: a refusal that carried the refused text would be no refusal. ``with_signals`` adds
         the signal values and timings (for the app's own code; a proxy keeps them from clients, who could
-        tune an evasion on them). The audit log keeps the whole Decision under the same ``id``."""
-        fields = CLIENT_FIELDS | ({"inputs", "signals", "timings_ms"} if with_signals else set())
+        tune an evasion on them; so does ``shadow``, what a rule under trial would have done). The audit log keeps
+        the whole Decision under the same ``id``."""
+        fields = CLIENT_FIELDS | ({"inputs", "signals", "timings_ms", "shadow"} if with_signals else set())
         view: dict[str, object] = self.model_dump(mode="json", include=set(fields))
         view["errors"] = [{"check": e.check, "phase": e.phase, "type": e.type} for e in self.errors]
         return view
@@ -121,6 +143,12 @@ class Decision(BaseModel):
                 lines.append(f"  {check}: {note}")
         if self.message:
             lines.append(f"  message: {self.message}")
+        if self.shadow is not None:
+            shadow = self.shadow
+            lines.append(f"  shadow: would {shadow.action.value.upper()} ({shadow.label}); not enforced")
+            lines += [f"    {name} = {value!r}" for name, value in shadow.inputs.items()]
+            if shadow.error:
+                lines.append(f"    error: {shadow.error}")
         for failure in self.errors:
             lines.append(f"  error in {failure.check}: {failure.type}: {failure.error}")
         return "\n".join(lines)

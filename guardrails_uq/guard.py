@@ -7,7 +7,8 @@ carry on), and the output phase (or the last phase :meth:`Guard.check` runs) ret
 ``default``. A check that raises makes the phase decide ``on_error`` (fail closed by default) with the
 error recorded in the Decision; with ``on_error: allow`` the rules still run on the signals that exist,
 except after a :class:`~.errors.WorkBudgetError` (input built to exhaust a check), which abstains whatever
-``on_error`` says.
+``on_error`` says. Shadow rules never decide; a ``mode: shadow`` policy records what it would have decided,
+failures included, in ``Decision.shadow`` and allows (README, "Shadow mode").
 
 One Guard is safe to share between threads and asyncio tasks: it holds no per-call state, checks are
 required to be thread-safe, and the audit log serialises its writes. The ``a*`` methods run the same code
@@ -33,7 +34,7 @@ from .decision import Action, CheckFailure, Decision, new_id
 from .embeddings import as_embedder
 from .errors import CheckError, InputError, WorkBudgetError
 from .policy import CompiledPolicy, load_policy
-from .policy.outcome import decide_phase
+from .policy.outcome import Outcome, match_phase, shadow_record
 from .telemetry import GuardTelemetry, Telemetry
 from .types import PHASES, Evidence, Phase, SignalMap
 
@@ -258,6 +259,7 @@ class Guard:
                 "message": message,
                 "errors": errors,
                 "evidence": {**decision.evidence, "escalation": record},
+                "shadow": None,  # the Decision that escalated holds it (logged once)
                 "timings_ms": {**decision.timings_ms, "escalation": (time.perf_counter() - started) * 1e3},
             }
         )
@@ -466,10 +468,12 @@ class Guard:
         rule: str | None
         message: str | None
         reads: SignalMap
-        if errors and on_error is not Action.ALLOW:
+        shadow: Outcome | None = None
+        failed = bool(errors) and on_error is not Action.ALLOW
+        if failed:
             action, rule, message, reads = on_error, None, _message_for(self.policy, on_error, True), {}
         else:
-            outcome = decide_phase(self.policy, phase, signals)
+            outcome, shadow = match_phase(self.policy, phase, signals)
             if outcome is not None and outcome.error is not None:
                 # recorded as (on_error), not under the rule's name: the rule did not decide, its failure did
                 errors.append(
@@ -493,6 +497,9 @@ class Guard:
             else:
                 action, rule, message, reads = Action.ALLOW, None, None, {}
                 provisional = True
+        shadowed = shadow_record(self.policy, shadow, action, errors if failed else ())
+        if self.policy.observe_only:  # a shadow policy enforces nothing (README, "Shadow mode")
+            action, rule, message, reads, provisional = Action.ALLOW, None, None, {}, not final
         if action is Action.ESCALATE and message is None:
             message = model.messages.escalate  # what the user reads until (or unless) a target answers
         timings["rules"] = (time.perf_counter() - t0) * 1e3
@@ -514,6 +521,7 @@ class Guard:
             generated=call.generation.text if call.generation is not None else None,
             metadata=self._metadata(call, context),
             request_id=request_id or new_id(),
+            shadow=shadowed,
         )
         if record and self.audit is not None:
             self.audit.write(decision)
@@ -533,6 +541,7 @@ class Guard:
                 "messages": None,
                 "documents": None,
                 "timings_ms": {},
+                "shadow": None,  # no rule ran here: the deciding phase's Decision holds its shadow
                 "metadata": {**context.metadata, "decided_at": context.metadata.get("decided_at", context.phase)},
             }
         )

@@ -30,12 +30,13 @@ def _ray() -> Any:
 class _Redecider:
     """A Ray Data callable class: one policy load per worker, then batches of records."""
 
-    def __init__(self, policy_path: str) -> None:
+    def __init__(self, policy_path: str, shadow: bool = False) -> None:
         from .policy import load_policy
         from .replay import recompute_checks
 
         self.policy = load_policy(policy_path)
         self.checks = recompute_checks(self.policy)  # the provenance index loads here, once per actor
+        self.shadow = shadow
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         from .replay import redecide
@@ -59,7 +60,7 @@ class _Redecider:
                 "rule": rule,
                 "generated": generated or None,
             }
-            result = redecide(self.policy, record, self.checks)
+            result = redecide(self.policy, record, self.checks, shadow=self.shadow)
             out["id"].append(result["id"])
             out["old"].append(json.dumps(result["old"]))
             out["new"].append(json.dumps(result["new"]))
@@ -67,12 +68,17 @@ class _Redecider:
         return out
 
 
-def redecide_with_ray(policy_path: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``replay.redecide`` over every record, as a Ray Data pipeline (signals travel as JSON strings)."""
+def redecide_with_ray(policy_path: Path, records: list[dict[str, Any]], shadow: bool = False) -> list[dict[str, Any]]:
+    """``replay.redecide`` over every record (``shadow``: every rule read as enforced), as a Ray Data pipeline
+    (signals travel as JSON strings)."""
     ray = _ray()
     rows = [{**r, "signals": json.dumps(r["signals"]), "generated": r.get("generated") or ""} for r in records]
     dataset = ray.data.from_items(rows).map_batches(
-        _Redecider, fn_constructor_args=(str(policy_path),), batch_size=_BATCH, batch_format="numpy", concurrency=1
+        _Redecider,
+        fn_constructor_args=(str(policy_path), shadow),
+        batch_size=_BATCH,
+        batch_format="numpy",
+        concurrency=1,
     )
     return [
         {"id": row["id"], "old": json.loads(row["old"]), "new": json.loads(row["new"]), "error": row["error"] or None}

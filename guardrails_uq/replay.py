@@ -5,6 +5,11 @@ on them (the pure decision step the Guard uses) and compares: how many decisions
 and rule to which. When the new policy configures provenance, output-phase signals are recomputed from the
 logged answer with the new policy's index and settings (on Ray, the index is loaded once in each actor). A rule that reads a signal the log does not hold (a check the old policy did not run)
 counts as an error for that decision, and the report says which signal was missing.
+
+With ``shadow=True`` (``replay --shadow``) the policy is evaluated in shadow: every rule, shadow ones included,
+is read as enforced (a ``mode: shadow`` policy as ``mode: enforce``), and the report compares what the log says
+was enforced with what the policy would have done: the question to answer before switching shadow rules on.
+Without it the policy runs as written: shadow rules never decide and a ``mode: shadow`` policy allows.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 from .audit import read_audit
 from .decision import Action, Decision
 from .policy import CompiledPolicy, load_policy
-from .policy.outcome import decide_phase
+from .policy.outcome import match_phase
 
 RAY_CHUNK = 50_000
 """Records sent to Ray at a time by ``replay --engine ray`` (bounds the driver's memory)."""
@@ -33,22 +38,33 @@ def recompute_checks(policy: CompiledPolicy) -> list[Any]:
     return [spec.build(config, policy.base_dir, CheckDeps())] if spec is not None and config is not None else []
 
 
-def redecide(policy: CompiledPolicy, record: dict[str, Any], checks: list[Any] = ()) -> dict[str, Any]:  # type: ignore[assignment]
-    """One logged decision (as a dict) re-decided under ``policy``: old and new action and rule."""
+def redecide(
+    policy: CompiledPolicy,
+    record: dict[str, Any],
+    checks: list[Any] = (),  # type: ignore[assignment]
+    *,
+    shadow: bool = False,
+) -> dict[str, Any]:
+    """One logged decision (as a dict) re-decided under ``policy``: old and new action and rule. With ``shadow``,
+    every rule of the policy is read as enforced (see the module docstring)."""
     phase, signals = record["phase"], dict(record["signals"])
     if phase == "output" and record.get("generated") is not None:
         from .call import Call, Generation
 
         for check in checks:
             signals.update(check.run(Call(generation=Generation(text=record["generated"]))).values)
-    outcome = decide_phase(policy, phase, signals)
+    enforced, shadowed = match_phase(policy, phase, signals)
+    outcome = (shadowed or enforced) if shadow else enforced
+    error = None
     if outcome is None:
         new_action = policy.model.default.value if phase == "output" else Action.ALLOW.value
         new_rule = "(default)" if phase == "output" else "(pass)"
-        error = None
     else:
         new_action, new_rule = outcome.action.value, outcome.rule or "(default)"
         error = outcome.error.problem if outcome.error is not None else None
+    if policy.observe_only and not shadow:  # as written, a shadow policy enforces nothing
+        new_action = Action.ALLOW.value
+        new_rule = "(default)" if phase == "output" else "(pass)"
     return {
         "id": record["id"],
         "old": (record["action"], record["rule"]),
@@ -104,34 +120,40 @@ def _summarise(results: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 
 def replay_decisions(
-    policy_path: str | Path, decisions: Iterable[Decision], *, engine: str = "local"
+    policy_path: str | Path, decisions: Iterable[Decision], *, engine: str = "local", shadow: bool = False
 ) -> dict[str, Any]:
     """Re-decide every replayable decision of ``decisions`` under the policy at ``policy_path``, streamed: one
-    decision at a time locally, :data:`RAY_CHUNK` at a time on Ray; nothing else is kept (bounded memory)."""
+    decision at a time locally, :data:`RAY_CHUNK` at a time on Ray; nothing else is kept (bounded memory).
+    ``shadow``: every rule read as enforced (see the module docstring)."""
     policy = load_policy(policy_path)
     records = _records(decisions)
     results: Iterable[dict[str, Any]]
     if engine == "ray":
         from .ray_engine import redecide_with_ray
 
-        results = (r for chunk in _chunks(records, RAY_CHUNK) for r in redecide_with_ray(Path(policy_path), chunk))
+        results = (
+            r for chunk in _chunks(records, RAY_CHUNK) for r in redecide_with_ray(Path(policy_path), chunk, shadow)
+        )
     else:
         checks = recompute_checks(policy)
-        results = (redecide(policy, r, checks) for r in records)
-    return {"policy": policy.name, "engine": engine, **_summarise(results)}
+        results = (redecide(policy, r, checks, shadow=shadow) for r in records)
+    return {"policy": policy.name, "engine": engine, "shadow": shadow, **_summarise(results)}
 
 
 def replay(
-    policy_path: str | Path, log: str | Path, *, engine: str = "local", progress: bool = False
+    policy_path: str | Path, log: str | Path, *, engine: str = "local", progress: bool = False, shadow: bool = False
 ) -> dict[str, Any]:
     """Re-decide every replayable decision in the audit log at ``log`` (streamed; with ``progress``, a long log
-    reports its progress on stderr)."""
-    return replay_decisions(policy_path, read_audit(log, progress="replay" if progress else None), engine=engine)
+    reports its progress on stderr; ``shadow``: every rule read as enforced)."""
+    decisions = read_audit(log, progress="replay" if progress else None)
+    return replay_decisions(policy_path, decisions, engine=engine, shadow=shadow)
 
 
 def render(report: dict[str, Any]) -> str:
+    mode = " in shadow (every rule read as enforced; old = what was enforced)" if report.get("shadow") else ""
     lines = [
-        f"replayed {report['total']} decisions under policy {report['policy']!r} ({report['engine']}): {report['changed']} change"
+        f"replayed {report['total']} decisions under policy {report['policy']!r}{mode} ({report['engine']}): "
+        f"{report['changed']} change"
     ]
     for transition, count in report["transitions"].items():
         lines.append(f"  {count:>6}  {transition}")

@@ -290,6 +290,14 @@ def _phase_section(decision: Decision, view: EvidenceView) -> str:
         parts.append(f"<p><b>Returned:</b> {_esc(decision.message)}</p>")
     if decision.answer:
         parts.append(f"<p><b>Escalated answer:</b> {_esc(decision.answer)}</p>")
+    if decision.shadow is not None:
+        shadow = decision.shadow
+        read = "; ".join([*(f"{k} = {v}" for k, v in shadow.inputs.items()), *([shadow.error] if shadow.error else [])])
+        note = f' <span class="meta">{_esc(read)}</span>' if read else ""
+        parts.append(
+            f"<p><b>Shadow:</b> would {_esc(shadow.action.value.upper())} ({_esc(shadow.label)}), "
+            f"not enforced{note}</p>"
+        )
     parts += [_answer_html(decision, view), _claims_html(view), _grounding_html(view)]
     parts += [_guidelines_html(view), _retrieval_html(view)]
     parts.append(_deferral_html(view))
@@ -425,6 +433,14 @@ def build_report(
             charts = [
                 _bar_chart("Actions (requests)", dict(by_action), _ACTION_COLOURS),
                 _bar_chart("Deciding rule", dict(by_rule)),
+                _bar_chart(
+                    "Shadow outcomes (decisions, not enforced)",
+                    {
+                        f"{rule} → {action}": count
+                        for rule, actions in summary.shadow_by_rule.items()
+                        for action, count in actions.items()
+                    },
+                ),
                 *(_histogram(name, summary.histogram(name, 12)) for name in _HISTOGRAMS),
             ]
             total = summary.request_count

@@ -72,7 +72,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from .replay import render, replay
 
-    report = replay(args.policy, args.log, engine=args.engine, progress=True)
+    report = replay(args.policy, args.log, engine=args.engine, progress=True, shadow=args.shadow)
     print(dumps(report) if args.json else render(report))
     return 0
 
@@ -120,4 +120,10 @@ def register_cli(commands: argparse._SubParsersAction, groups: dict) -> None:  #
     p.add_argument("--policy", required=True)
     p.add_argument("--engine", choices=("local", "ray"), default="local")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--shadow",
+        action="store_true",
+        help="evaluate the policy in shadow: read every rule (shadow ones too) as enforced and compare with what "
+        "the log says was enforced",
+    )
     p.set_defaults(handler=_cmd_replay)

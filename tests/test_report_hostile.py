@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from test_report import decisions
 
-from guardrails_uq import Action, Decision
+from guardrails_uq import Action, Decision, Shadow
 from guardrails_uq.audit import encode_record
 from guardrails_uq.cli import main
 
@@ -58,13 +58,14 @@ def _assert_no_markup_from_data(page: str) -> _Markup:
 
 
 def _hostile_full_record() -> Decision:
-    """One Decision that prints every section: deferral, errors, escalated answer, inputs."""
+    """One Decision that prints every section: deferral, errors, escalated answer, inputs, shadow outcome."""
     return Decision(
         policy="demo", phase="output", action=Action.ESCALATE, rule="unsure", message="Escalated.", answer="A bigger model says hi",
         generated="Paris is big", inputs={"uncertainty.g_nll": 4.2}, signals={"uncertainty.g_nll": 4.2},
         evidence={"uncertainty": {"tokens": [{"token": "Paris", "logprob": -0.1}, {"token": " is big", "logprob": -2.0}],
                                   "deferral": {"score": "max_nll", "value": 2.0, "threshold": 1.5, "target_error": 0.1, "delta": 0.1, "n": 400}}},
         timings_ms={"total": 3.5}, metadata={"request": "hello"},
+        shadow=Shadow(action=Action.ABSTAIN, rule="trial", inputs={"uncertainty.g_nll": 4.2}, error="rule 'x': failed"),
     )  # fmt: skip
 
 

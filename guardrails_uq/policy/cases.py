@@ -8,6 +8,7 @@ A cases file (YAML)::
         expect: abstain
         rule: memorized-unsafe-text                 # optional: the rule that must decide
         phases: [output]                            # optional: which phases run (default: inferred)
+        shadow: {expect: allow, rule: new-rule}     # optional: what shadow mode must record (rule optional)
 
 When ``phases`` is omitted, the phases run are those whose checks produce at least one given signal (all
 phases when the case gives only app signals or none).
@@ -33,12 +34,21 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..call import Call
-from ..decision import Action
+from ..decision import Action, Shadow
 from ..errors import PolicyError
 from ..types import Phase, SignalMap
 from .loader import CompiledPolicy
 from .outcome import Outcome, decide
 from .source import read_yaml
+
+
+class ShadowCase(BaseModel):
+    """The shadow outcome a case expects: the action shadow mode would have taken and, optionally, its rule."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    expect: Action
+    rule: str | None = None
 
 
 class Case(BaseModel):
@@ -60,6 +70,9 @@ class Case(BaseModel):
     rule: str | None = Field(default=None, description="Optional: the rule that must decide.")
     phases: list[Phase] | None = Field(
         default=None, description="Signals cases only: the phases whose rules run (default: inferred)."
+    )
+    shadow: ShadowCase | None = Field(
+        default=None, description="Optional: the shadow outcome expected (what a shadow rule would have done)."
     )
 
     @model_validator(mode="after")
@@ -92,6 +105,13 @@ class CaseResult:
     @property
     def passed(self) -> bool:
         if self.outcome.error is not None or self.failures:
+            return False
+        expected_shadow, shadow = self.case.shadow, self.outcome.shadow
+        if expected_shadow is not None and (
+            shadow is None
+            or shadow.action is not expected_shadow.expect
+            or (expected_shadow.rule is not None and expected_shadow.rule != shadow.rule)
+        ):
             return False
         return self.outcome.action is self.case.expect and (
             self.case.rule is None or self.case.rule == self.outcome.rule
@@ -149,7 +169,14 @@ def run_cases(policy: CompiledPolicy, cases_path: str | Path) -> list[CaseResult
 def _run_call(guard: Any, case: Case, line: int | None) -> CaseResult:
     """The case's call through the whole Guard (every check, every rule), as ``check --call`` runs it."""
     decision = guard.check(case.call)
-    outcome = Outcome(decision.action, decision.rule, decision.phase, decision.inputs, message=decision.message)
+    outcome = Outcome(
+        decision.action,
+        decision.rule,
+        decision.phase,
+        decision.inputs,
+        message=decision.message,
+        shadow=decision.shadow,
+    )
     failures = tuple(f"{e.check}: {e.error}" for e in decision.errors)
     return CaseResult(case=case, outcome=outcome, line=line, failures=failures)
 
@@ -166,6 +193,12 @@ def _run_signals(policy: CompiledPolicy, case: Case, line: int | None, file: str
             fix="known signals: " + ", ".join(sorted(policy.catalogue)),
         )
     return CaseResult(case=case, outcome=decide(policy, signals, case.phases), line=line)
+
+
+def _shadow_text(shadow: Shadow | None) -> str:
+    if shadow is None:
+        return "none"
+    return shadow.action.value + (f" by rule {shadow.rule!r}" if shadow.rule else f" {shadow.label}")
 
 
 def render_results(results: list[CaseResult], cases_file: str) -> str:
@@ -187,6 +220,11 @@ def render_results(results: list[CaseResult], cases_file: str) -> str:
             lines.append(f"      failed:   {failure}")
         for name, value in outcome.reads.items():
             lines.append(f"      read:     {name} = {value!r}")
+        if case.shadow is not None or outcome.shadow is not None:
+            wanted, expected = case.shadow, ""
+            if wanted is not None:
+                expected = f" (expected {wanted.expect.value}" + (f" by rule {wanted.rule!r})" if wanted.rule else ")")
+            lines.append(f"      shadow:   {_shadow_text(outcome.shadow)}{expected}")
     passed = sum(r.passed for r in results)
     lines.append("-" * 40)
     lines.append(f"{'PASS' if passed == len(results) else 'FAIL'}: {passed}/{len(results)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 from collections.abc import Mapping
@@ -16,7 +17,7 @@ from ..checks import OUTPUT_SIGNALS, CheckSpec, registry
 from ..errors import PolicyError, RuleEvaluationError
 from ..types import PHASES, Phase, SignalMap
 from .analysis import MAX_COST
-from .rules import CompiledRule, PhaseRules, compile_rule, nest
+from .rules import CompiledRule, Matched, PhaseRules, compile_rule, nest
 from .schema import PolicyBase, policy_model
 from .source import YamlSource, parse_yaml, read_yaml
 
@@ -65,6 +66,15 @@ class CompiledPolicy:
     def name(self) -> str:
         return self.model.name
 
+    @property
+    def observe_only(self) -> bool:
+        """True for a ``mode: shadow`` policy: what it decides is recorded in Decision.shadow, never enforced."""
+        return self.model.mode == "shadow"
+
+    def shadow_rules(self) -> list[str]:
+        """Names of the rules in shadow (every rule of a ``mode: shadow`` policy), in policy order."""
+        return [c.name for rules in self.phases.values() for c in rules.rules if c.shadow]
+
     def section(self, name: str) -> BaseModel | None:
         """The configuration of check ``name``, or None when the policy does not configure it."""
         value = getattr(self.model, name, None)
@@ -81,8 +91,12 @@ class CompiledPolicy:
         return candidate if candidate.is_absolute() else self.base_dir / candidate
 
     def first_match(self, phase: Phase, signals: SignalMap) -> CompiledRule | None:
-        """The first rule of ``phase`` that matches ``signals`` (RuleEvaluationError when one fails)."""
+        """The first enforced rule of ``phase`` that matches ``signals`` (RuleEvaluationError when one fails)."""
         return self.phases[phase].first_match(signals, self.file)
+
+    def match(self, phase: Phase, signals: SignalMap) -> tuple[Matched, Matched]:
+        """``(enforced, shadow)`` of ``phase`` on ``signals`` (see :meth:`PhaseRules.match`)."""
+        return self.phases[phase].match(signals, self.file)
 
 
 def _did_you_mean(word: str, options: list[str]) -> str:
@@ -292,7 +306,9 @@ def _compile_rules(policy: CompiledPolicy, source: YamlSource) -> list[CompiledR
             )
         seen[rule.name] = line
         when_line = source.line_of(("rules", index, "when"))
-        item = compile_rule(rule, file=source.file, line=when_line)
+        item = dataclasses.replace(
+            compile_rule(rule, file=source.file, line=when_line), shadow=_rule_in_shadow(policy, source, index)
+        )
         total_cost += item.cost
         if total_cost > MAX_POLICY_COST:
             raise PolicyError(
@@ -325,6 +341,21 @@ def _compile_rules(policy: CompiledPolicy, source: YamlSource) -> list[CompiledR
         _type_check(item, policy, source.file)
         compiled.append(item)
     return compiled
+
+
+def _rule_in_shadow(policy: CompiledPolicy, source: YamlSource, index: int) -> bool:
+    """Whether rule ``index`` is in shadow: its own ``mode``, else the policy's. ``mode: enforce`` on a rule of a
+    ``mode: shadow`` policy is an error (a shadow policy enforces nothing)."""
+    rule = policy.model.rules[index]
+    if policy.observe_only and rule.mode == "enforce":
+        raise PolicyError(
+            "rule says mode: enforce in a policy with mode: shadow (every rule of a shadow policy is in shadow)",
+            file=source.file,
+            line=source.line_of(("rules", index, "mode")),
+            rule=rule.name,
+            fix="remove the rule's mode, or set the policy's mode: enforce and put mode: shadow on the rules to observe",
+        )
+    return (rule.mode or policy.model.mode) == "shadow"
 
 
 def _check_rule_sizes(policy: CompiledPolicy, source: YamlSource) -> None:
@@ -377,23 +408,28 @@ def _type_check(item: CompiledRule, policy: CompiledPolicy, file: str) -> None:
 
 
 def _lint_reachability(policy: CompiledPolicy, compiled: list[CompiledRule], source: YamlSource) -> None:
-    """Reject rules that can never decide: shadowed (in their phase) by an always-true or identical earlier rule."""
-    always: dict[str, CompiledRule] = {}
-    seen_when: dict[tuple[str, str], CompiledRule] = {}
+    """Reject rules that can never decide: hidden (in their phase) by an always-true or identical earlier rule.
+
+    An enforced rule is hidden only by earlier enforced rules (a shadow rule never decides); a shadow rule, by
+    any earlier rule (it is recorded only when it would have decided before every enforced rule)."""
+    always: dict[tuple[str, bool], CompiledRule] = {}
+    seen_when: dict[tuple[str, bool, str], CompiledRule] = {}
     for item in compiled:
-        if item.rule.at in always:
-            first_always = always[item.rule.at]
+        at = item.rule.at
+        modes = (False, True) if item.shadow else (False,)  # the earlier rules that can hide this one
+        first_always = next((always[(at, m)] for m in modes if (at, m) in always), None)
+        if first_always is not None:
             raise PolicyError(
                 f"rule can never be reached: rule {first_always.name!r} (line {first_always.line}) "
-                f"always matches first in phase {item.rule.at!r}",
+                f"always matches first in phase {at!r}",
                 file=source.file,
                 line=item.line,
                 rule=item.name,
                 fix=f"move it before {first_always.name!r} or give {first_always.name!r} a condition",
             )
-        key = (item.rule.at, " ".join(item.rule.when.split()))
-        if key in seen_when:
-            first = seen_when[key]
+        condition = " ".join(item.rule.when.split())
+        first = next((seen_when[(at, m, condition)] for m in modes if (at, m, condition) in seen_when), None)
+        if first is not None:
             raise PolicyError(
                 f"rule can never be reached: rule {first.name!r} (line {first.line}) has the same condition",
                 file=source.file,
@@ -401,7 +437,7 @@ def _lint_reachability(policy: CompiledPolicy, compiled: list[CompiledRule], sou
                 rule=item.name,
                 fix="merge the two rules or change one condition",
             )
-        seen_when[key] = item
+        seen_when.setdefault((at, item.shadow, condition), item)
         if not item.reads:
             try:
                 value = item.evaluate({}, source.file)
@@ -423,4 +459,4 @@ def _lint_reachability(policy: CompiledPolicy, compiled: list[CompiledRule], sou
                     fix="delete the rule or give it a condition that reads a signal",
                 )
             if value is True:
-                always[item.rule.at] = item
+                always.setdefault((at, item.shadow), item)

@@ -5,6 +5,9 @@ of the first matching rule: the signals cross into CEL once per phase instead of
 ternary evaluates conditions in order and stops at the first true one, which is exactly "first match
 decides". When the fused program fails, rules are re-run one by one to name the rule that failed.
 A phase with more than FUSE_CHUNK rules gets one fused program per FUSE_CHUNK rules.
+
+Shadow rules (``mode: shadow``) sit in the same order: :meth:`PhaseRules.match` returns the first matching
+enforced rule and the first shadow rule that would have decided before it (see the README's "Shadow mode").
 """
 
 from __future__ import annotations
@@ -83,6 +86,7 @@ class CompiledRule:
     reads: tuple[str, ...]
     line: int | None
     cost: int = 0
+    shadow: bool = False  # evaluated and recorded, never enforced
 
     @property
     def name(self) -> str:
@@ -151,36 +155,77 @@ def _check_engine_functions(program: Any, analysis: Analysis) -> None:
         )
 
 
+#: What a rule lookup found: the rule, the error of the rule that failed, or nothing.
+Matched = CompiledRule | RuleEvaluationError | None
+
+
 @dataclass(frozen=True)
 class PhaseRules:
     """The compiled rules of one phase, fused for speed: ``fused`` holds one program per FUSE_CHUNK rules
-    (empty when a chunk would not compile; the rules then run one by one)."""
+    (empty when a chunk would not compile; the rules then run one by one). ``enforced`` holds the enforced
+    rules alone, fused too, when the phase has shadow rules (None otherwise)."""
 
     phase: Phase
     rules: tuple[CompiledRule, ...]
     fused: tuple[Any, ...]
+    enforced: PhaseRules | None = None
 
     @classmethod
     def build(cls, phase: Phase, rules: Sequence[CompiledRule]) -> PhaseRules:
         chunks = [rules[start : start + FUSE_CHUNK] for start in range(0, len(rules), FUSE_CHUNK)]
         programs = [_fuse(chunk) for chunk in chunks]
         fused = tuple(programs) if all(p is not None for p in programs) else ()
-        return cls(phase=phase, rules=tuple(rules), fused=fused)
+        enforced = cls.build(phase, [r for r in rules if not r.shadow]) if any(r.shadow for r in rules) else None
+        return cls(phase=phase, rules=tuple(rules), fused=fused, enforced=enforced)
 
     def first_match(self, signals: SignalMap, file: str | None) -> CompiledRule | None:
-        """The first rule whose condition holds, or None. Raises RuleEvaluationError naming the failing rule."""
+        """The first enforced rule whose condition holds, or None. Raises RuleEvaluationError naming the failing
+        enforced rule (a failing shadow rule is left to :meth:`match`)."""
+        enforced, _ = self.match(signals, file)
+        if isinstance(enforced, RuleEvaluationError):
+            raise enforced
+        return enforced
+
+    def match(self, signals: SignalMap, file: str | None) -> tuple[Matched, Matched]:
+        """``(enforced, shadow)``, rules read in order: the first enforced rule that matches (or fails: its
+        RuleEvaluationError), and the first shadow rule that matches or fails before it (None when none does:
+        a shadow rule after the enforced match is never reached). One fused CEL call when no shadow rule
+        matches first, two when one does (the second over the enforced rules alone); the rules one by one
+        only to name a rule that fails."""
         if not self.rules:
-            return None
-        context = nest(signals)
+            return None, None
+        return self._match(nest(signals), file)
+
+    def _match(self, context: Mapping[str, Any], file: str | None) -> tuple[Matched, Matched]:
+        if not self.rules:
+            return None, None
         if self.fused:
             try:
-                return self._first_fused(context)
+                first = self._first_fused(context)
             except Exception:
                 pass  # find and name the failing rule below
+            else:
+                if first is None or not first.shadow:
+                    return first, None
+                if self.enforced is not None:  # always, when a shadow rule exists
+                    # the enforced rules before ``first`` did not match: the first enforced match comes after it
+                    return self.enforced._match(context, file)[0], first
+        shadow: Matched = None
         for compiled in self.rules:
-            if compiled.evaluate(context, file):
-                return compiled
-        return None
+            if compiled.shadow and shadow is not None:
+                continue
+            try:
+                matched = compiled.evaluate(context, file)
+            except RuleEvaluationError as exc:
+                if not compiled.shadow:
+                    return exc, shadow
+                shadow = exc
+                continue
+            if matched and compiled.shadow:
+                shadow = compiled
+            elif matched:
+                return compiled, shadow
+        return None, shadow
 
     def _first_fused(self, context: Mapping[str, Any]) -> CompiledRule | None:
         for start, program in zip(range(0, len(self.rules), FUSE_CHUNK), self.fused, strict=True):

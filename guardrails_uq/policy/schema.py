@@ -24,6 +24,10 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: ``enforce``: rules decide what the client gets; ``shadow``: they are evaluated and recorded only.
+Mode = Literal["enforce", "shadow"]
+
+
 class CheckConfig(StrictModel):
     """Base of every check's policy section: the settings the Guard applies to any check."""
 
@@ -47,6 +51,11 @@ class Rule(StrictModel):
         default=None, description="Text returned to the user on abstain (defaults to messages.abstain)."
     )
     description: str | None = Field(default=None, description="Why the rule exists (shown by explain).")
+    mode: Mode | None = Field(
+        default=None,
+        description="shadow: evaluate and record what the rule would do (Decision.shadow), never enforce it; "
+        "enforce; default: the policy's mode.",
+    )
 
 
 class ModelEndpoint(StrictModel):
@@ -129,6 +138,11 @@ class PolicyBase(StrictModel):
     default: Action = Field(default=Action.ALLOW, description="Action when no rule matched by the last phase.")
     on_error: Action = Field(
         default=Action.ABSTAIN, description="Action when a check or rule fails (fail closed by default)."
+    )
+    mode: Mode = Field(
+        default="enforce",
+        description="shadow: observe only; every rule, the default and on_error after a failed check are recorded "
+        "in Decision.shadow and the client always gets allow. enforce: rules decide (a rule may say mode: shadow).",
     )
 
     @field_validator("signals")
