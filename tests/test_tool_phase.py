@@ -1,0 +1,121 @@
+"""The ``tool`` phase (issue 25 item 1, issue 23 injection on tool-call arguments): before a tool runs, rules
+read ``tool.name`` and ``tool.arguments`` (decoded) beside the request's input and app signals; abstain keeps
+the tool from running, escalate waits for approval through the escalation target; one request id, one audit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from guardrails_uq import Guard, Message
+from guardrails_uq.audit import read_audit
+from guardrails_uq.decision import Action
+from guardrails_uq.errors import PolicyError
+from guardrails_uq.policy import loads_policy
+
+ROOT = Path(__file__).resolve().parents[1]
+REFUSED = "I can only reset your own password."
+
+POLICY = """
+version: 1
+name: helpdesk
+signals: {{app.user: string}}
+audit: {{path: {audit}}}
+rules:
+  - name: someone-elses-password
+    at: tool
+    when: 'tool.name == "reset_password" && tool.arguments.user != app.user'
+    action: abstain
+    message: "{refused}"
+  - {{name: wire-money, at: tool, when: 'tool.name == "transfer" && tool.arguments.amount > 100.0', action: escalate}}
+default: allow
+"""
+
+
+def _guard(tmp_path: Path, **kwargs) -> Guard:
+    text = POLICY.format(audit=tmp_path / "audit.jsonl", refused=REFUSED)
+    return Guard(loads_policy(text, base_dir=tmp_path), **kwargs)
+
+
+def test_a_tool_rule_reads_the_name_decoded_arguments_and_the_requests_app_signals(tmp_path: Path) -> None:
+    with _guard(tmp_path) as guard:
+        before = guard.before(
+            [Message(role="user", content="Reset my manager's password")], signals={"app.user": "ann"}
+        )
+        other = guard.tool("reset_password", '{"user": "bob"}', context=before)  # JSON text, as models send it
+        own = guard.tool("reset_password", {"user": "ann"}, context=before)
+    assert other.action is Action.ABSTAIN and other.rule == "someone-elses-password" and other.message == REFUSED
+    assert other.phase == "tool" and other.request_id == before.request_id
+    assert other.signals["tool.arguments"] == {"user": "bob"} and other.signals["app.user"] == "ann"
+    assert other.inputs["tool.name"] == "reset_password"
+    assert own.action is Action.ALLOW and not own.final and own.rule_label == "(pass)"
+    logged = list(read_audit(tmp_path / "audit.jsonl"))
+    assert [d.phase for d in logged] == ["input", "tool", "tool"]
+    assert {d.request_id for d in logged} == {before.request_id}
+
+
+def test_arguments_that_are_not_a_json_object_fail_closed_naming_the_tool(tmp_path: Path) -> None:
+    with _guard(tmp_path, audit=False) as guard:
+        decision = guard.tool("reset_password", "user=bob", signals={"app.user": "ann"})
+    assert decision.action is Action.ABSTAIN and decision.errors
+    assert "reset_password" in decision.errors[0].error and decision.errors[0].phase == "tool"
+
+
+def test_a_missing_argument_fails_closed_instead_of_passing(tmp_path: Path) -> None:
+    with _guard(tmp_path, audit=False) as guard:
+        decision = guard.tool("reset_password", {"account": "bob"}, signals={"app.user": "ann"})
+    assert decision.action is Action.ABSTAIN and decision.errors[0].type == "RuleEvaluationError"
+
+
+def test_an_earlier_block_is_the_tool_calls_verdict(tmp_path: Path) -> None:
+    text = POLICY.format(audit=tmp_path / "a.jsonl", refused=REFUSED).replace(
+        "rules:\n", "rules:\n  - {name: no-guests, at: input, when: 'app.user == \"guest\"', action: abstain}\n"
+    )
+    with Guard(loads_policy(text, base_dir=tmp_path), audit=False) as guard:
+        before = guard.before([Message(role="user", content="hi")], signals={"app.user": "guest"})
+        decision = guard.tool("reset_password", {"user": "guest"}, context=before)
+    assert decision.action is Action.ABSTAIN and decision.rule == "no-guests"
+
+
+def test_escalate_without_a_target_waits_for_approval_and_is_recorded(tmp_path: Path) -> None:
+    with _guard(tmp_path) as guard:
+        decision = guard.tool("transfer", {"amount": 500, "to": "acme"}, signals={"app.user": "ann"})
+        assert decision.action is Action.ESCALATE
+        waited = guard.approve_tool(decision)
+    assert waited.action is Action.ESCALATE and waited.message == "This request needs review."
+    record = waited.evidence["escalation"]
+    assert record["target"] is None and record["approved"] is None and record["tool"] == "transfer"
+    assert [d.phase for d in read_audit(tmp_path / "audit.jsonl")] == ["tool", "tool"]
+
+
+@pytest.mark.parametrize(("reply", "expected"), [("APPROVE", Action.ALLOW), ("DENY: too large", Action.ABSTAIN)])
+def test_the_escalation_target_approves_or_denies_the_tool_call(tmp_path: Path, reply: str, expected: Action) -> None:
+    seen: list[list[Message]] = []
+
+    def reviewer(messages: list[Message]) -> str:  # a human in the loop, or a larger model
+        seen.append(messages)
+        return reply
+
+    with _guard(tmp_path, audit=False, escalate_to=reviewer) as guard:
+        decision = guard.tool("transfer", {"amount": 500, "to": "acme"}, signals={"app.user": "ann"})
+        reviewed = guard.approve_tool(decision)
+    assert reviewed.action is expected and reviewed.phase == "tool"
+    assert reviewed.evidence["escalation"]["approved"] is (expected is Action.ALLOW)
+    assert "transfer" in seen[0][-1].content and "500" in seen[0][-1].content
+
+
+def test_a_failing_reviewer_fails_closed(tmp_path: Path) -> None:
+    def reviewer(messages: list[Message]) -> str:
+        raise RuntimeError("reviewer offline")
+
+    with _guard(tmp_path, audit=False, escalate_to=reviewer) as guard:
+        reviewed = guard.approve_tool(guard.tool("transfer", {"amount": 500}, signals={"app.user": "ann"}))
+    assert reviewed.action is Action.ABSTAIN and reviewed.errors[-1].check == "escalation"
+
+
+def test_tool_signals_outside_the_tool_phase_are_an_error_naming_the_rule(tmp_path: Path) -> None:
+    text = POLICY.format(audit=tmp_path / "a.jsonl", refused=REFUSED).replace("at: tool", "at: output", 1)
+    with pytest.raises(PolicyError, match="only known at 'tool'") as caught:
+        loads_policy(text, base_dir=tmp_path)
+    assert caught.value.rule == "someone-elses-password"
