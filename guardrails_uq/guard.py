@@ -199,6 +199,12 @@ class Guard:
         )
         return self._phase("tool", call, context, final=False, request_id=request_id)
 
+    @property
+    def guards_tools(self) -> bool:
+        """True when the policy has tool rules: integrations run :meth:`tool` before each tool call only then
+        (without them the phase could decide nothing, and each call would log a Decision for nothing)."""
+        return bool(self.policy.phases["tool"].rules)
+
     def approve_tool(self, decision: Decision, *, messages: Sequence[Message] = (), target: Any = None) -> Decision:
         """After a tool Decision escalated: ask the escalation target (``target``, else the Guard's: a larger
         model, or a callable standing for a human reviewer) to approve the call; the reply must start with
