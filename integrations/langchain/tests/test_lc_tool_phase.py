@@ -14,7 +14,7 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from langchain_guardrails_uq import GuardrailsMiddleware
 from langchain_guardrails_uq.smollm2 import ChatSmolLM2
-from lc_testkit import ROOT, reply, scripted
+from lc_testkit import ROOT, reply, run_readme_block, scripted
 
 from guardrails_uq import Guard
 from guardrails_uq.audit import read_audit
@@ -96,6 +96,25 @@ def test_resetting_someone_elses_password_never_runs_the_tool(tmp_path: Path) ->
     assert [(d.action.value, d.rule) for d in tool_decisions] == [("abstain", "someone-elses-password")]
     assert len({d.request_id for d in logged}) == 1
     assert tool_decisions[0].signals["app.user"] == "sam"
+
+
+def test_the_readme_tool_phase_block_runs_as_written(tmp_path: Path) -> None:
+    guard = _guard(tmp_path)
+    done: list[str] = []
+
+    @tool
+    def reset_password(user: str) -> str:
+        """Reset a user's password and return the new one."""
+        done.append(user)
+        return "reset"
+
+    model = scripted(reply(calls=[("reset_password", {"user": "maria.manager"})]), reply("I can't do that."))
+    namespace = {"GuardrailsMiddleware": GuardrailsMiddleware, "create_agent": create_agent, "guard": guard,
+                 "model": model, "reset_password": reset_password, "HelpdeskContext": HelpdeskContext}  # fmt: skip
+    result = run_readme_block("tool-phase", namespace)["result"]
+    guard.close()
+    assert done == [] and result["messages"][-1].content == "I can't do that."
+    assert [m.content for m in model.received[1] if isinstance(m, ToolMessage)] == [OWN_ONLY]
 
 
 def test_the_users_own_password_is_reset(tmp_path: Path) -> None:
