@@ -189,8 +189,9 @@ class Guard:
 
         ``allow``: the tool may run (no rule matched: a provisional allow, ``final`` False). ``abstain``: it must
         not run; the model reads ``decision.message`` as the tool's result. ``escalate``: pass the Decision to
-        :meth:`approve_tool`. A tool Decision is the verdict on this call only: callers do not pass it as the
-        context of the request's later phases (an abstained tool call does not end the request)."""
+        :meth:`approve_tool`. A tool Decision is the verdict on this call only (``final`` is always False): it
+        never ends the request, nor is it the request's verdict in the audit log; callers do not pass it as the
+        context of the request's later phases."""
         call = Call(
             tool=ToolCall(
                 name=name, arguments=arguments if isinstance(arguments, str) else dict(arguments), id=call_id
@@ -249,7 +250,7 @@ class Guard:
                 "id": new_id(),
                 "time": time.time(),
                 "action": action,
-                "final": True,
+                "final": False,  # the call's verdict, not the request's
                 "message": message,
                 "errors": errors,
                 "evidence": {**decision.evidence, "escalation": record},
@@ -262,7 +263,7 @@ class Guard:
 
     def check(self, call: Call) -> Decision:
         """Run every phase the call has data for (input: messages or query; retrieval: documents; output:
-        generation), carrying signals forward; stop at the first phase whose rules decide, except that a call
+        generation; tool: a tool call), carrying signals forward; stop at the first phase whose rules decide, except that a call
         with a generation always reaches the output phase unless an earlier phase blocked it."""
         phases = self._phases_of(call)
         decision: Decision | None = None
@@ -408,6 +409,8 @@ class Guard:
             phases.append("retrieval")
         if call.generation is not None:
             phases.append("output")
+        if call.tool is not None:
+            phases.append("tool")
         return phases or ["input"]
 
     def _app_signals(self, given: SignalMap) -> SignalMap:
@@ -564,7 +567,7 @@ class Guard:
             policy=self.policy.name,
             phase=phase,
             action=action,
-            final=not provisional,
+            final=not provisional and phase != "tool",  # a tool Decision decides one call, not the request
             rule=rule,
             message=message,
             inputs=reads,

@@ -10,6 +10,7 @@ import pytest
 
 from guardrails_uq import Guard, Message
 from guardrails_uq.audit import read_audit
+from guardrails_uq.call import Call
 from guardrails_uq.decision import Action
 from guardrails_uq.errors import PolicyError
 from guardrails_uq.policy import loads_policy
@@ -46,6 +47,7 @@ def test_a_tool_rule_reads_the_name_decoded_arguments_and_the_requests_app_signa
         other = guard.tool("reset_password", '{"user": "bob"}', context=before)  # JSON text, as models send it
         own = guard.tool("reset_password", {"user": "ann"}, context=before)
     assert other.action is Action.ABSTAIN and other.rule == "someone-elses-password" and other.message == REFUSED
+    assert not other.final  # it decides this call, not the request
     assert other.phase == "tool" and other.request_id == before.request_id
     assert other.signals["tool.arguments"] == {"user": "bob"} and other.signals["app.user"] == "ann"
     assert other.inputs["tool.name"] == "reset_password"
@@ -53,6 +55,16 @@ def test_a_tool_rule_reads_the_name_decoded_arguments_and_the_requests_app_signa
     logged = list(read_audit(tmp_path / "audit.jsonl"))
     assert [d.phase for d in logged] == ["input", "tool", "tool"]
     assert {d.request_id for d in logged} == {before.request_id}
+
+
+def test_check_runs_the_tool_phase_of_a_call_with_a_tool_call(tmp_path: Path) -> None:
+    call = Call.model_validate(
+        {"messages": [{"role": "user", "content": "reset it"}], "signals": {"app.user": "ann"},
+         "tool": {"name": "reset_password", "arguments": '{"user": "bob"}'}}
+    )  # fmt: skip
+    with _guard(tmp_path, audit=False) as guard:
+        decision = guard.check(call)
+    assert decision.phase == "tool" and decision.rule == "someone-elses-password"
 
 
 def test_arguments_that_are_not_a_json_object_fail_closed_naming_the_tool(tmp_path: Path) -> None:
@@ -167,3 +179,10 @@ def test_an_order_aimed_at_a_model_in_tool_arguments_is_flagged(argument_guard: 
 def test_ordinary_tool_arguments_are_not_flagged(argument_guard: Guard, name: str, arguments) -> None:
     decision = argument_guard.tool(name, arguments)
     assert decision.action is Action.ALLOW and decision.signals["tool.injection_flagged"] is False
+
+
+def test_reading_the_argument_injection_flag_without_an_injection_section_says_what_to_add() -> None:
+    policy = "version: 1\nname: p\nrules:\n  - {name: inj, at: tool, when: tool.injection_flagged, action: abstain}\n"
+    with pytest.raises(PolicyError, match="injection check publishes in the tool phase") as caught:
+        loads_policy(policy)
+    assert caught.value.rule == "inj" and "injection:" in (caught.value.fix or "")

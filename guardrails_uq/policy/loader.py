@@ -310,6 +310,15 @@ def _compile_rules(policy: CompiledPolicy, source: YamlSource) -> list[CompiledR
             )
         for signal in item.reads:
             info = policy.catalogue.get(signal)
+            if info is None and signal in tool_signals(injection=True):
+                raise PolicyError(
+                    f"rule reads signal {signal!r}, which the injection check publishes in the tool phase",
+                    file=source.file,
+                    line=when_line,
+                    rule=rule.name,
+                    fix="add an 'injection:' section (calibration: an artifact from `guardrails-uq calibrate "
+                    "injection`) so tool-call arguments are scored",
+                )
             if info is None:
                 hint = _did_you_mean(signal, known) if known else "no check is configured"
                 raise PolicyError(

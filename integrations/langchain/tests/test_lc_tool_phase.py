@@ -17,7 +17,7 @@ from langchain_guardrails_uq.smollm2 import ChatSmolLM2
 from lc_testkit import ROOT, reply, run_readme_block, scripted
 
 from guardrails_uq import Guard
-from guardrails_uq.audit import read_audit
+from guardrails_uq.audit import group_requests, read_audit
 from guardrails_uq.policy import loads_policy
 
 OWN_ONLY = "I can only reset the password of the account you are signed in with."
@@ -96,6 +96,8 @@ def test_resetting_someone_elses_password_never_runs_the_tool(tmp_path: Path) ->
     assert [(d.action.value, d.rule) for d in tool_decisions] == [("abstain", "someone-elses-password")]
     assert len({d.request_id for d in logged}) == 1
     assert tool_decisions[0].signals["app.user"] == "sam"
+    [request] = group_requests(logged)  # the request's verdict is its answer; the refused call is one Decision of it
+    assert request.action == "allow" and request.verdict is not None and request.verdict.phase == "output"
 
 
 def test_the_readme_tool_phase_block_runs_as_written(tmp_path: Path) -> None:
