@@ -5,6 +5,7 @@ result; an escalated one waits for the escalation target's approval. ChatSmolLM2
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,14 +78,19 @@ def _agent(guard: Guard, *steps: AIMessage, escalate_to=None):
     return agent, model, done
 
 
-def test_resetting_someone_elses_password_never_runs_the_tool(tmp_path: Path) -> None:
+@pytest.mark.parametrize("run", ["invoke", "ainvoke"])
+def test_resetting_someone_elses_password_never_runs_the_tool(tmp_path: Path, run: str) -> None:
     guard = _guard(tmp_path)
     agent, model, done = _agent(
         guard,
         reply(calls=[("reset_password", {"user": "maria.manager"})]),
         reply("I can't reset your manager's password."),
     )
-    result = agent.invoke({"messages": [HumanMessage(content=ASK)]}, context=HelpdeskContext(user="sam"))
+    given = ({"messages": [HumanMessage(content=ASK)]},)
+    if run == "invoke":
+        result = agent.invoke(*given, context=HelpdeskContext(user="sam"))
+    else:
+        result = asyncio.run(agent.ainvoke(*given, context=HelpdeskContext(user="sam")))
     assert done == []  # the tool never ran
     shown = [m for m in model.received[1] if isinstance(m, ToolMessage)]
     assert [m.content for m in shown] == [OWN_ONLY]  # the model read the policy message as the tool's result
