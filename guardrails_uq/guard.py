@@ -234,10 +234,7 @@ class Guard:
                 str(name), arguments, rule=decision.rule, request=str(request) if request else None, messages=messages
             )
             try:
-                produced = target.generate(prompt) if hasattr(target, "generate") else target(prompt)
-                reply = produced if isinstance(produced, str) else getattr(produced, "text", None)
-                if not isinstance(reply, str):
-                    raise CheckError("escalation", f"the target returned {type(produced).__name__}, not text")
+                reply = _ask(target, prompt).text
             except Exception as exc:
                 errors.append(CheckFailure(check="escalation", phase="tool", error=str(exc), type=type(exc).__name__))
                 action = _on_error(self.policy.model.on_error, exc)
@@ -299,10 +296,7 @@ class Guard:
             record["note"] = "no escalation target is configured (escalation.model or escalate_to=)"
         else:
             try:
-                produced = target.generate(list(messages)) if hasattr(target, "generate") else target(list(messages))
-                generation = Generation(text=produced) if isinstance(produced, str) else produced
-                if not isinstance(generation, Generation):
-                    raise CheckError("escalation", f"the target returned {type(produced).__name__}, not text")
+                generation = _ask(target, list(messages))
                 answer = generation.text
                 record["answer"] = answer
             except Exception as exc:
@@ -627,6 +621,16 @@ def _on_error(on_error: Action, error: BaseException | str) -> Action:
     if isinstance(error, WorkBudgetError) and on_error is Action.ALLOW:
         return Action.ABSTAIN
     return on_error
+
+
+def _ask(target: Any, messages: list[Message]) -> Generation:
+    """What an escalation target (``generate(messages)``, or a callable) answers to ``messages``, as a
+    Generation; CheckError when it returns anything but text or a Generation."""
+    produced = target.generate(messages) if hasattr(target, "generate") else target(messages)
+    generation = Generation(text=produced) if isinstance(produced, str) else produced
+    if not isinstance(generation, Generation):
+        raise CheckError("escalation", f"the target returned {type(produced).__name__}, not text")
+    return generation
 
 
 def _target_name(target: Any) -> str | None:
