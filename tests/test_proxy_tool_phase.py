@@ -97,3 +97,21 @@ def test_an_escalated_tool_call_without_a_target_waits_for_review(tmp_path: Path
     assert "tool_calls" not in message and message["content"] == "This request needs review."
     [tool] = [d for d in read_audit(tmp_path / "audit.jsonl") if d.phase == "tool" and "escalation" in d.evidence]
     assert tool.action.value == "escalate" and tool.evidence["escalation"]["target"] is None
+
+
+def test_an_escalated_tool_call_the_escalation_model_approves_is_returned(tmp_path: Path) -> None:
+    reply = _completion(_call("c1", "transfer", {"amount": 500, "to": "acme"}))
+    with (
+        ChatCompletionsServer(script=[ScriptedReply(200, reply)]) as upstream,
+        ChatCompletionsServer(lambda request: "APPROVE") as reviewer,
+    ):
+        policy = POLICY + f"escalation: {{model: {{base_url: '{reviewer.base_url}', model: large}}}}\n"
+        (tmp_path / "policy.yaml").write_text(policy)
+        config = ServeConfig(policy=tmp_path / "policy.yaml", upstream=upstream.base_url)
+        with ServedApp(create_app(config)) as base:
+            response = _ask(base)
+    [call] = response.json()["choices"][0]["message"]["tool_calls"]
+    assert call["function"]["name"] == "transfer"
+    assert "transfer" in reviewer.requests[0]["messages"][-1]["content"]
+    [tool] = [d for d in read_audit(tmp_path / "audit.jsonl") if d.phase == "tool" and "escalation" in d.evidence]
+    assert tool.action.value == "allow" and tool.evidence["escalation"]["approved"] is True
