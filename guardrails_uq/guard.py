@@ -1,8 +1,8 @@
 """The Guard: builds checks from a policy, runs a phase's checks, applies the phase's rules, logs Decisions.
 
 Phases, in order: ``input`` (:meth:`Guard.before`), ``retrieval`` (:meth:`Guard.retrieve`), ``output``
-(:meth:`Guard.after`), and in agents ``tool`` (:meth:`Guard.tool`, before each tool the model called runs). After a phase's checks run, its rules are evaluated in order and the first match
-decides. When none matches, an input or retrieval phase returns a provisional ``allow`` (``rule`` None:
+(:meth:`Guard.after`), and in agents ``tool`` (:meth:`Guard.tool`, before each tool the model called runs).
+After a phase's checks run, its rules are evaluated in order and the first match decides. When none matches, an input or retrieval phase returns a provisional ``allow`` (``rule`` None:
 carry on), and the output phase (or the last phase :meth:`Guard.check` runs) returns the policy's
 ``default``. A check that raises makes the phase decide ``on_error`` (fail closed by default) with the
 error recorded in the Decision; with ``on_error: allow`` the rules still run on the signals that exist,
@@ -212,7 +212,13 @@ class Guard:
         APPROVE (:func:`~.tools.approved`). Approved: allow; denied: abstain (``messages.abstain``); no
         target: the Decision stays escalate (``messages.escalate``: the call waits for review and does not
         run); a target that fails: ``on_error``. Recorded in ``evidence["escalation"]`` (target, approved,
-        reply) and logged, under the request's id."""
+        reply) and logged, under the request's id. InputError for a Decision that is not an escalated tool call."""
+        if decision.phase != "tool" or decision.action is not Action.ESCALATE:
+            raise InputError(
+                f"approve_tool takes a tool-phase Decision that escalated, got {decision.action.value} at "
+                f"{decision.phase!r}: pass the Decision Guard.tool returned when its action is escalate",
+                source="decision",
+            )
         started = time.perf_counter()
         target = target if target is not None else self._escalate_to
         name, arguments = decision.signals.get("tool.name"), decision.signals.get("tool.arguments")
@@ -260,8 +266,8 @@ class Guard:
 
     def check(self, call: Call) -> Decision:
         """Run every phase the call has data for (input: messages or query; retrieval: documents; output:
-        generation; tool: a tool call), carrying signals forward; stop at the first phase whose rules decide, except that a call
-        with a generation always reaches the output phase unless an earlier phase blocked it."""
+        generation; tool: a tool call), carrying signals forward; stop at the first phase whose rules decide,
+        except that a call with a generation always reaches the output phase unless an earlier phase blocked it."""
         phases = self._phases_of(call)
         decision: Decision | None = None
         for index, phase in enumerate(phases):

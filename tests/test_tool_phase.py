@@ -12,7 +12,7 @@ from guardrails_uq import Guard, Message
 from guardrails_uq.audit import read_audit
 from guardrails_uq.call import Call
 from guardrails_uq.decision import Action
-from guardrails_uq.errors import PolicyError
+from guardrails_uq.errors import InputError, PolicyError
 from guardrails_uq.policy import loads_policy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,6 +115,13 @@ def test_the_escalation_target_approves_or_denies_the_tool_call(tmp_path: Path, 
     assert reviewed.action is expected and reviewed.phase == "tool"
     assert reviewed.evidence["escalation"]["approved"] is (expected is Action.ALLOW)
     assert "transfer" in seen[0][-1].content and "500" in seen[0][-1].content
+
+
+def test_approve_tool_refuses_a_decision_that_did_not_escalate(tmp_path: Path) -> None:
+    with _guard(tmp_path, audit=False) as guard:
+        allowed = guard.tool("lookup", {"q": "hours"}, signals={"app.user": "ann"})
+        with pytest.raises(InputError, match="tool-phase Decision that escalated"):
+            guard.approve_tool(allowed)
 
 
 def test_a_failing_reviewer_fails_closed(tmp_path: Path) -> None:
