@@ -34,6 +34,7 @@ from langgraph.runtime import Runtime
 
 from guardrails_uq import Action, Decision, Generation, Guard, Message, ScoredDocument
 from guardrails_uq.embeddings import Embedder, as_embedder
+from guardrails_uq.errors import InputError
 from guardrails_uq.types import SignalMap
 
 from ._convert import (
@@ -107,7 +108,7 @@ class GuardrailsMiddleware(AgentMiddleware):
     @hook_config(can_jump_to=["end"])
     def before_model(self, state: AgentState, runtime: Runtime) -> dict[str, Any] | None:
         """Input phase (once per user text) and retrieval phase on new tool results; a block ends the run."""
-        decision = self._screen(self._phases(), state["messages"], self._app_signals(runtime))
+        decision = self._screen(self._phases(), state["messages"], runtime)
         return None if decision is None else {"messages": [_policy_message(decision)], "jump_to": "end"}
 
     @hook_config(can_jump_to=["end"])
@@ -120,7 +121,7 @@ class GuardrailsMiddleware(AgentMiddleware):
         """The model call with guidelines injected, out of sight of stream consumers, then the output phase."""
         phases = self._phases()
         # also when another hook jumped past before_model
-        decision = self._screen(phases, request.messages, self._app_signals(request.runtime))
+        decision = self._screen(phases, request.messages, request.runtime)
         if decision is not None:
             return ModelResponse(result=[_policy_message(decision)])
         response = quiet_context().run(handler, self._prepared(phases, request))
@@ -130,7 +131,7 @@ class GuardrailsMiddleware(AgentMiddleware):
         self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[ModelResponse]]
     ) -> ModelResponse | AIMessage:
         phases = self._phases()
-        decision = await asyncio.to_thread(self._screen, phases, request.messages, self._app_signals(request.runtime))
+        decision = await asyncio.to_thread(self._screen, phases, request.messages, request.runtime)
         if decision is not None:
             return ModelResponse(result=[_policy_message(decision)])
         prepared = self._prepared(phases, request)
@@ -158,10 +159,17 @@ class GuardrailsMiddleware(AgentMiddleware):
         return RequestPhases(self.guard, request_of(current_run_id()))
 
     def _app_signals(self, runtime: Any) -> SignalMap:
-        """The app's signals for this request, from the runtime context (none without ``signals=``)."""
+        """The app's signals for this request, from the runtime context (none without ``signals=``); an
+        InputError when ``signals`` fails (the phase then fails closed through ``on_error``)."""
         if self._signals is None:
             return {}
-        return dict(self._signals(getattr(runtime, "context", None)))
+        try:
+            return dict(self._signals(getattr(runtime, "context", None)))
+        except Exception as exc:
+            raise InputError(
+                f"signals(runtime context) failed: {type(exc).__name__}: {exc}",
+                source="GuardrailsMiddleware(signals=...)",
+            ) from exc
 
     def _tool_phase(self, request: Any) -> ToolMessage | None:
         """The tool phase on ``request.tool_call``: None when the tool may run, else the ToolMessage that
@@ -171,12 +179,14 @@ class GuardrailsMiddleware(AgentMiddleware):
             return None
         phases = self._phases()
         call = request.tool_call
-        decision = phases.tool(
-            str(call.get("name") or ""),
-            call.get("args") or {},
-            call_id=call.get("id"),
-            signals=self._app_signals(getattr(request, "runtime", None)),
-        )
+        try:
+            signals = self._app_signals(getattr(request, "runtime", None))
+        except InputError as exc:
+            decision = phases.failure("tool", "signals", exc)
+        else:
+            decision = phases.tool(
+                str(call.get("name") or ""), call.get("args") or {}, call_id=call.get("id"), signals=signals
+            )
         if decision.action is Action.ESCALATE:
             decision = phases.approve_tool(decision, target=self._target())
         if decision.action is Action.ALLOW:
@@ -189,14 +199,17 @@ class GuardrailsMiddleware(AgentMiddleware):
             response_metadata=decision_metadata(decision),
         )
 
-    def _screen(self, phases: RequestPhases, messages: list[AnyMessage], signals: SignalMap) -> Decision | None:
+    def _screen(self, phases: RequestPhases, messages: list[AnyMessage], runtime: Any) -> Decision | None:
         """The Decision that blocks the next model call, or None: the request's verdict, else the input
         phase (reused when it already ran on this user text), else the retrieval phase on tool results
         not assessed yet."""
         verdict = phases.verdict()
         if verdict is not None:
             return verdict
-        before = phases.before(to_core(messages), signals=signals)
+        try:
+            before = phases.before(to_core(messages), signals=self._app_signals(runtime))
+        except InputError as exc:  # the app's signals failed or do not fit the policy: fail closed, logged
+            return phases.failure("input", "signals", exc)
         if blocked(before):
             return before
         evidence = self._new_evidence(phases, messages)

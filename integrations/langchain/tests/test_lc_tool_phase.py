@@ -125,6 +125,20 @@ def test_the_readme_tool_phase_block_runs_as_written(tmp_path: Path) -> None:
     assert [m.content for m in model.received[1] if isinstance(m, ToolMessage)] == [OWN_ONLY]
 
 
+def test_app_signals_that_fail_or_do_not_fit_the_policy_fail_closed_before_the_model_runs(tmp_path: Path) -> None:
+    guard = _guard(tmp_path)
+    model = scripted(reply("hello"))
+    middleware = GuardrailsMiddleware(guard, signals=lambda context: {"app.tier": context.user})  # not declared
+    agent = create_agent(model, tools=[], middleware=[middleware], context_schema=HelpdeskContext)
+    final = agent.invoke({"messages": [HumanMessage(content="hi")]}, context=HelpdeskContext(user="sam"))["messages"][
+        -1
+    ]
+    guard.close()
+    assert model.calls == 0 and final.content == "I can't answer that right now."
+    [logged] = list(read_audit(tmp_path / "audit.jsonl"))
+    assert logged.action.value == "abstain" and "app.tier" in logged.errors[0].error
+
+
 def test_the_users_own_password_is_reset(tmp_path: Path) -> None:
     guard = _guard(tmp_path)
     agent, _, done = _agent(
