@@ -6,7 +6,9 @@ it fetches the page the user names, then *does what the page says* when the page
 sent, else answers with the page's first sentence. The policy:
 
 * ``injection``: every tool result is scored (hidden HTML, base64, Unicode tags decoded) before the next model
-  call; ``injection.flagged`` abstains, so the model never sees the page and ``send_email`` never runs;
+  call; ``injection.flagged`` abstains, so the model never sees the page and ``send_email`` never runs; the
+  same check reads every tool call's arguments before the tool runs (``tool.injection_flagged``: an order an
+  injected page slipped past the first check, copied into an e-mail or a URL, stops there);
 * uncertainty rules that apply to answers only (``output.kind == "answer"``): the tool-calling step, which has
   no logprobs, is not escalated.
 
@@ -48,6 +50,11 @@ rules:
     when: "injection.flagged"
     action: abstain
     message: "A page I read contained instructions aimed at me, so I stopped."
+  - name: injected-tool-arguments
+    at: tool
+    when: "tool.injection_flagged"
+    action: abstain
+    message: "That tool call carried instructions aimed at a model, so it did not run."
   - {{name: no-logprobs, at: output, when: 'output.kind == "answer" && !uncertainty.available', action: escalate}}
   - {{name: unsure, at: output, when: 'output.kind == "answer" && uncertainty.mean_nll > 1.0', action: escalate}}
 default: allow

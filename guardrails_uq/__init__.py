@@ -7,7 +7,7 @@ allow, abstain or escalate. Start with :meth:`Guard.from_policy`.
 from __future__ import annotations
 
 from .audit import open_audit, read_audit
-from .call import Call, Generation, Message, ScoredDocument, TokenLogprob, TopLogprob
+from .call import Call, Generation, Message, ScoredDocument, TokenLogprob, ToolCall, TopLogprob
 from .checks import Check, CheckSpec, Signals, SignalSpec
 from .decision import Action, CheckFailure, Decision, Shadow
 from .embeddings import Embedder, as_embedder
@@ -58,6 +58,7 @@ __all__ = [
     "SignalSpec",
     "Signals",
     "TokenLogprob",
+    "ToolCall",
     "TopLogprob",
     "__version__",
     "as_embedder",

@@ -5,7 +5,7 @@ Field names are stable: they are part of the audit log's format.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -66,6 +66,15 @@ class Generation(_Data):
     kind: Literal["answer", "tool_call"] = "answer"
 
 
+class ToolCall(_Data):
+    """A tool call the model made, before the tool runs: the tool's name and its arguments as the model sent
+    them (decoded JSON, or JSON text; the tool phase decodes and checks them)."""
+
+    name: Text
+    arguments: dict[str, Any] | Text = Field(default_factory=dict)
+    id: Text | None = None
+
+
 class Call(_Data):
     """Everything a Guard may look at for one request. Every field is optional; phases read what they need.
 
@@ -77,6 +86,7 @@ class Call(_Data):
     query: Text | None = None
     documents: list[ScoredDocument] | None = None
     generation: Generation | None = None
+    tool: ToolCall | None = None
     signals: SignalMap = Field(default_factory=dict)
     metadata: dict[str, object] = Field(default_factory=dict)
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from .call import Call, Message, ScoredDocument
 from .types import Evidence, Phase, SignalMap
 
-SignalType = Literal["number", "integer", "bool", "string", "list"]
+SignalType = Literal["number", "integer", "bool", "string", "list", "map"]
 
 
 @dataclass(frozen=True)

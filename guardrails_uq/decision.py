@@ -68,7 +68,8 @@ class Decision(BaseModel):
     """The result of one phase (or of a whole call) under a policy.
 
     ``final`` is False for the provisional allow of an input or retrieval phase where no rule matched (the
-    call goes on to the next phase). ``rule`` is None when the policy's default (or on_error) decided. ``inputs`` holds the signal values the
+    call goes on to the next phase), and for every ``tool`` phase Decision (it decides one tool call, not the
+    request). ``rule`` is None when the policy's default (or on_error) decided. ``inputs`` holds the signal values the
     deciding rule read. ``messages`` is the prompt after guideline injection (input phase);
     ``documents`` the chunks kept (retrieval phase); ``generated`` the model's answer the output phase
     checked; ``answer`` the text returned to the user when the policy replaced or escalated it. ``shadow``

@@ -1,8 +1,8 @@
 """The Guard: builds checks from a policy, runs a phase's checks, applies the phase's rules, logs Decisions.
 
 Phases, in order: ``input`` (:meth:`Guard.before`), ``retrieval`` (:meth:`Guard.retrieve`), ``output``
-(:meth:`Guard.after`). After a phase's checks run, its rules are evaluated in order and the first match
-decides. When none matches, an input or retrieval phase returns a provisional ``allow`` (``rule`` None:
+(:meth:`Guard.after`), and in agents ``tool`` (:meth:`Guard.tool`, before each tool the model called runs).
+After a phase's checks run, its rules are evaluated in order and the first match decides. When none matches, an input or retrieval phase returns a provisional ``allow`` (``rule`` None:
 carry on), and the output phase (or the last phase :meth:`Guard.check` runs) returns the policy's
 ``default``. A check that raises makes the phase decide ``on_error`` (fail closed by default) with the
 error recorded in the Decision; with ``on_error: allow`` the rules still run on the signals that exist,
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .audit import AuditLog, open_audit
-from .call import Call, Generation, Message, ScoredDocument
+from .call import Call, Generation, Message, ScoredDocument, ToolCall
 from .checkrun import CheckRunner, concurrently, rewritten
 from .checks import Check, CheckDeps
 from .decision import Action, CheckFailure, Decision, new_id
@@ -36,6 +36,7 @@ from .errors import CheckError, InputError, WorkBudgetError
 from .policy import CompiledPolicy, load_policy
 from .policy.outcome import Outcome, match_phase, shadow_record
 from .telemetry import GuardTelemetry, Telemetry
+from .tools import ToolCheck, approval_prompt, approved
 from .types import PHASES, Evidence, Phase, SignalMap
 
 _COERCE: dict[str, tuple[type, ...]] = {
@@ -78,6 +79,8 @@ class Guard:
         self._checks: dict[Phase, tuple[Check, ...]] = {
             phase: tuple(c for c in checks if c.phase == phase) for phase in PHASES
         }
+        injection = next((c for c in checks if c.name == "injection"), None)
+        self._checks["tool"] = (*self._checks["tool"], ToolCheck(injection))
         self._telemetry = GuardTelemetry(policy, telemetry)
         self._runner = CheckRunner.for_checks(checks, _timeouts_ms(policy, checks), self._validate_result)
         self._declared = {name: spec.type for name, spec in policy.catalogue.items() if spec.source == "app"}
@@ -179,10 +182,101 @@ class Guard:
         )
         return self._phase("output", call, context, final=True, record=record, request_id=request_id)
 
+    def tool(
+        self,
+        name: str,
+        arguments: Mapping[str, Any] | str,
+        *,
+        call_id: str | None = None,
+        signals: SignalMap | None = None,
+        context: Decision | None = None,
+        request_id: str | None = None,
+    ) -> Decision:
+        """Tool phase, before the tool ``name`` runs: ``tool.name``, ``tool.arguments`` (decoded; JSON text is
+        parsed; anything but a JSON object fails closed) and the injection check's reading of the arguments,
+        beside the request's signals (``context``: the request's latest Decision; ``signals``: app signals).
+
+        ``allow``: the tool may run (no rule matched: a provisional allow, ``final`` False). ``abstain``: it must
+        not run; the model reads ``decision.message`` as the tool's result. ``escalate``: pass the Decision to
+        :meth:`approve_tool`. A tool Decision is the verdict on this call only (``final`` is always False): it
+        never ends the request, nor is it the request's verdict in the audit log; callers do not pass it as the
+        context of the request's later phases."""
+        call = Call(
+            tool=ToolCall(
+                name=name, arguments=arguments if isinstance(arguments, str) else dict(arguments), id=call_id
+            ),
+            signals=signals or {},
+        )
+        return self._phase("tool", call, context, final=False, request_id=request_id)
+
+    @property
+    def guards_tools(self) -> bool:
+        """True when the policy has tool rules: integrations run :meth:`tool` before each tool call only then
+        (without them the phase could decide nothing, and each call would log a Decision for nothing)."""
+        return bool(self.policy.phases["tool"].rules)
+
+    def approve_tool(self, decision: Decision, *, messages: Sequence[Message] = (), target: Any = None) -> Decision:
+        """After a tool Decision escalated: ask the escalation target (``target``, else the Guard's: a larger
+        model, or a callable standing for a human reviewer) to approve the call; the reply must start with
+        APPROVE (:func:`~.tools.approved`). Approved: allow; denied: abstain (``messages.abstain``); no
+        target: the Decision stays escalate (``messages.escalate``: the call waits for review and does not
+        run); a target that fails: ``on_error``. Recorded in ``evidence["escalation"]`` (target, approved,
+        reply) and logged, under the request's id. InputError for a Decision that is not an escalated tool call."""
+        if decision.phase != "tool" or decision.action is not Action.ESCALATE:
+            raise InputError(
+                f"approve_tool takes a tool-phase Decision that escalated, got {decision.action.value} at "
+                f"{decision.phase!r}: pass the Decision Guard.tool returned when its action is escalate",
+                source="decision",
+            )
+        started = time.perf_counter()
+        target = target if target is not None else self._escalate_to
+        name, arguments = decision.signals.get("tool.name"), decision.signals.get("tool.arguments")
+        record: dict[str, object] = {
+            "reason": decision.rule,
+            "tool": name,
+            "target": _target_name(target),
+            "approved": None,
+        }
+        errors = list(decision.errors)
+        texts = self.policy.model.messages
+        action: Action = Action.ESCALATE
+        message: str | None = decision.message or texts.escalate
+        if target is None:
+            record["note"] = "no escalation target is configured (escalation.model or escalate_to=): waiting for review"
+        else:
+            request = decision.metadata.get("request")
+            prompt = approval_prompt(
+                str(name), arguments, rule=decision.rule, request=str(request) if request else None, messages=messages
+            )
+            try:
+                reply = _ask(target, prompt).text
+            except Exception as exc:
+                errors.append(CheckFailure(check="escalation", phase="tool", error=str(exc), type=type(exc).__name__))
+                action = _on_error(self.policy.model.on_error, exc)
+                message = _message_for(self.policy, action, True)
+            else:
+                record["approved"], record["answer"] = approved(reply), reply
+                action, message = (Action.ALLOW, None) if record["approved"] else (Action.ABSTAIN, texts.abstain)
+        result = decision.model_copy(
+            update={
+                "id": new_id(),
+                "time": time.time(),
+                "action": action,
+                "final": False,  # the call's verdict, not the request's
+                "message": message,
+                "errors": errors,
+                "evidence": {**decision.evidence, "escalation": record},
+                "timings_ms": {**decision.timings_ms, "escalation": (time.perf_counter() - started) * 1e3},
+            }
+        )
+        if self.audit is not None:
+            self.audit.write(result)
+        return result
+
     def check(self, call: Call) -> Decision:
         """Run every phase the call has data for (input: messages or query; retrieval: documents; output:
-        generation), carrying signals forward; stop at the first phase whose rules decide, except that a call
-        with a generation always reaches the output phase unless an earlier phase blocked it."""
+        generation; tool: a tool call), carrying signals forward; stop at the first phase whose rules decide,
+        except that a call with a generation always reaches the output phase unless an earlier phase blocked it."""
         phases = self._phases_of(call)
         decision: Decision | None = None
         for index, phase in enumerate(phases):
@@ -208,12 +302,7 @@ class Guard:
         ``target`` overrides the Guard's escalation target for this call."""
         started = time.perf_counter()
         target = target if target is not None else self._escalate_to
-        name = (
-            None
-            if target is None
-            else getattr(target, "name", None) or getattr(target, "__name__", None) or type(target).__name__
-        )
-        record: dict[str, object] = {"reason": decision.rule, "original": original, "target": name}
+        record: dict[str, object] = {"reason": decision.rule, "original": original, "target": _target_name(target)}
         errors = list(decision.errors)
         answer: str | None = None
         failed = False
@@ -222,10 +311,7 @@ class Guard:
             record["note"] = "no escalation target is configured (escalation.model or escalate_to=)"
         else:
             try:
-                produced = target.generate(list(messages)) if hasattr(target, "generate") else target(list(messages))
-                generation = Generation(text=produced) if isinstance(produced, str) else produced
-                if not isinstance(generation, Generation):
-                    raise CheckError("escalation", f"the target returned {type(produced).__name__}, not text")
+                generation = _ask(target, list(messages))
                 answer = generation.text
                 record["answer"] = answer
             except Exception as exc:
@@ -279,6 +365,14 @@ class Guard:
         """:meth:`escalate` in a worker thread."""
         return await asyncio.to_thread(concurrently, self.escalate, messages, decision, **kwargs)
 
+    async def atool(self, name: str, arguments: Mapping[str, Any] | str, **kwargs: Any) -> Decision:
+        """:meth:`tool` in a worker thread."""
+        return await asyncio.to_thread(self.tool, name, arguments, **kwargs)
+
+    async def aapprove_tool(self, decision: Decision, **kwargs: Any) -> Decision:
+        """:meth:`approve_tool` in a worker thread."""
+        return await asyncio.to_thread(self.approve_tool, decision, **kwargs)
+
     async def abefore(self, messages: Sequence[Message], **kwargs: Any) -> Decision:
         """:meth:`before` in a worker thread (inline when the phase has no checks: rules take microseconds)."""
         if not self._checks["input"]:
@@ -326,6 +420,8 @@ class Guard:
             phases.append("retrieval")
         if call.generation is not None:
             phases.append("output")
+        if call.tool is not None:
+            phases.append("tool")
         return phases or ["input"]
 
     def _app_signals(self, given: SignalMap) -> SignalMap:
@@ -508,7 +604,7 @@ class Guard:
             policy=self.policy.name,
             phase=phase,
             action=action,
-            final=not provisional,
+            final=not provisional and phase != "tool",  # a tool Decision decides one call, not the request
             rule=rule,
             message=message,
             inputs=reads,
@@ -576,6 +672,23 @@ def _on_error(on_error: Action, error: BaseException | str) -> Action:
     if isinstance(error, WorkBudgetError) and on_error is Action.ALLOW:
         return Action.ABSTAIN
     return on_error
+
+
+def _ask(target: Any, messages: list[Message]) -> Generation:
+    """What an escalation target (``generate(messages)``, or a callable) answers to ``messages``, as a
+    Generation; CheckError when it returns anything but text or a Generation."""
+    produced = target.generate(messages) if hasattr(target, "generate") else target(messages)
+    generation = Generation(text=produced) if isinstance(produced, str) else produced
+    if not isinstance(generation, Generation):
+        raise CheckError("escalation", f"the target returned {type(produced).__name__}, not text")
+    return generation
+
+
+def _target_name(target: Any) -> str | None:
+    """How the audit log names an escalation target (None: no target)."""
+    if target is None:
+        return None
+    return getattr(target, "name", None) or getattr(target, "__name__", None) or type(target).__name__
 
 
 def _message_for(policy: CompiledPolicy, action: Action, failed: bool) -> str | None:

@@ -8,7 +8,7 @@ EXPECTED = {
     "AbstainViolation", "Action", "ArtifactError", "Call", "Check", "CheckError", "CheckFailure", "CheckSpec", "CompiledPolicy",
     "Decision", "Embedder", "EscalateViolation", "Generation", "Guard", "GuardrailViolation", "GuardrailsError", "InputError",
     "Message", "ModelError", "NotFittedError", "PolicyError", "RuleEvaluationError", "ScoredDocument", "Shadow",
-    "SignalSpec", "Signals", "TokenLogprob", "TopLogprob", "__version__", "as_embedder", "load_policy",
+    "SignalSpec", "Signals", "TokenLogprob", "ToolCall", "TopLogprob", "__version__", "as_embedder", "load_policy",
     "loads_policy", "open_audit", "read_audit", "violation_for",
 }  # fmt: skip
 

@@ -119,10 +119,11 @@ class CaseResult:
 
 
 def flatten(signals: dict[str, Any]) -> SignalMap:
-    """Accept ``{"ns.name": v}`` or ``{"ns": {"name": v}}`` and return the flat form."""
+    """Accept ``{"ns.name": v}`` or ``{"ns": {"name": v}}`` and return the flat form (a map under a dotted
+    name is the signal's value, e.g. ``tool.arguments: {user: bob}``)."""
     flat: SignalMap = {}
     for key, value in signals.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and "." not in key:
             for leaf, inner in value.items():
                 flat[f"{key}.{leaf}"] = inner
         else:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from ..audit import _SQLITE_SUFFIXES
 from ..checks import OUTPUT_SIGNALS, CheckSpec, registry
 from ..errors import PolicyError, RuleEvaluationError
+from ..tools import tool_signals
 from ..types import PHASES, Phase, SignalMap
 from .analysis import MAX_COST
 from .rules import CompiledRule, Matched, PhaseRules, compile_rule, nest
@@ -22,7 +23,7 @@ from .schema import PolicyBase, policy_model
 from .source import YamlSource, parse_yaml, read_yaml
 
 #: Typed stand-ins used to type-check conditions when the policy loads.
-_SAMPLE_VALUES: dict[str, Any] = {"number": 1.0, "integer": 1, "bool": False, "string": "x", "list": []}
+_SAMPLE_VALUES: dict[str, Any] = {"number": 1.0, "integer": 1, "bool": False, "string": "x", "list": [], "map": {}}
 
 #: Most rules in one policy. Real policies have tens (the shipped ones 3 to 5, the benchmark 20). Loading compiles
 #: and type-checks each rule (about 0.3 ms for a short one), and every call runs a phase's rules in order.
@@ -213,6 +214,10 @@ def _catalogue(model: PolicyBase) -> dict[str, SignalInfo]:
         catalogue[signal] = SignalInfo(
             name=signal, type=info.type, phase="output", source="guard", description=info.description
         )
+    for signal, info in tool_signals(injection=getattr(model, "injection", None) is not None).items():
+        catalogue[signal] = SignalInfo(
+            name=signal, type=info.type, phase="tool", source="tool", description=info.description
+        )
     for name, spec in registry().items():
         if getattr(model, name, None) is None:
             continue
@@ -321,6 +326,15 @@ def _compile_rules(policy: CompiledPolicy, source: YamlSource) -> list[CompiledR
             )
         for signal in item.reads:
             info = policy.catalogue.get(signal)
+            if info is None and signal in tool_signals(injection=True):
+                raise PolicyError(
+                    f"rule reads signal {signal!r}, which the injection check publishes in the tool phase",
+                    file=source.file,
+                    line=when_line,
+                    rule=rule.name,
+                    fix="add an 'injection:' section (calibration: an artifact from `guardrails-uq calibrate "
+                    "injection`) so tool-call arguments are scored",
+                )
             if info is None:
                 hint = _did_you_mean(signal, known) if known else "no check is configured"
                 raise PolicyError(

@@ -44,7 +44,10 @@ class Rule(StrictModel):
     """One rule: in phase ``at``, when the CEL condition ``when`` holds, take ``action``."""
 
     name: str = Field(description="Unique name; recorded in every Decision it makes.", min_length=1)
-    at: Phase = Field(description="Phase whose signals the rule reads: input, retrieval or output.")
+    at: Phase = Field(
+        description="Phase whose signals the rule reads: input, retrieval, output, or tool (before a tool the "
+        "model called runs: tool.name, tool.arguments).",
+    )
     when: str = Field(description="CEL condition over signals, e.g. 'provenance.bci_max > 20.0'.")
     action: Action = Field(description="allow, abstain or escalate.")
     message: str | None = Field(

@@ -321,6 +321,8 @@ class Exchange:
                 guard, "output", f"choices[{index}]", choice, user, count=False, request_id=before.request_id
             )
             return wire.choice_json(index, decision.message or ""), decision
+        calls, held = choice.tool_calls, None
+        notes: list[str] = []
         try:
             generation = choice.generation()
             if samples:
@@ -328,8 +330,15 @@ class Exchange:
             decision = await guard.aafter(generation, messages=prompt, context=before)
             if decision.action is Action.ESCALATE:
                 decision = await guard.aescalate(prompt, decision, original=choice.checked_text)
+            elif decision.action is Action.ALLOW and calls:
+                calls, notes, held = await self._tool_phase(guard, calls, prompt, decision)
         except Exception as exc:
             decision = self.failed(guard, "output", "output", exc, user, count=False, request_id=before.request_id)
+        if decision.action is Action.ALLOW and notes:  # held tool calls: their policy messages stand instead
+            content = "\n\n".join(t for t in [choice.content, *notes] if t)
+            return wire.choice_json(
+                index, content, tool_calls=calls, finish_reason="tool_calls" if calls else "stop"
+            ), held or decision
         if decision.action is Action.ALLOW:
             return wire.choice_json(
                 index,
@@ -341,6 +350,29 @@ class Exchange:
         if decision.action is Action.ESCALATE and decision.answer is not None:
             return wire.choice_json(index, decision.answer), decision
         return wire.choice_json(index, decision.message or ""), decision
+
+    async def _tool_phase(
+        self, guard: Guard, calls: list[dict[str, Any]], prompt: list[Message], context: Decision
+    ) -> tuple[list[dict[str, Any]], list[str], Decision | None]:
+        """The tool phase on each call of an allowed choice, when the policy has tool rules (an escalated call
+        goes to the escalation target for approval): the calls the client may receive, the policy messages
+        that stand for the others, and the first Decision that held a call back (None: all passed)."""
+        if not guard.guards_tools:
+            return calls, [], None
+        kept: list[dict[str, Any]] = []
+        notes: list[str] = []
+        held: Decision | None = None
+        for call in calls:
+            function = call["function"]
+            decision = await guard.atool(function["name"], function["arguments"], call_id=call["id"], context=context)
+            if decision.action is Action.ESCALATE:
+                decision = await guard.aapprove_tool(decision, messages=prompt)
+            if decision.action is Action.ALLOW:
+                kept.append(call)
+                continue
+            notes.append(decision.message or "")
+            held = held or decision
+        return kept, notes, held
 
     async def _chunks(self, forward: dict[str, Any]) -> AsyncIterator[wire.ChunkDelta]:
         """The upstream stream's chunks, parsed; UpstreamFailure beyond ``max_upstream_bytes`` in total or
@@ -433,10 +465,15 @@ class Exchange:
                     yield event
                 return
             t0 = time.perf_counter()
+            kept = calls.complete()
+            notes: list[str] = []
             try:
                 released, decision = await asyncio.to_thread(gate.finish)
                 if decision.action is Action.ESCALATE:
                     decision = await guard.aescalate(prompt, decision, original=gate.text)
+                elif decision.action is Action.ALLOW and kept:
+                    kept, notes, held = await self._tool_phase(guard, kept, prompt, decision)
+                    decision = held or decision
             except Exception as exc:
                 released, decision = (
                     [],
@@ -456,10 +493,12 @@ class Exchange:
             for chunk in released:
                 if chunk is not _HELD:
                     yield wire.sse(chunk)
-            if decision.action is Action.ALLOW:
-                if calls:
-                    yield wire.sse(wire.chunk_json(stream_id, model, {"tool_calls": calls.complete()}))
-                for event in closing("", decision):
+            if decision.action is Action.ALLOW or notes:  # held tool calls: their policy messages instead
+                if kept:
+                    yield wire.sse(wire.chunk_json(stream_id, model, {"tool_calls": kept}))
+                shown = any(chunk is not _HELD for chunk in released)
+                note = "\n\n".join(notes)
+                for event in closing(("\n\n" if note and gate.text.strip() and shown else "") + note, decision):
                     yield event
             else:
                 text = decision.answer if decision.answer is not None else (decision.message or "")

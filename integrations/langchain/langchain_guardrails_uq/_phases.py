@@ -98,6 +98,20 @@ class RequestPhases:
         decision = self.guard.after(generation, context=context, request_id=self.request_id, **kwargs)
         return self._record(decision) if kwargs.get("record", True) else decision
 
+    def tool(self, name: str, arguments: Any, **kwargs: Any) -> Decision:
+        """Tool phase on one tool call, reading the request's context (its verdict when a phase blocked it).
+        Logged, but not remembered as the request's context or verdict: an abstained tool call does not end
+        the request (the model reads the policy message as the tool's result)."""
+        decision = self.guard.tool(name, arguments, context=self.context(), request_id=self.request_id, **kwargs)
+        self.made.append(decision)
+        return decision
+
+    def approve_tool(self, decision: Decision, **kwargs: Any) -> Decision:
+        """Guard.approve_tool (the escalation target approves or denies; none: the call waits for review)."""
+        approval = self.guard.approve_tool(decision, **kwargs)
+        self.made.append(approval)
+        return approval
+
     def failure(
         self, phase: Phase, where: str, error: BaseException | str, *, context: Decision | None = None
     ) -> Decision:

@@ -7,7 +7,10 @@
         │                                         ├ allow ─▶ the model's message (Decision in metadata)
         │                                         ├ abstain ─▶ policy message, no tool calls (the loop ends)
         │                                         └ escalate ─▶ the larger model's checked answer, no tool calls
-        └── tools (a ``return_direct`` tool's result passes the output phase: it is the answer)
+        └── wrap_tool_call: tool phase on each call (tool.name, tool.arguments, app signals)
+                              ├ allow ─▶ the tool runs (a ``return_direct`` result passes the output phase)
+                              ├ abstain ─▶ the tool does not run; its result is the policy message
+                              └ escalate ─▶ the escalation target approves (the tool runs) or not (it does not)
 
 Every phase of one ``agent.invoke`` carries one request id (the run's id) and reads the signals of the phases
 before it; the last message carries the final Decision in ``response_metadata["guardrails"]``. The model
@@ -31,6 +34,8 @@ from langgraph.runtime import Runtime
 
 from guardrails_uq import Action, Decision, Generation, Guard, Message, ScoredDocument
 from guardrails_uq.embeddings import Embedder, as_embedder
+from guardrails_uq.errors import InputError
+from guardrails_uq.types import SignalMap
 
 from ._convert import (
     checked_message,
@@ -68,7 +73,10 @@ class GuardrailsMiddleware(AgentMiddleware):
     ``metadata[score_key]`` of the Documents a tool returns as its artifact. A result the
     conformal check drops is withheld from the model; a retrieval rule that blocks (no-evidence) ends the
     run with its message. ``evidence_tools`` limits this to the named tools (default: every tool; leave out
-    tools whose results are not evidence, such as a calculator). Put this middleware first in
+    tools whose results are not evidence, such as a calculator). ``signals(runtime_context)`` returns the
+    app's signals for a request from the agent's runtime context (``create_agent(context_schema=...)``,
+    ``agent.invoke(..., context=...)``), e.g. ``{"app.user": context.user}``: every phase reads them, the
+    tool phase too (``tool.arguments.user != app.user``). Put this middleware first in
     ``middleware=[...]``: it then wraps the others, and no other hook sees a request it refused.
     """
 
@@ -82,6 +90,7 @@ class GuardrailsMiddleware(AgentMiddleware):
         scorer: Callable[[str, Sequence[str]], Sequence[float]] | None = None,
         score_key: str = "score",
         top_logprobs: int = 5,
+        signals: Callable[[Any], SignalMap] | None = None,
     ) -> None:
         super().__init__()
         self.guard = guard if isinstance(guard, Guard) else Guard.from_policy(guard)
@@ -91,6 +100,7 @@ class GuardrailsMiddleware(AgentMiddleware):
         self.top_logprobs = top_logprobs
         self._embedder: Embedder | None = as_embedder(embeddings) if embeddings is not None else None
         self._scorer = scorer
+        self._signals = signals
         ensure_tracking()
 
     # -- the agent's hooks ----------------------------------------------------------------------------
@@ -98,7 +108,7 @@ class GuardrailsMiddleware(AgentMiddleware):
     @hook_config(can_jump_to=["end"])
     def before_model(self, state: AgentState, runtime: Runtime) -> dict[str, Any] | None:
         """Input phase (once per user text) and retrieval phase on new tool results; a block ends the run."""
-        decision = self._screen(self._phases(), state["messages"])
+        decision = self._screen(self._phases(), state["messages"], runtime)
         return None if decision is None else {"messages": [_policy_message(decision)], "jump_to": "end"}
 
     @hook_config(can_jump_to=["end"])
@@ -110,7 +120,8 @@ class GuardrailsMiddleware(AgentMiddleware):
     ) -> ModelResponse | AIMessage:
         """The model call with guidelines injected, out of sight of stream consumers, then the output phase."""
         phases = self._phases()
-        decision = self._screen(phases, request.messages)  # also when another hook jumped past before_model
+        # also when another hook jumped past before_model
+        decision = self._screen(phases, request.messages, request.runtime)
         if decision is not None:
             return ModelResponse(result=[_policy_message(decision)])
         response = quiet_context().run(handler, self._prepared(phases, request))
@@ -120,7 +131,7 @@ class GuardrailsMiddleware(AgentMiddleware):
         self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[ModelResponse]]
     ) -> ModelResponse | AIMessage:
         phases = self._phases()
-        decision = await asyncio.to_thread(self._screen, phases, request.messages)
+        decision = await asyncio.to_thread(self._screen, phases, request.messages, request.runtime)
         if decision is not None:
             return ModelResponse(result=[_policy_message(decision)])
         prepared = self._prepared(phases, request)
@@ -128,10 +139,17 @@ class GuardrailsMiddleware(AgentMiddleware):
         return await asyncio.to_thread(self._checked, phases, request, response)
 
     def wrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
-        """Tools run unchanged; a ``return_direct`` tool's result is the answer, so it passes the output phase."""
+        """Tool phase before the tool runs (a blocked call's result is the policy message); a
+        ``return_direct`` tool's result is the answer, so it passes the output phase."""
+        refused = self._tool_phase(request)
+        if refused is not None:
+            return refused
         return self._direct(request, handler(request))
 
     async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
+        refused = await asyncio.to_thread(self._tool_phase, request)
+        if refused is not None:
+            return refused
         result = await handler(request)
         return await asyncio.to_thread(self._direct, request, result)
 
@@ -140,14 +158,58 @@ class GuardrailsMiddleware(AgentMiddleware):
     def _phases(self) -> RequestPhases:
         return RequestPhases(self.guard, request_of(current_run_id()))
 
-    def _screen(self, phases: RequestPhases, messages: list[AnyMessage]) -> Decision | None:
+    def _app_signals(self, runtime: Any) -> SignalMap:
+        """The app's signals for this request, from the runtime context (none without ``signals=``); an
+        InputError when ``signals`` fails (the phase then fails closed through ``on_error``)."""
+        if self._signals is None:
+            return {}
+        try:
+            return dict(self._signals(getattr(runtime, "context", None)))
+        except Exception as exc:
+            raise InputError(
+                f"signals(runtime context) failed: {type(exc).__name__}: {exc}",
+                source="GuardrailsMiddleware(signals=...)",
+            ) from exc
+
+    def _tool_phase(self, request: Any) -> ToolMessage | None:
+        """The tool phase on ``request.tool_call``: None when the tool may run, else the ToolMessage that
+        stands for its result (the policy's message, the Decision in ``response_metadata``). An escalated call
+        runs only when the escalation target approves it."""
+        if not self.guard.guards_tools:
+            return None
+        phases = self._phases()
+        call = request.tool_call
+        try:
+            signals = self._app_signals(getattr(request, "runtime", None))
+        except InputError as exc:
+            decision = phases.failure("tool", "signals", exc)
+        else:
+            decision = phases.tool(
+                str(call.get("name") or ""), call.get("args") or {}, call_id=call.get("id"), signals=signals
+            )
+        if decision.action is Action.ESCALATE:
+            decision = phases.approve_tool(decision, target=self._target())
+        if decision.action is Action.ALLOW:
+            return None
+        return ToolMessage(
+            content=decision.message or "",
+            tool_call_id=call.get("id") or "",
+            name=call.get("name"),
+            status="error",
+            response_metadata=decision_metadata(decision),
+        )
+
+    def _screen(self, phases: RequestPhases, messages: list[AnyMessage], runtime: Any) -> Decision | None:
         """The Decision that blocks the next model call, or None: the request's verdict, else the input
         phase (reused when it already ran on this user text), else the retrieval phase on tool results
         not assessed yet."""
         verdict = phases.verdict()
         if verdict is not None:
             return verdict
-        before = phases.before(to_core(messages))
+        try:
+            before = phases.before(to_core(messages), signals=self._app_signals(runtime))
+        except InputError as exc:  # the app's signals failed or do not fit the policy: fail closed, logged
+            return phases.failure("input", "signals", exc)
         if blocked(before):
             return before
         evidence = self._new_evidence(phases, messages)

@@ -11,6 +11,7 @@ from .events import GuardrailsEventHandler
 from .postprocessor import ConformalPostprocessor, calibrate_llamaindex_retriever
 from .query_engine import GuardedQueryEngine
 from .smollm2 import SmolLM2LLM
+from .tools import GuardedTool
 
 __all__ = [
     "AbstainViolation",
@@ -19,6 +20,7 @@ __all__ = [
     "GuardedChatEngine",
     "GuardedLLM",
     "GuardedQueryEngine",
+    "GuardedTool",
     "GuardrailViolation",
     "GuardrailsEmbedding",
     "GuardrailsEvent",

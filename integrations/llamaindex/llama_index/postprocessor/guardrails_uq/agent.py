@@ -10,7 +10,9 @@ policy, all under one request id (the workflow's ``run_id``):
   conformal threshold drops are withheld from the model;
 * **output phase** after each model response, on its text, reasoning and tool calls; a blocked response is
   replaced by the policy's message *without its tool calls* (so no tool runs on it and the agent stops);
-  an escalated one by ``escalate_to``'s answer (or the policy's escalation target), itself checked.
+  an escalated one by ``escalate_to``'s answer (or the policy's escalation target), itself checked;
+* **tool phase** before each tool runs, for tools given to the agent as ``llm.guard_tools(tools)``: a
+  refused call never runs and the model reads the policy message as its result (:mod:`.tools`).
 
 Streamed responses (``FunctionAgent(streaming=True)``, the default) pass through a StreamGate: text is held
 back ``stream_window`` chunks (``stream_mode="buffer"``: until the whole response passed), tool calls are
@@ -48,6 +50,7 @@ from llama_index.core.base.llms.types import (
 )
 from llama_index.core.llms import LLM
 from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index.core.tools import BaseTool
 from llama_index.core.workflow import Event
 from pydantic import Field, PrivateAttr
 
@@ -56,6 +59,7 @@ from guardrails_uq.audit import RequestRecord
 
 from . import _requests
 from ._turn import AgentPolicy, Scorer, Turn
+from .tools import GuardedTool
 
 Call = Callable[[list[ChatMessage]], ChatResponse]
 StreamCall = Callable[[list[ChatMessage]], ChatResponseGen]
@@ -180,6 +184,12 @@ class GuardedLLM(FunctionCallingLLM):
         run_id = getattr(handler_or_run_id, "run_id", handler_or_run_id)
         request = _requests.lookup(str(run_id))
         return request.record() if request is not None else None
+
+    def guard_tools(self, tools: Sequence[BaseTool]) -> list[GuardedTool]:
+        """``tools`` behind the tool phase (:class:`~.tools.GuardedTool`): give these to the agent, so a tool
+        a tool rule refuses never runs (the model reads the policy message as its result) and an escalated
+        call runs only when ``escalate_to`` (else the policy's escalation target) approves it."""
+        return [GuardedTool(tool, self.guard, self.escalate_to) for tool in tools]
 
     # -- the seam: one guarded call, sync and async, whole and streamed ------------------------------------
 

@@ -1,0 +1,138 @@
+"""The ``tool`` phase's signals: what a tool call the model made says, read before the tool runs.
+
+    model step ─▶ output phase (output.kind == "tool_call") ─▶ for each call: Guard.tool(name, arguments)
+                                                               ├ allow ─▶ the tool runs
+                                                               ├ abstain ─▶ the tool does not run; the model
+                                                               │            reads the policy message as its result
+                                                               └ escalate ─▶ Guard.approve_tool: the escalation
+                                                                            target approves or denies; none: waits
+
+:class:`ToolCheck` publishes ``tool.name`` and ``tool.arguments`` (the decoded arguments as a map, for rules
+such as ``tool.arguments.user != app.user``) and, when the policy configures ``injection``, the injection
+check's reading of the arguments' text (``tool.injection_*``: an agent told by an injected page to send what
+it read somewhere). The approval prompt and its reading live here too, so every integration asks the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import unquote_plus
+
+from .call import Call, Message, ScoredDocument
+from .checks import Check, Signals, SignalSpec
+from .errors import CheckError, InputError
+from .jsonsafe import dumps, json_strings, sanitize, tool_call_text
+from .types import Phase
+
+#: Signals of every tool phase, whatever checks the policy configures.
+TOOL_SIGNALS: Mapping[str, SignalSpec] = {
+    "tool.name": SignalSpec("string", "Name of the tool the model called (the tool phase runs before it does)."),
+    "tool.arguments": SignalSpec(
+        "map",
+        "The call's arguments, decoded (JSON text parsed) as a map: rules read fields, e.g. "
+        "tool.arguments.user; reading a field the call does not have fails the rule (on_error), so write "
+        "has(tool.arguments.user) where it may be missing.",
+    ),
+}
+
+#: Signals the injection check adds to the tool phase (policies with an ``injection`` section).
+TOOL_INJECTION_SIGNALS: Mapping[str, SignalSpec] = {
+    "tool.injection_score": SignalSpec(
+        "number",
+        "Highest P(instruction aimed at a model) over the call's argument text (every key and decoded string, "
+        "percent-encoded URLs decoded, hidden channels revealed), as injection.score reads tool results.",
+    ),
+    "tool.injection_flagged": SignalSpec(
+        "bool", "tool.injection_score above the injection check's calibrated threshold."
+    ),
+    "tool.injection_span": SignalSpec("string", "The argument window that gave the highest score, or ''."),
+}
+
+#: What the escalation target is asked when a tool rule escalates; its reply must start with APPROVE.
+APPROVAL_INSTRUCTIONS = (
+    "You review a tool call an AI assistant wants to make for a user, before it runs. Reply with the single "
+    "word APPROVE if it should run, or DENY followed by the reason."
+)
+
+
+def tool_signals(*, injection: bool) -> dict[str, SignalSpec]:
+    """The tool phase's signals: :data:`TOOL_SIGNALS`, plus :data:`TOOL_INJECTION_SIGNALS` with ``injection``."""
+    return {**TOOL_SIGNALS, **(TOOL_INJECTION_SIGNALS if injection else {})}
+
+
+def decode_arguments(name: str, arguments: Any) -> dict[str, Any]:
+    """A tool call's arguments as a map: JSON text is parsed, decoded JSON is taken as is (non-finite numbers
+    become null, lone surrogates U+FFFD). Anything but a JSON object is an InputError naming the tool."""
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except (ValueError, RecursionError) as exc:
+            raise InputError(f"tool call {name!r}: arguments are not JSON ({exc})", source="tool.arguments") from None
+    if not isinstance(arguments, Mapping):
+        raise InputError(
+            f"tool call {name!r}: arguments must be a JSON object, got {type(arguments).__name__}",
+            source="tool.arguments",
+        )
+    decoded: dict[str, Any] = sanitize(dict(arguments))
+    return decoded
+
+
+def argument_text(name: str, arguments: Mapping[str, Any]) -> str:
+    """What the tool and whoever it sends to read in the call: :func:`~.jsonsafe.tool_call_text`, then every
+    percent-encoded string decoded (a URL's query carries text the way a form does)."""
+    encoded = [unquote_plus(s) for s in json_strings(arguments, keys=False) if "%" in s or "+" in s]
+    return "\n".join([tool_call_text(name, dict(arguments)), *[s for s in encoded if s]])
+
+
+class ToolCheck:
+    """The tool phase's check (every Guard has one). Reads ``call.tool``; publishes :data:`TOOL_SIGNALS`, and
+    with ``injection`` (the policy's injection check) :data:`TOOL_INJECTION_SIGNALS` from the argument text.
+    Thread-safe: no state besides the injection check, which is thread-safe by contract."""
+
+    name = "tool"
+    phase: Phase = "tool"
+
+    def __init__(self, injection: Check | None = None) -> None:
+        self.injection = injection
+
+    def run(self, call: Call) -> Signals:
+        if call.tool is None:
+            raise CheckError(self.name, "the tool phase needs a tool call: use Guard.tool(name, arguments)")
+        arguments = decode_arguments(call.tool.name, call.tool.arguments)
+        values: dict[str, Any] = {"tool.name": call.tool.name, "tool.arguments": arguments}
+        evidence: dict[str, Any] = {"name": call.tool.name, "id": call.tool.id}
+        if self.injection is not None:
+            text = argument_text(call.tool.name, arguments)
+            document = ScoredDocument(id=f"tool:{call.tool.id or call.tool.name}", text=text, score=0.0)
+            read = self.injection.run(Call(documents=[document]))
+            values["tool.injection_score"] = read.values["injection.score"]
+            values["tool.injection_flagged"] = read.values["injection.flagged"]
+            values["tool.injection_span"] = read.values["injection.span"]
+            evidence["injection"] = read.evidence
+        return Signals(values=values, evidence=evidence)
+
+
+def approval_prompt(
+    name: str, arguments: Any, *, rule: str | None, request: str | None, messages: Sequence[Message] = ()
+) -> list[Message]:
+    """The conversation the escalation target reads to approve or deny a tool call: the instructions, the
+    conversation so far (``messages``, if any), then the call, the user's request and the rule that asked."""
+    lines = [
+        f"Tool: {name}",
+        f"Arguments: {dumps(arguments, sort_keys=True)}",
+        f"User's request: {request or '(unknown)'}",
+        f"Policy rule that asks for review: {rule or '(none)'}",
+    ]
+    return [
+        Message(role="system", content=APPROVAL_INSTRUCTIONS),
+        *[m for m in messages if m.role != "system"],
+        Message(role="user", content="\n".join(lines)),
+    ]
+
+
+def approved(reply: str) -> bool:
+    """True only when the reviewer's reply starts with the word APPROVE (anything else denies: fail closed)."""
+    words = reply.strip().split(None, 1)
+    return bool(words) and words[0].strip(".:,!").upper() == "APPROVE"
