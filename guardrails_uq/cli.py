@@ -224,6 +224,7 @@ _FEATURE_COMMANDS = (
     "uncertainty.cli",
     "grounding.cli",
     "injection.cli",
+    "answer_harm.cli",
     "serve_cli",
 )
 
