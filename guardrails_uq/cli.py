@@ -33,6 +33,11 @@ def _cmd_policy_check(args: argparse.Namespace) -> int:
     for spec in policy.configured_checks():
         for line in spec.explain(policy.section(spec.name), policy.base_dir):
             print(f"  {spec.name}: {line}")
+    if args.deployment == "serve":
+        from .policy.deployment import serve_warnings
+
+        for warning in serve_warnings(policy):
+            print(f"warning: {args.file}: serve: {warning}", file=sys.stderr)
     return 0
 
 
@@ -160,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     policy_sub = policy.add_subparsers(dest="policy_command", required=True)
     p = policy_sub.add_parser("check", help="validate and lint a policy file")
     p.add_argument("file")
+    p.add_argument(
+        "--for",
+        dest="deployment",
+        choices=("library", "serve"),
+        default="library",
+        help="where the policy runs: serve warns about rules that cannot fire behind the proxy (documents, logprobs)",
+    )
     p.set_defaults(handler=_cmd_policy_check)
     p = policy_sub.add_parser("schema", help="print the policy JSON Schema (for editors)")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
