@@ -188,3 +188,28 @@ def test_the_readme_openai_sdk_example_runs_against_the_proxy(folder: Path) -> N
     assert namespace["reply"].choices[0].message.content.startswith("Yes, you can export")
     assert namespace["verdict"]["action"] == "allow"
     assert any("[export]" in m["content"] for m in seen["messages"] if m["role"] == "system")
+
+
+@pytest.mark.slow
+def test_only_the_kept_documents_reach_the_model_and_a_dropped_tool_result_is_withheld(folder: Path) -> None:
+    from guardrails_uq.server.documents import WITHHELD
+
+    lasagna = "The cafeteria serves lasagna on Tuesdays and fish on Fridays."
+    messages = [
+        {"role": "user", "content": "Can I export my notes as a PDF?"},
+        {"role": "assistant", "content": "Let me check the menu."},
+        {"role": "tool", "content": lasagna},
+    ]
+    docs = {"guardrails": {"documents": [{"id": "export", "text": KB["export"]}, {"id": "menu", "text": lasagna}]}}
+    with (
+        ChatCompletionsServer(answering("Yes, you can export any notebook as PDF from Settings > Export.")) as upstream,
+        served(folder, upstream) as base,
+    ):
+        response = post(base, {"messages": messages, **docs})
+        seen = upstream.requests[-1]["messages"]
+    assert response.json()["guardrails"]["action"] == "allow"
+    shown = json.dumps(seen)
+    assert KB["export"] in shown and "lasagna" not in shown, "the conformal check dropped the menu, document and tool"
+    assert [m["content"] for m in seen if m["role"] == "tool"] == [WITHHELD]
+    retrieval = [d for d in read_audit(folder / "audit.jsonl") if d.phase == "retrieval"][-1]
+    assert retrieval.signals["retrieval.total"] == 3 and retrieval.signals["retrieval.kept"] == 1
