@@ -15,8 +15,9 @@ retrieval rules such as "not in the knowledge base") runs on the documents and o
 (``message:<index>``, scored the same way), as the agent middleware does with tool results. A blocking Decision
 answers the request without calling the upstream. Otherwise the documents the phase kept are put into the
 prompt as one system message before the last user turn (:func:`render_documents`; clients do not write them
-into the messages themselves), a tool message the phase dropped is replaced by :data:`WITHHELD`, and the output
-phase grounds the answer on the kept documents.
+into the messages themselves) after the input phase has read that message too (as it reads every message), a
+tool message the phase dropped is replaced by :data:`WITHHELD`, and the output phase grounds the answer on the
+kept documents.
 """
 
 from __future__ import annotations

@@ -232,7 +232,19 @@ class Exchange:
             return self._answer_alone(request, decided, lambda: None)
         client_ids = {d.id for d in request.extension.documents or ()}
         tools = documents.tool_ids(request.messages)
-        return decided, documents.prompt_with_documents(prompt, decided, client_ids, tools)
+        forwarded = documents.prompt_with_documents(prompt, decided, client_ids, tools)
+        kept = [d for d in decided.documents or () if d.id in client_ids]
+        if kept:  # the documents reach the model as a prompt message: the input phase reads them as well
+            try:
+                text = documents.render_documents(kept)
+                more = await guard.abefore([Message(role="user", content=text)], request_id=before.request_id)
+            except Exception as exc:
+                decision = self.failed(guard, "input", "documents", exc, user, request_id=before.request_id)
+                return self._answer_alone(request, decision, lambda: None)
+            if more.final and more.action is not Action.ALLOW:
+                self.metrics.count(more)
+                return self._answer_alone(request, more, lambda: None)
+        return decided, forwarded
 
     def _answer_alone(self, request: wire.ChatRequest, decision: Decision, release: Callable[[], None]) -> Response:
         """The guard's own answer (the policy message), in the form the client asked for."""
