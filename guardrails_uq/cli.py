@@ -44,6 +44,11 @@ def _cmd_policy_check(args: argparse.Namespace) -> int:
         print("  mode: shadow (every rule, the default and on_error are recorded, never enforced)")
     elif shadow := policy.shadow_rules():
         print(f"  shadow rules: {', '.join(shadow)} (recorded in Decision.shadow, never enforced)")
+    if args.deployment == "serve":
+        from .policy.deployment import serve_warnings
+
+        for warning in serve_warnings(policy):
+            print(f"warning: {args.file}: serve: {warning}", file=sys.stderr)
     return 0
 
 
@@ -191,6 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="name of the embedder the app passes to the Guard (default: the packaged MiniLM); artifacts made "
         "with another one are refused",
     )
+    p.add_argument(
+        "--for",
+        dest="deployment",
+        choices=("library", "serve"),
+        default="library",
+        help="where the policy runs: serve warns about rules that cannot fire behind the proxy (documents, logprobs)",
+    )
     p.set_defaults(handler=_cmd_policy_check)
     p = policy_sub.add_parser("schema", help="print the JSON Schema of the policy, a call, a cases file or a library")
     p.add_argument(
@@ -262,6 +274,7 @@ _FEATURE_COMMANDS = (
     "uncertainty.cli",
     "grounding.cli",
     "injection.cli",
+    "answer_harm.cli",
     "serve_cli",
 )
 

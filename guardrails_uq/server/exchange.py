@@ -26,7 +26,7 @@ from ..errors import InputError
 from ..guard import Guard
 from ..streaming import StreamGate
 from ..uncertainty.samples import requested_samples, upstream_n
-from . import wire
+from . import documents, wire
 from .config import ServeConfig
 
 #: A stream payload the gate holds for checking but never releases (tool-call fragments, decoded calls).
@@ -183,6 +183,12 @@ class Exchange:
             self.metrics.overhead.observe(spent)
             return self._answer_alone(request, before, release)
         prompt = before.messages if before.messages is not None else request.messages
+        retrieval = await self._retrieval(guard, request, prompt, before, user)
+        if isinstance(retrieval, Response):  # blocked (or not checkable): never forwarded
+            release()
+            return retrieval
+        if retrieval is not None:
+            before, prompt = retrieval  # the output phase reads the kept documents (grounding's evidence)
         forward = {
             **{k: v for k, v in request.body.items() if k in FORWARDED},
             "messages": [{"role": m.role, "content": m.content} for m in prompt],  # the text the input phase read
@@ -205,6 +211,42 @@ class Exchange:
             return await self._complete(guard, request, forward, prompt, before, spent, started, user)
         finally:
             release()
+
+    async def _retrieval(
+        self, guard: Guard, request: wire.ChatRequest, prompt: list[Message], before: Decision, user: str | None
+    ) -> tuple[Decision, list[Message]] | Response | None:
+        """The retrieval phase on the client's documents and the tool messages (:mod:`.documents`): None when
+        there are neither; the policy's answer when the phase blocks or fails (the lease is then released);
+        else the retrieval Decision and the prompt to forward (kept documents in, dropped tool results out)."""
+        query = user or ""
+        try:
+            found = await asyncio.to_thread(
+                documents.retrieval_documents, guard, request.extension, request.messages, query
+            )
+            if found is None:
+                return None
+            decided = await guard.aretrieve(query, found, context=before)
+        except Exception as exc:  # could not check: on_error, never forwarded
+            decision = self.failed(guard, "retrieval", "retrieval", exc, user, request_id=before.request_id)
+            return self._answer_alone(request, decision, lambda: None)
+        if decided.final and decided.action is not Action.ALLOW:
+            self.metrics.count(decided)
+            return self._answer_alone(request, decided, lambda: None)
+        client_ids = {d.id for d in request.extension.documents or ()}
+        tools = documents.tool_ids(request.messages)
+        forwarded = documents.prompt_with_documents(prompt, decided, client_ids, tools)
+        kept = [d for d in decided.documents or () if d.id in client_ids]
+        if kept:  # the documents reach the model as a prompt message: the input phase reads them as well
+            try:
+                text = documents.render_documents(kept)
+                more = await guard.abefore([Message(role="user", content=text)], request_id=before.request_id)
+            except Exception as exc:
+                decision = self.failed(guard, "input", "documents", exc, user, request_id=before.request_id)
+                return self._answer_alone(request, decision, lambda: None)
+            if more.final and more.action is not Action.ALLOW:
+                self.metrics.count(more)
+                return self._answer_alone(request, more, lambda: None)
+        return decided, forwarded
 
     def _answer_alone(self, request: wire.ChatRequest, decision: Decision, release: Callable[[], None]) -> Response:
         """The guard's own answer (the policy message), in the form the client asked for."""

@@ -23,6 +23,7 @@ from ..decision import Decision
 from ..errors import InputError
 from ..jsonsafe import clean_text, dumpb, json_strings, reader_texts, tool_call_text
 from ..models.logprobs import from_openai_chat
+from .documents import Extension, parse_extension
 from .limits import RequestRefused
 
 _ROLES = {"system", "user", "assistant", "tool", "developer"}
@@ -40,6 +41,7 @@ class ChatRequest:
     wants_logprobs: bool
     top_logprobs: int | None
     model: str | None
+    extension: Extension = field(default_factory=Extension)  # the ``guardrails`` field (documents)
 
 
 @dataclass
@@ -185,6 +187,7 @@ def parse_request(raw: bytes, *, max_choices: int) -> ChatRequest:
         wants_logprobs=bool(body.get("logprobs")),
         top_logprobs=_integer(body, "top_logprobs", None, 0, 20),
         model=model if isinstance(model, str) else None,
+        extension=parse_extension(body),
     )
 
 
