@@ -27,10 +27,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from ..call import Message, ScoredDocument
 from ..decision import Decision
+from ..evidence_scores import WITHHELD, cosine_scores, scores_read
 from ..guard import Guard
 from ..jsonsafe import clean_text
 from .limits import RequestRefused
@@ -40,7 +39,6 @@ FIELD = "guardrails"
 #: Most documents one request may carry.
 MAX_DOCUMENTS = 256
 #: What the model reads instead of a tool result the retrieval phase dropped.
-WITHHELD = "[withheld by guardrails: this result did not pass the retrieval check for the request]"
 #: Heading of the system message the kept documents are rendered into.
 HEADING = "Answer from these documents only; each begins with its id in brackets."
 
@@ -106,14 +104,11 @@ def parse_extension(body: Mapping[str, Any]) -> Extension:
 
 
 def similarities(guard: Guard, query: str, texts: Sequence[str]) -> list[float]:
-    """Cosine similarity of each text to the query with the Guard's embedder (unit vectors: faiss-ip), or 0.0
-    when the policy has no conformal check (nothing reads the scores)."""
-    if not texts:
-        return []
-    if not any(check.name == "retrieval" for check in guard.checks["retrieval"]):
+    """Each text's score against the query with the Guard's embedder (:func:`~..evidence_scores.cosine_scores`),
+    or 0.0 when the policy has no conformal check (nothing reads the scores)."""
+    if not scores_read(guard):
         return [0.0] * len(texts)
-    vectors = np.asarray(guard.embedder.embed([query, *texts]))
-    return [float(s) for s in vectors[1:] @ vectors[0]]
+    return cosine_scores(guard.embedder, query, texts)
 
 
 def retrieval_documents(guard: Guard, extension: Extension, messages: Sequence[Message], query: str) -> list[

@@ -25,7 +25,6 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest, ModelResponse, hook_config
 from langchain_core.documents import Document
 from langchain_core.language_models import BaseChatModel
@@ -35,6 +34,7 @@ from langgraph.runtime import Runtime
 from guardrails_uq import Action, Decision, Generation, Guard, Message, ScoredDocument
 from guardrails_uq.embeddings import Embedder, as_embedder
 from guardrails_uq.errors import InputError
+from guardrails_uq.evidence_scores import WITHHELD, cosine_scores, scores_read
 from guardrails_uq.types import SignalMap
 
 from ._convert import (
@@ -51,8 +51,6 @@ from ._convert import (
 from ._phases import RequestPhases, blocked
 from ._quiet import quiet_config, quiet_context
 from ._requests import current_run_id, ensure_tracking, request_of
-
-WITHHELD = "[withheld by guardrails: this result did not pass the retrieval check for the request]"
 
 
 def _policy_message(decision: Decision, text: str | None = None) -> AIMessage:
@@ -266,11 +264,9 @@ class GuardrailsMiddleware(AgentMiddleware):
     def _similarities(self, query: str, texts: list[str]) -> list[float]:
         if self._scorer is not None:
             return [float(s) for s in self._scorer(query, texts)]
-        if not any(check.name == "retrieval" for check in self.guard.checks["retrieval"]):
+        if not scores_read(self.guard):
             return [0.0] * len(texts)  # no conformal check: nothing reads the scores
-        embedder = self._embedder or self.guard.embedder
-        vectors = embedder.embed([query, *texts])
-        return [float(s) for s in np.asarray(vectors[1:]) @ np.asarray(vectors[0])]
+        return cosine_scores(self._embedder or self.guard.embedder, query, texts)
 
     def _prepared(self, phases: RequestPhases, request: ModelRequest) -> ModelRequest:
         """The request the model sees: guidelines in the system prompt, withheld tool results hidden,

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, MessageRole, ThinkingBlock
 
 from guardrails_uq import Action, Decision, Generation, Guard, Message, ScoredDocument
+from guardrails_uq.evidence_scores import WITHHELD, scores_read
 from guardrails_uq.streaming import StreamGate
 
 from ._convert import checked_text, failed, metadata, role, to_messages, tokens_of, tool_call_lines, unreadable
@@ -34,7 +35,6 @@ from ._requests import AgentRequest
 Scorer = Callable[[str, Sequence[str]], Sequence[float]]
 """``scorer(question, texts)``: one relevance score per text, on the scale the retrieval calibration uses."""
 
-WITHHELD = "[withheld by guardrails: this result did not pass the retrieval check for the request]"
 NOT_EVIDENCE = frozenset({"handoff"})
 
 
@@ -89,8 +89,8 @@ class AgentPolicy:
         return tool is None or tool in self.evidence_tools  # an unknown tool counts: check rather than trust
 
     def score(self, question: str, texts: Sequence[str]) -> list[float]:
-        if not self.guard.checks["retrieval"]:
-            return [0.0] * len(texts)  # no threshold to apply: rules read app signals only
+        if not scores_read(self.guard):
+            return [0.0] * len(texts)  # no threshold to apply: nothing reads the scores
         if self.scorer is None:
             from .agent import embedding_scorer
 

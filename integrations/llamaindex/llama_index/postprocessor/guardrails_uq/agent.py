@@ -56,6 +56,7 @@ from pydantic import Field, PrivateAttr
 
 from guardrails_uq import Guard, as_embedder
 from guardrails_uq.audit import RequestRecord
+from guardrails_uq.evidence_scores import cosine_scores
 
 from . import _requests
 from ._turn import AgentPolicy, Scorer, Turn
@@ -79,13 +80,7 @@ def embedding_scorer(embedder: Any = None) -> Scorer:
     model = as_embedder(embedder)
 
     def score(question: str, texts: Sequence[str]) -> list[float]:
-        filled = [i for i, t in enumerate(texts) if t.strip()]
-        scores = [-1.0] * len(texts)
-        if filled:
-            vectors = model.embed([question, *(texts[i] for i in filled)])
-            for i, vector in zip(filled, vectors[1:], strict=True):
-                scores[i] = float(vector @ vectors[0])
-        return scores
+        return cosine_scores(model, question, texts)
 
     return score
 
