@@ -30,6 +30,7 @@ from typing import Any, Protocol, TypeVar
 
 from .call import Call
 from .checks import Check, Signals, registry
+from .decision import Decision
 from .errors import CheckTimeoutError
 from .types import SignalMap
 
@@ -88,8 +89,9 @@ def may_rewrite(check: Check) -> bool:
     return declared is None or bool(declared)
 
 
-def rewritten(call: Call, signals: Signals) -> Call:
-    """The call as the next checks of the phase see it after ``signals`` (injected prompt, kept chunks)."""
+def rewritten(call: Call, signals: Signals | Decision) -> Call:
+    """The call as the next checks of the phase (``signals``), or the next phase (a ``Decision``), see it:
+    the injected prompt and the kept chunks replace the originals."""
     update: dict[str, Any] = {}
     if signals.messages is not None:
         update["messages"] = signals.messages

@@ -281,7 +281,7 @@ class Guard:
         decision: Decision | None = None
         for index, phase in enumerate(phases):
             if decision is not None:
-                call = _carry(call, decision)
+                call = rewritten(call, decision)  # the injected prompt and kept chunks replace the originals
             decision = self._phase(phase, call, decision, final=index == len(phases) - 1)
             # an early allow never ends the call when it carries a generation: its output phase must see it
             if decision.final and (decision.action is not Action.ALLOW or call.generation is None):
@@ -699,13 +699,3 @@ def _message_for(policy: CompiledPolicy, action: Action, failed: bool) -> str | 
     if action is Action.ESCALATE:
         return texts.escalate
     return None
-
-
-def _carry(call: Call, decision: Decision) -> Call:
-    """The call as the next phase sees it: the injected prompt and the kept chunks replace the originals."""
-    update: dict[str, Any] = {}
-    if decision.messages is not None:
-        update["messages"] = decision.messages
-    if decision.documents is not None:
-        update["documents"] = decision.documents
-    return call.model_copy(update=update) if update else call

@@ -5,7 +5,6 @@ writing style of :data:`STYLES`; and the rows ``calibrate guidelines`` fits the 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -111,11 +110,6 @@ def calibration_rows() -> dict[str, list[dict[str, Any]]]:
 
 def write_calibration_data(out: str | Path) -> tuple[Path, Path]:
     """harmful.jsonl and benign.jsonl (:func:`calibration_rows`) for ``calibrate guidelines``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for label, rows in calibration_rows().items():
-        path = out / f"{label}.jsonl"
-        path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-        paths.append(path)
-    return paths[0], paths[1]
+    from ..guidelines.evaluate import write_calibration_data as write_rows
+
+    return write_rows(out, calibration_rows())

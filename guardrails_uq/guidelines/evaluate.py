@@ -260,14 +260,15 @@ def calibration_requests() -> tuple[list[Any], list[Any]]:
     return requests("harmful"), requests("benign")
 
 
-def write_calibration_data(out: str | Path) -> tuple[Path, Path]:
-    """harmful.jsonl and benign.jsonl (:func:`calibration_rows`) for ``calibrate guidelines``."""
+def write_calibration_data(out: str | Path, rows: dict[str, list[dict[str, Any]]] | None = None) -> tuple[Path, Path]:
+    """harmful.jsonl and benign.jsonl of ``rows`` (default: :func:`calibration_rows`, the request data) for
+    ``calibrate guidelines``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for label, rows in calibration_rows().items():
+    for label, rows_of in (calibration_rows() if rows is None else rows).items():
         path = out / f"{label}.jsonl"
-        path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows_of), encoding="utf-8")
         paths.append(path)
     return paths[0], paths[1]
 
