@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,13 @@ CHECKSUM_FIELD = "sha256"
 def digest(value: Any) -> str:
     """SHA-256 of a JSON-serialisable value (keys sorted, strict JSON: no NaN or infinities)."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, allow_nan=False).encode()).hexdigest()
+
+
+def labelled_digest(rows: Iterable[tuple[int, str]]) -> str:
+    """SHA-256 over (label, text) rows, order-independent: names the labelled data a calibration was fitted on
+    (its ``data_sha256``), so that a test can tell whether a shipped artifact is fitted on the shipped data."""
+    lines = sorted(f"{int(label)}\t{text}" for label, text in rows)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 def seal(data: dict[str, Any]) -> dict[str, Any]:

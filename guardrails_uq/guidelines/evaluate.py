@@ -174,26 +174,29 @@ def written_requests(path: str | Path = REQUESTS_FILE) -> dict[str, list[tuple[s
     }
 
 
-#: Contrast pairs (Apache-2.0, written for this project): for each of twelve harm categories, harmful requests
-#: beside benign ones of the same surface form, in seven writing styles.
+#: Contrast pairs (Apache-2.0, written for this project): for each harm category, harmful requests beside benign
+#: ones of the same surface form, in seven writing styles (sixteen categories over the two files).
 CONTRAST_FILE = Path(__file__).resolve().parent.parent / "data" / "input_contrast.yaml"
+CONTRAST_FILES = (CONTRAST_FILE, CONTRAST_FILE.with_name("input_contrast_wide.yaml"))
 
 
-def contrast_pairs(path: str | Path = CONTRAST_FILE) -> list[dict[str, str]]:
-    """``[{"category", "style", "harmful", "benign"}]`` from the contrast-pairs file (InputError on a bad line)."""
+def contrast_pairs(paths: str | Path | Sequence[str | Path] = CONTRAST_FILES) -> list[dict[str, str]]:
+    """``[{"category", "style", "harmful", "benign"}]`` from one contrast-pairs file or several, in order
+    (InputError on a bad line)."""
     import yaml
 
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    styles = set(data["styles"])
     out = []
-    for category, pairs in data["pairs"].items():
-        for pair in pairs:
-            if not (isinstance(pair, list) and len(pair) == 3 and pair[0] in styles and all(pair)):
-                raise InputError(
-                    f"pairs.{category}: {pair!r} is not [style, harmful, benign] with a style of {sorted(styles)}",
-                    source=str(path),
-                )
-            out.append({"category": category, "style": pair[0], "harmful": pair[1], "benign": pair[2]})
+    for path in [paths] if isinstance(paths, str | Path) else paths:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        styles = set(data["styles"])
+        for category, pairs in data["pairs"].items():
+            for pair in pairs:
+                if not (isinstance(pair, list) and len(pair) == 3 and pair[0] in styles and all(pair)):
+                    raise InputError(
+                        f"pairs.{category}: {pair!r} is not [style, harmful, benign] with a style of {sorted(styles)}",
+                        source=str(path),
+                    )
+                out.append({"category": category, "style": pair[0], "harmful": pair[1], "benign": pair[2]})
     return out
 
 
