@@ -237,7 +237,25 @@ def calibration_rows() -> dict[str, list[dict[str, Any]]]:
         benign += [{"text": str(r["query"]), "source": "nimbus"} for _, r in read_jsonl(nimbus)]
     benign += [{"text": t, "source": f"written:{g}", "weight": WRITTEN_WEIGHT} for t, g in written["benign"]]
     benign += [_contrast_row(p, "benign") for p in pairs]
+    harmful += wrapped_rows(written["harmful"], written["benign"])
+    benign += wrapped_rows(written["benign"], written["benign"])
     return {"harmful": harmful, "benign": benign}
+
+
+#: Every how-many-th hand-written request is also fitted behind one of the hand-written wrappers.
+WRAPPED_EVERY = 4
+
+
+def wrapped_rows(requests: list[tuple[str, str]], benign: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Every WRAPPED_EVERY-th request of ``requests`` behind one of the benign "wrappers" (decode this, stay in
+    character ...), as the check reads it (a wrapper, then the request), in the request's own group: the same
+    request wrapped keeps its label, so the detector learns the request and not its wrapper (issue 23 item 2)."""
+    wrappers = [t for t, g in benign if g == "wrappers"]
+    return [
+        {"text": f"{wrappers[i % len(wrappers)]} {text}", "source": f"written:{group}", "weight": WRITTEN_WEIGHT}
+        for i, (text, group) in enumerate(requests)
+        if wrappers and i % WRAPPED_EVERY == 0 and group != "wrappers"
+    ]
 
 
 def _contrast_row(pair: dict[str, str], label: str) -> dict[str, Any]:
