@@ -3,7 +3,8 @@
 Data: `guidelines calibration-data` (AdvBench, HarmBench, chatterbot, Nimbus questions, the hand-written
 requests, the contrast pairs of guardrails_uq/data/input_contrast*.yaml: 16 categories x 7 styles), read and
 scored exactly as the check does (read_as_model, largest probability over the parts). Target FPR 0.05, the
-shipped library. "summary" holds the pooled held-out recall, look-alike FPR and mean AUROC of each grouping.
+shipped library. "held_out_before_after": the pooled held-out recall, look-alike FPR and mean AUROC of each
+grouping, beside the numbers of commit 2cc222f (before the wider contrast pairs and the guideline prototypes).
 
   * leave one category out: the contrast pairs of one harm category and the hand-written harmful requests of
     that category are left out of fitting and calibration; recall on its harmful requests, false-positive rate
@@ -57,6 +58,15 @@ WRITTEN_CATEGORY = {
 }  # fmt: skip
 
 
+#: The pooled held-out numbers before issue 23's second round (commit 2cc222f: 12 categories of contrast pairs,
+#: features without the guideline prototypes; BENCHMARKS.md of that commit), printed beside today's.
+BEFORE = {
+    "category": {"recall": 0.289, "false_positive_rate": 0.023, "mean_auroc": 0.840},
+    "style": {"recall": 0.48, "false_positive_rate": 0.057, "mean_auroc": 0.880},
+    "source": {"recall": 0.622, "false_positive_rate": 0.045, "mean_auroc": 0.860},
+}
+
+
 def _clean(report: dict) -> dict:
     return {k: v for k, v in report.items() if k != "scored"}
 
@@ -93,9 +103,9 @@ def main() -> None:
     report["leave_one_category_out"] = _clean(by_category)
     report["leave_one_style_out"] = _clean(leave_one_group_out(index, examples, detector, [i["style"] for i in info]))
     report["leave_one_source_out"] = _clean(leave_one_group_out(index, examples, detector, [i["source"] for i in info]))
-    report["summary"] = {
-        name: {k: round(report[f"leave_one_{name}_out"]["pooled"][k], 3) for k in ("recall", "false_positive_rate",
-                                                                             "mean_auroc")}
+    report["held_out_before_after"] = {
+        name: {"before": BEFORE[name], "after": {k: round(report[f"leave_one_{name}_out"]["pooled"][k], 3)
+                                                 for k in ("recall", "false_positive_rate", "mean_auroc")}}
         for name in ("category", "style", "source")
     }  # fmt: skip
 
