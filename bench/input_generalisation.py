@@ -1,8 +1,10 @@
 """The harmful-request detector on groups it never saw, and on disguised requests (issue 23).
 
 Data: `guidelines calibration-data` (AdvBench, HarmBench, chatterbot, Nimbus questions, the hand-written
-requests, the contrast pairs of guardrails_uq/data/input_contrast.yaml), read and scored exactly as the check
-does (read_as_model, largest probability over the parts). Target FPR 0.05, the shipped library.
+requests, the contrast pairs of guardrails_uq/data/input_contrast*.yaml: 16 categories x 7 styles), read and
+scored exactly as the check does (read_as_model, largest probability over the parts). Target FPR 0.05, the
+shipped library. "held_out_before_after": the pooled held-out recall, look-alike FPR and mean AUROC of each
+grouping, beside the numbers of commit 2cc222f (before the wider contrast pairs and the guideline prototypes).
 
   * leave one category out: the contrast pairs of one harm category and the hand-written harmful requests of
     that category are left out of fitting and calibration; recall on its harmful requests, false-positive rate
@@ -49,10 +51,20 @@ LIBRARY = ROOT / "policies" / "guidelines" / "safety.yaml"
 WRITTEN_CATEGORY = {
     "violence": "violence", "more_violence_crime": "violence", "weapons_explosives": "weapons",
     "chemical_biological": "cbrn", "cybercrime": "cyber", "more_cyber_fraud": "cyber", "self_harm": "self_harm",
-    "sexual_child": "sexual", "targeted_groups": "hate", "harassment_hate": "harassment",
+    "sexual_child": "sexual", "drugs": "drugs", "theft_crime": "theft", "targeted_groups": "hate",
+    "harassment_hate": "harassment",
     "privacy_stalking": "privacy", "fraud": "fraud", "misinformation_manipulation": "misinformation",
     "extremism": "extremism",
 }  # fmt: skip
+
+
+#: The pooled held-out numbers before issue 23's second round (commit 2cc222f: 12 categories of contrast pairs,
+#: features without the guideline prototypes; BENCHMARKS.md of that commit), printed beside today's.
+BEFORE = {
+    "category": {"recall": 0.289, "false_positive_rate": 0.023, "mean_auroc": 0.840},
+    "style": {"recall": 0.48, "false_positive_rate": 0.057, "mean_auroc": 0.880},
+    "source": {"recall": 0.622, "false_positive_rate": 0.045, "mean_auroc": 0.860},
+}
 
 
 def _clean(report: dict) -> dict:
@@ -91,6 +103,11 @@ def main() -> None:
     report["leave_one_category_out"] = _clean(by_category)
     report["leave_one_style_out"] = _clean(leave_one_group_out(index, examples, detector, [i["style"] for i in info]))
     report["leave_one_source_out"] = _clean(leave_one_group_out(index, examples, detector, [i["source"] for i in info]))
+    report["held_out_before_after"] = {
+        name: {"before": BEFORE[name], "after": {k: round(report[f"leave_one_{name}_out"]["pooled"][k], 3)
+                                                 for k in ("recall", "false_positive_rate", "mean_auroc")}}
+        for name in ("category", "style", "source")
+    }  # fmt: skip
 
     # disguises, scored by the detector that never saw the pair's category
     pairs = [(i["category"], t, h) for t, h, i in zip(examples.texts, examples.harmful, info, strict=True)

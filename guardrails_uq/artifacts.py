@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,13 @@ def file_sha256(path: str | Path) -> str:
     """SHA-256 of a file's bytes (read in blocks; OSError when it cannot be read)."""
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def labelled_digest(rows: Iterable[tuple[int, str]]) -> str:
+    """SHA-256 over (label, text) rows, order-independent: names the labelled data a calibration was fitted on
+    (its ``data_sha256``), so that a test can tell whether a shipped artifact is fitted on the shipped data."""
+    lines = sorted(f"{int(label)}\t{text}" for label, text in rows)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 def seal(data: dict[str, Any]) -> dict[str, Any]:

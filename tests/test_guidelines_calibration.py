@@ -28,7 +28,7 @@ from guardrails_uq.guidelines.calibration import (
     stratified_split,
 )
 from guardrails_uq.guidelines.check import GuidelinesCheck
-from guardrails_uq.guidelines.detector import LogisticModel, as_question
+from guardrails_uq.guidelines.detector import PROTOTYPES, LogisticModel, as_question
 from guardrails_uq.guidelines.evaluate import flagging_score, written_requests
 from guardrails_uq.guidelines.spec import SPEC, explain
 from guardrails_uq.testing import assert_conforms
@@ -129,7 +129,7 @@ def test_artifact_round_trip(tmp_path: Path, index: GuidelineIndex, detector: Ha
     data = json.loads(path.read_text())
     assert data["target_fpr"] == 0.1 and data["n_benign"] == detector.n_benign_
     assert data["embedder"] == index.embedder.name and data["library"]["sha256"] == index.library.content_hash
-    assert data["features"]["dim"] == 384 + len(index.library.categories)
+    assert data["features"]["dim"] == 384 + len(index.library.categories) + PROTOTYPES
     assert data["calibration"]["false_positive_rate"] <= 0.1
     assert "exchangeable" in data["guarantee"]
 

@@ -15,7 +15,8 @@ from guardrails_uq.cli import main
 from guardrails_uq.decision import Action
 from guardrails_uq.embeddings import default_embedder
 from guardrails_uq.errors import ArtifactError, InputError, NotFittedError
-from guardrails_uq.injection.calibration import Document, InjectionDetector
+from guardrails_uq.injection import data as injection_data
+from guardrails_uq.injection.calibration import Document, InjectionDetector, data_digest, read_documents
 from guardrails_uq.injection.markup import reveal
 from guardrails_uq.policy import load_policy
 from guardrails_uq.testing import assert_conforms
@@ -306,3 +307,11 @@ def test_cli_calibrate_injection_writes_a_loadable_artifact(tmp_path: Path, caps
     report = json.loads(capsys.readouterr().out)
     assert report["target_fpr"] == 0.05 and report["calibration"]["false_positive_rate"] <= 0.05
     assert InjectionDetector.load(out).threshold_ == report["threshold"]
+
+
+def test_shipped_calibration_is_fitted_on_the_shipped_data(tmp_path: Path) -> None:
+    benign, injected = injection_data.write(tmp_path)
+    digest = data_digest(read_documents(benign, label=False), read_documents(injected, label=True))
+    assert InjectionDetector.load(CALIBRATION).data_sha256_ == digest, (
+        "rebuild policies/calibration/injection.json: guardrails-uq injection eval-data, then calibrate injection"
+    )

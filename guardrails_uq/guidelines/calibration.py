@@ -25,7 +25,6 @@ refused: the features would mean something else), and cross-validated rates when
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -36,13 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import field, read_artifact, sorted_probabilities, write_artifact
+from ..artifacts import field, labelled_digest, read_artifact, sorted_probabilities, write_artifact
 from ..errors import ArtifactError, InputError, NotFittedError
 from ..jsonl import read_jsonl
 from ..metrics import auroc
 from ..numbers import FRACTION, L2, SEED, TARGET_FPR, WEIGHT
 from ..textnorm import read_as_model
-from .detector import FEATURES, FEATURES_ID, LogisticModel, as_question, features, segments
+from .detector import FEATURES, FEATURES_ID, LogisticModel, as_question, features, n_features, segments
 from .index import GuidelineIndex
 from .library import GuidelineLibrary
 
@@ -174,8 +173,15 @@ class Examples:
     @property
     def digest(self) -> str:
         """SHA-256 over the labelled texts (order-independent): names the data a calibration came from."""
-        lines = sorted(f"{int(h)}\t{t}" for t, h in zip(self.texts, self.harmful, strict=True))
-        return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+        return labelled_digest(zip(self.harmful, self.texts, strict=True))
+
+
+def data_digest(harmful: Sequence[str | Request], benign: Sequence[str | Request]) -> str:
+    """The ``data_sha256`` a calibration fitted on these requests records (:attr:`Examples.digest`), without
+    embedding them."""
+    return labelled_digest(
+        [(1, r.text) for r in _unique(_requests(harmful))] + [(0, r.text) for r in _unique(_requests(benign))]
+    )
 
 
 def _strata(examples: Examples) -> list[np.ndarray]:
@@ -377,7 +383,7 @@ class HarmDetector:
     def check_compatible(self, index: GuidelineIndex, *, path: str | Path | None = None) -> None:
         """ArtifactError unless ``index`` embeds with the same model and holds the same library as at fitting."""
         self.check_matches(str(index.embedder.name), index.library, path=path)
-        if self.model_.dim != index.vectors.shape[1] + len(self.categories_):
+        if self.model_.dim != n_features(index.vectors.shape[1], len(self.categories_)):
             raise ArtifactError(
                 path, f"the model takes {self.model_.dim} features, this library and embedder give another number"
             )

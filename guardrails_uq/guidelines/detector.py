@@ -4,7 +4,10 @@ Guide-Align first decides whether a request needs safety guidelines at all; here
 detector whose score the input rule reads. Its features (``FEATURES``) are the request's embedding (the
 text as the model reads it, embedded by the Guard's embedder: 384 numbers for MiniLM) followed by the guideline
 similarity profile: for each category of the library, in the library's order, the largest cosine similarity
-between the request and a guideline of that category. The model is L2-regularised logistic regression fitted
+between the request and a guideline of that category; then the PROTOTYPES largest of those similarities, in
+decreasing order (the guidelines as category prototypes: how close the request is to *some* category's
+guideline, whichever it is, so the weight learned on other categories carries to a category whose examples
+were never fitted on). The model is L2-regularised logistic regression fitted
 by Newton's method (IRLS) on standardised features, in numpy (as :mod:`..uncertainty.deferral`).
 """
 
@@ -24,10 +27,13 @@ from .index import GuidelineIndex
 #: What a feature vector is; recorded in the calibration artifact, which refuses another definition.
 FEATURES = (
     "embedding of the request read as the model reads it (textnorm.read_as_model, unit length), then for each "
-    "library category in the library's order the largest cosine similarity to a guideline of that category; "
-    "a request's score is the largest over its parts (detector.segments)"
+    "library category in the library's order the largest cosine similarity to a guideline of that category, "
+    "then the PROTOTYPES largest of those similarities in decreasing order; a request's score is the largest "
+    "over its parts (detector.segments)"
 )
-FEATURES_ID = "read-as-model+embedding+category-max-similarity+max-over-segments/v2"
+FEATURES_ID = "read-as-model+embedding+category-max-similarity+top-categories+max-over-segments/v3"
+#: How many of the largest category similarities, sorted, follow the profile (category-agnostic features).
+PROTOTYPES = 3
 
 _HOW_TO = re.compile(r"\bhow to\s+(.+?)[\s.?!]*$", re.IGNORECASE | re.DOTALL)
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+|\s*\n\s*")
@@ -78,7 +84,22 @@ def features(index: GuidelineIndex, vectors: np.ndarray) -> np.ndarray:
             f"request vectors of shape {vectors.shape} do not match the library's {index.vectors.shape[1]}-d index",
             source="features",
         )
-    return np.hstack([vectors, category_similarity(index, vectors)])
+    profile = category_similarity(index, vectors)
+    return np.hstack([vectors, profile, top_similarities(profile)])
+
+
+def top_similarities(profile: np.ndarray) -> np.ndarray:
+    """(n, PROTOTYPES): each row's PROTOTYPES largest category similarities, largest first (-1 pads a library
+    with fewer categories)."""
+    ranked = -np.sort(-profile, axis=1)[:, :PROTOTYPES]
+    if ranked.shape[1] < PROTOTYPES:
+        ranked = np.hstack([ranked, np.full((len(ranked), PROTOTYPES - ranked.shape[1]), -1.0)])
+    return ranked
+
+
+def n_features(dim: int, categories: int) -> int:
+    """The length of a feature vector for ``dim``-d embeddings and a library of ``categories`` categories."""
+    return dim + categories + PROTOTYPES
 
 
 def as_question(text: str) -> str | None:

@@ -174,26 +174,29 @@ def written_requests(path: str | Path = REQUESTS_FILE) -> dict[str, list[tuple[s
     }
 
 
-#: Contrast pairs (Apache-2.0, written for this project): for each of twelve harm categories, harmful requests
-#: beside benign ones of the same surface form, in seven writing styles.
+#: Contrast pairs (Apache-2.0, written for this project): for each harm category, harmful requests beside benign
+#: ones of the same surface form, in seven writing styles (sixteen categories over the two files).
 CONTRAST_FILE = Path(__file__).resolve().parent.parent / "data" / "input_contrast.yaml"
+CONTRAST_FILES = (CONTRAST_FILE, CONTRAST_FILE.with_name("input_contrast_wide.yaml"))
 
 
-def contrast_pairs(path: str | Path = CONTRAST_FILE) -> list[dict[str, str]]:
-    """``[{"category", "style", "harmful", "benign"}]`` from the contrast-pairs file (InputError on a bad line)."""
+def contrast_pairs(paths: str | Path | Sequence[str | Path] = CONTRAST_FILES) -> list[dict[str, str]]:
+    """``[{"category", "style", "harmful", "benign"}]`` from one contrast-pairs file or several, in order
+    (InputError on a bad line)."""
     import yaml
 
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    styles = set(data["styles"])
     out = []
-    for category, pairs in data["pairs"].items():
-        for pair in pairs:
-            if not (isinstance(pair, list) and len(pair) == 3 and pair[0] in styles and all(pair)):
-                raise InputError(
-                    f"pairs.{category}: {pair!r} is not [style, harmful, benign] with a style of {sorted(styles)}",
-                    source=str(path),
-                )
-            out.append({"category": category, "style": pair[0], "harmful": pair[1], "benign": pair[2]})
+    for path in [paths] if isinstance(paths, str | Path) else paths:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        styles = set(data["styles"])
+        for category, pairs in data["pairs"].items():
+            for pair in pairs:
+                if not (isinstance(pair, list) and len(pair) == 3 and pair[0] in styles and all(pair)):
+                    raise InputError(
+                        f"pairs.{category}: {pair!r} is not [style, harmful, benign] with a style of {sorted(styles)}",
+                        source=str(path),
+                    )
+                out.append({"category": category, "style": pair[0], "harmful": pair[1], "benign": pair[2]})
     return out
 
 
@@ -234,7 +237,25 @@ def calibration_rows() -> dict[str, list[dict[str, Any]]]:
         benign += [{"text": str(r["query"]), "source": "nimbus"} for _, r in read_jsonl(nimbus)]
     benign += [{"text": t, "source": f"written:{g}", "weight": WRITTEN_WEIGHT} for t, g in written["benign"]]
     benign += [_contrast_row(p, "benign") for p in pairs]
+    harmful += wrapped_rows(written["harmful"], written["benign"])
+    benign += wrapped_rows(written["benign"], written["benign"])
     return {"harmful": harmful, "benign": benign}
+
+
+#: Every how-many-th hand-written request is also fitted behind one of the hand-written wrappers.
+WRAPPED_EVERY = 4
+
+
+def wrapped_rows(requests: list[tuple[str, str]], benign: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Every WRAPPED_EVERY-th request of ``requests`` behind one of the benign "wrappers" (decode this, stay in
+    character ...), as the check reads it (a wrapper, then the request), in the request's own group: the same
+    request wrapped keeps its label, so the detector learns the request and not its wrapper (issue 23 item 2)."""
+    wrappers = [t for t, g in benign if g == "wrappers"]
+    return [
+        {"text": f"{wrappers[i % len(wrappers)]} {text}", "source": f"written:{group}", "weight": WRITTEN_WEIGHT}
+        for i, (text, group) in enumerate(requests)
+        if wrappers and i % WRAPPED_EVERY == 0 and group != "wrappers"
+    ]
 
 
 def _contrast_row(pair: dict[str, str], label: str) -> dict[str, Any]:
@@ -447,5 +468,6 @@ def ensure_calibration(
     detector.fit_examples(index, examples)
     if cv:
         detector.cv_ = cross_validate(index, examples, detector, folds=cv)
+    detector.measure_recall(index, examples)
     path.parent.mkdir(parents=True, exist_ok=True)
     return detector.save(path)

@@ -19,7 +19,6 @@ embedder's name and the feature and normalisation definitions; a mismatch of any
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -29,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import field, read_artifact, sorted_probabilities, write_artifact
+from ..artifacts import field, labelled_digest, read_artifact, sorted_probabilities, write_artifact
 from ..errors import ArtifactError, InputError, NotFittedError
 from ..guidelines.detector import LogisticModel
 from ..jsonl import read_jsonl
@@ -100,6 +99,11 @@ class Embedded:
             rows = self.rows[i]
             out.append(float(model.predict_proba(self.features[rows]).max()) if len(rows) else 0.0)
         return np.asarray(out, dtype=np.float64)
+
+
+def data_digest(benign: Sequence[Document], injected: Sequence[Document]) -> str:
+    """The ``data_sha256`` a calibration fitted on these documents records."""
+    return labelled_digest([(0, d.text) for d in benign] + [(1, d.text) for d in injected])
 
 
 def stratified_split(sources: Sequence[str], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -188,10 +192,7 @@ class InjectionDetector:
         self.threshold_ = self.threshold(self.target_fpr)
         self.embedder_ = str(embedder_name)
         self.n_fit_ = {"benign": len(fit_rows), "injected": len(pos_fit)}
-        digest_lines = sorted(
-            f"{int(i)}\t{d.text}" for i, ds in enumerate((benign.documents, injected.documents)) for d in ds
-        )
-        self.data_sha256_ = hashlib.sha256("\n".join(digest_lines).encode()).hexdigest()
+        self.data_sha256_ = data_digest(benign.documents, injected.documents)
         self.created_ = time.time()
         self.fit_seconds_ = time.perf_counter() - started
         return self
