@@ -57,9 +57,8 @@ def test_guard_after_abstains_on_steps_for_disabling_the_security_agent(guard) -
     decision = guard.after(EDR_STEPS, messages=[])
     assert decision.action.value == "abstain" and decision.rule == "harmful-answer", decision.explain()
     assert decision.signals["answer_harm.flagged"] is True
-    assert (
-        "tamper" in decision.evidence["answer_harm"]["part"] or "PowerShell" in decision.evidence["answer_harm"]["part"]
-    )
+    part = decision.evidence["answer_harm"]["part"]  # the part of the answer that scored highest, as written
+    assert part.strip() and part.strip() in EDR_STEPS and "Degraded" not in part
 
 
 @pytest.mark.slow
