@@ -212,7 +212,10 @@ def test_only_the_kept_documents_reach_the_model_and_a_dropped_tool_result_is_wi
     assert response.json()["guardrails"]["action"] == "allow"
     shown = json.dumps(seen)
     assert KB["export"] in shown and "lasagna" not in shown, "the conformal check dropped the menu, document and tool"
-    assert [m for m in seen if m["role"] == "tool"] == [{"role": "tool", "content": WITHHELD, "tool_call_id": "call_1"}]
+    [call] = next(m for m in seen if m["role"] == "assistant")["tool_calls"]
+    assert [m for m in seen if m["role"] == "tool"] == [
+        {"role": "tool", "content": WITHHELD, "tool_call_id": call["id"]}
+    ]
     retrieval = [d for d in read_audit(folder / "audit.jsonl") if d.phase == "retrieval"][-1]
     assert retrieval.signals["retrieval.total"] == 3 and retrieval.signals["retrieval.kept"] == 1
 

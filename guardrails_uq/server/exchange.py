@@ -191,8 +191,7 @@ class Exchange:
             before, prompt = retrieval  # the output phase reads the kept documents (grounding's evidence)
         forward = {
             **{k: v for k, v in request.body.items() if k in FORWARDED},
-            # the messages the input phase read (tool calls and the ids tying results to them included)
-            "messages": [m.model_dump() for m in prompt],
+            "messages": wire.upstream_messages(prompt),  # what the input phase read, tool calls and results paired
             "logprobs": True,
             "top_logprobs": request.top_logprobs or self.config.top_logprobs,
         }

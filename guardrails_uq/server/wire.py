@@ -9,9 +9,10 @@ reaches the client; every body is strict JSON (:mod:`guardrails_uq.jsonsafe`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -217,6 +218,26 @@ def _tool_conversation(messages: list[Message]) -> None:
             waiting[call.id] = f"messages[{i}].tool_calls[{j}].id"
     if waiting:
         raise _refuse(next(iter(waiting.values())), "is not answered by a tool message")
+
+
+def upstream_call_id(client_id: str) -> str:
+    """The id the upstream sees for a client's tool-call id: a hash of it (the same id maps to the same id,
+    so calls and their results stay paired), so no text a client writes in an id reaches the model."""
+    return "call_" + hashlib.blake2b(client_id.encode(), digest_size=12).hexdigest()
+
+
+def upstream_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """The messages to forward: as the input phase read them (:meth:`Message.model_dump`: tool calls, the
+    ``tool_call_id`` and ``name`` of tool messages included), tool-call ids replaced by :func:`upstream_call_id`."""
+    out = []
+    for message in messages:
+        data = message.model_dump()
+        if message.tool_call_id is not None:
+            data["tool_call_id"] = upstream_call_id(message.tool_call_id)
+        for call in data.get("tool_calls", ()):
+            call["id"] = upstream_call_id(call["id"])
+        out.append(data)
+    return out
 
 
 def parse_request(raw: bytes, *, max_choices: int) -> ChatRequest:
