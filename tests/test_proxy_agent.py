@@ -199,6 +199,7 @@ def test_a_withheld_tool_result_keeps_its_tool_call_id_so_the_upstream_accepts_i
     [assistant] = [m for m in seen if m["role"] == "assistant"]
     [call] = assistant["tool_calls"]
     assert call["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+    assert assistant["content"] is None, "a turn that only calls tools is forwarded as OpenAI writes it"
     assert tool == {"role": "tool", "content": WITHHELD, "tool_call_id": call["id"]}, "still answers its call"
 
 

@@ -232,6 +232,8 @@ def upstream_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
     out = []
     for message in messages:
         data = message.model_dump()
+        if message.tool_calls and not message.content:
+            data["content"] = None  # as OpenAI writes a turn that only calls tools
         if message.tool_call_id is not None:
             data["tool_call_id"] = upstream_call_id(message.tool_call_id)
         for call in data.get("tool_calls", ()):
