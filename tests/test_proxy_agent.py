@@ -219,6 +219,27 @@ def test_no_client_text_reaches_the_model_through_a_tool_call_id(tmp_path: Path)
     assert seen[2]["tool_call_id"] == seen[1]["tool_calls"][0]["id"]
 
 
+@pytest.mark.slow
+def test_guidelines_put_into_a_tool_conversation_keep_it_valid(tmp_path: Path) -> None:
+    from guardrails_uq.guidelines.render import HEADER
+
+    messages = [
+        {"role": "user", "content": "How do I store user passwords securely in my web app?"},
+        {"role": "assistant", "content": None, "tool_calls": [tool_call("call_1", "search_docs", {"q": "hashing"})]},
+        {"role": "tool", "tool_call_id": "call_1", "name": "search_docs", "content": "Use bcrypt or Argon2."},
+    ]
+    with (
+        OpenAILikeServer(lambda request: "Hash them with Argon2 and a unique salt.") as upstream,
+        served(policy(tmp_path), upstream) as base,
+    ):
+        response = post(base, messages)
+        seen = upstream.requests[-1]["messages"]
+    assert response.json()["guardrails"]["action"] == "allow", response.json()
+    assert [m["role"] for m in seen] == ["system", "user", "assistant", "tool"]
+    assert seen[0]["content"].startswith(HEADER), "the guidelines went in first, not between a call and its result"
+    assert seen[3]["name"] == "search_docs" and seen[3]["tool_call_id"] == seen[2]["tool_calls"][0]["id"]
+
+
 # -- a bad structure is a 400 naming the field ---------------------------------------------------------------------
 
 
