@@ -5,11 +5,12 @@ Field names are stable: they are part of the audit log's format.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_serializer
 
-from .jsonsafe import clean_text
+from .jsonsafe import clean_text, tool_call_text
 from .types import SignalMap
 
 #: Text from outside (users, models, retrievers). Lone surrogates (which JSON escapes can carry but UTF-8
@@ -21,11 +22,73 @@ class _Data(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_CALL_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
+
+
+def _call_id(value: str) -> str:
+    if not _CALL_ID.fullmatch(value):
+        raise ValueError("a tool-call id is 1 to 64 letters, digits, '_', '-', '.' or ':'")
+    return value
+
+
+#: A tool-call id: a key tying a tool result to its call, never read as text, so it may carry none
+#: (no spaces, at most 64 characters).
+CallId = Annotated[str, AfterValidator(_call_id)]
+
+
+class FunctionCall(_Data):
+    """The function a tool call names and its arguments, as the model wrote them (JSON text)."""
+
+    name: Text = Field(min_length=1, max_length=128)
+    arguments: Text
+
+
+class MessageToolCall(_Data):
+    """A tool call of an earlier assistant turn, in the OpenAI chat format (so a dumped Message is a valid
+    message of that format)."""
+
+    id: CallId
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class Message(_Data):
-    """One chat message."""
+    """One chat message. An assistant turn may carry the ``tool_calls`` it made; a tool message names the call
+    it answers (``tool_call_id``) and optionally the tool (``name``). Those fields are omitted from a dump when
+    unset, so a plain message dumps as ``{role, content}``. :attr:`read_text` is everything the model reads."""
 
     role: Literal["system", "user", "assistant", "tool"]
     content: Text
+    tool_calls: list[MessageToolCall] | None = None
+    tool_call_id: CallId | None = None
+    name: Text | None = Field(default=None, min_length=1, max_length=128)
+
+    @field_validator("tool_calls")
+    @classmethod
+    def _only_assistants_call(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None and info.data.get("role") != "assistant":
+            raise ValueError("only an assistant message calls tools")
+        return value
+
+    @field_validator("tool_call_id", "name")
+    @classmethod
+    def _only_tools_answer(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None and info.data.get("role") != "tool":
+            raise ValueError("only a tool message answers a tool call")
+        return value
+
+    @model_serializer(mode="wrap")
+    def _without_unset(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        return {k: v for k, v in data.items() if v is not None or k in ("role", "content")}
+
+    @property
+    def read_text(self) -> str:
+        """What the model reads in this message: the content, a tool message's tool name, and each tool call as
+        its tool reads it (:func:`~guardrails_uq.jsonsafe.tool_call_text`: name, keys and decoded strings of the
+        arguments), one piece a line. Ids are keys, not text (:data:`CallId`)."""
+        calls = [tool_call_text(c.function.name, c.function.arguments) for c in self.tool_calls or ()]
+        return "\n".join(p for p in [self.name or "", self.content, *calls] if p)
 
 
 class ScoredDocument(_Data):

@@ -44,7 +44,7 @@ def _schema(kind: str) -> dict:
 
 def test_the_call_examples_validate_and_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     examples = _examples("call")
-    assert len(examples) == 2
+    assert len(examples) == 3
     for index, (_, text) in enumerate(examples):
         data = json.loads(text)
         jsonschema.validate(data, _schema("call"))
@@ -53,7 +53,7 @@ def test_the_call_examples_validate_and_run(tmp_path: Path, capsys: pytest.Captu
         assert main(["check", "--policy", str(STARTER), "--call", str(path), "--no-audit"]) == 0
         decision = json.loads(capsys.readouterr().out)
         assert decision["action"] == "allow" and decision["phase"] == "output"
-    assert "tool_call" in examples[1][1]
+    assert "tool_call" in examples[1][1] and "tool_call_id" in examples[2][1]
 
 
 def test_the_cases_example_validates_and_passes(tmp_path: Path) -> None:
@@ -101,7 +101,7 @@ def test_a_call_with_many_mistakes_is_refused_with_all_of_them(
     expected = {
         "messages.0.role": "use one of 'system', 'user', 'assistant' or 'tool'",
         "messages.0.content": "add 'content'",
-        "messages.0.text": "allowed keys: content, role",
+        "messages.0.text": "allowed keys: content, name, role, tool_call_id, tool_calls",
         "documents.0.id": "add 'id'",
         "generation": "give an object with fields text",
         "signal": "did you mean 'signals'?",

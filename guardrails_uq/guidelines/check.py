@@ -121,7 +121,7 @@ class GuidelinesCheck:
         )
 
     def run(self, call: Call) -> Signals:
-        readings = [read_as_model(m.content) for m in call.messages]
+        readings = [read_as_model(m.read_text) for m in call.messages]  # tool calls of earlier turns too
         request = self._request(call, readings)
         hidden = sorted({c for r in readings for c in r.channels} | set(request.channels))
         read = readings if call.messages else [request]  # a call without messages reads its query

@@ -152,7 +152,7 @@ def prompt_with_documents(
     for message in prompt:
         if message.role == "tool":
             if seen >= len(tools) or tools[seen] not in kept_ids:
-                message = Message(role="tool", content=WITHHELD)
+                message = message.model_copy(update={"content": WITHHELD})  # still answers its tool call
             seen += 1
         out.append(message)
     if client_ids:

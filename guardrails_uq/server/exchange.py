@@ -191,7 +191,7 @@ class Exchange:
             before, prompt = retrieval  # the output phase reads the kept documents (grounding's evidence)
         forward = {
             **{k: v for k, v in request.body.items() if k in FORWARDED},
-            "messages": [{"role": m.role, "content": m.content} for m in prompt],  # the text the input phase read
+            "messages": wire.upstream_messages(prompt),  # what the input phase read, tool calls and results paired
             "logprobs": True,
             "top_logprobs": request.top_logprobs or self.config.top_logprobs,
         }

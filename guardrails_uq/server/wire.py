@@ -9,14 +9,15 @@ reaches the client; every body is strict JSON (:mod:`guardrails_uq.jsonsafe`).
 
 from __future__ import annotations
 
+import hashlib
 import json
-import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi.responses import Response
+from pydantic import ValidationError
 
 from ..call import Generation, Message, TokenLogprob
 from ..decision import Decision
@@ -83,7 +84,6 @@ def tool_text(call: Mapping[str, Any]) -> str:
 
 #: finish_reason values passed on; anything else an upstream sends becomes "stop".
 FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
-_CALL_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 
 
 def _finish(value: Any) -> str:
@@ -148,6 +148,100 @@ def instructions_text(body: Mapping[str, Any]) -> str:
     return clean_text("\n".join(p for p in pieces if p not in ("function", "object", "string", "json_schema")))
 
 
+def _refuse(where: str, problem: str) -> RequestRefused:
+    return RequestRefused(400, f"invalid request: '{where}' {problem}")
+
+
+def _message(raw: Any, i: int) -> Message:
+    """One request message: role, content (text parts joined), and the fields of a tool conversation (an
+    assistant turn's ``tool_calls``, a tool message's ``tool_call_id`` and ``name``), validated by
+    :class:`~guardrails_uq.call.Message`; other fields are dropped. RequestRefused(400) naming the field."""
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("role"), str) or raw["role"] not in _ROLES:
+        raise RequestRefused(400, f"invalid request: messages[{i}] needs a role of {sorted(_ROLES)}")
+    try:
+        content = _content(raw.get("content"), f"messages[{i}].content")
+    except ValueError as exc:
+        raise RequestRefused(400, f"invalid request: {exc}") from None
+    role = "system" if raw["role"] == "developer" else raw["role"]
+    fields: dict[str, Any] = {"role": role, "content": content}
+    if raw.get("tool_calls") is not None and raw["tool_calls"] != []:
+        calls = raw["tool_calls"]
+        fields["tool_calls"] = [_request_call(c) for c in calls] if isinstance(calls, list) else calls
+    if raw.get("tool_call_id") is not None:
+        fields["tool_call_id"] = raw["tool_call_id"]
+    if role == "tool" and raw.get("name") is not None:  # another role's name (a participant's) is dropped
+        fields["name"] = raw["name"]
+    try:
+        return Message.model_validate(fields)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        path = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in error["loc"])
+        raise _refuse(f"messages[{i}]{path}", f"is invalid: {error['msg'].removeprefix('Value error, ')}") from None
+
+
+def _request_call(call: Any) -> Any:
+    """A request tool call reduced to its known fields (arguments canonical, as :func:`canonical_arguments`
+    forwards them); anything that is not an object is left for validation to refuse."""
+    if not isinstance(call, Mapping):
+        return call
+    out = {k: call[k] for k in ("id", "type", "function") if k in call}
+    function = call.get("function")
+    if isinstance(function, Mapping):
+        out["function"] = {k: function[k] for k in ("name", "arguments") if k in function}
+        if isinstance(function.get("arguments"), str):
+            out["function"]["arguments"] = canonical_arguments(clean_text(function["arguments"]))
+    return out
+
+
+def _tool_conversation(messages: list[Message]) -> None:
+    """The structure an OpenAI upstream requires (so it is a clear 400 here, not an upstream error): each tool
+    message answers a call of the assistant turn just before it (only tool messages between), every call of
+    such a turn is answered before the next other message, and a turn's call ids are distinct."""
+    waiting: dict[str, str] = {}  # id -> where the call is, for the calls not answered yet
+    asked: set[str] = set()
+    for i, message in enumerate(messages):
+        if message.role == "tool":
+            where = f"messages[{i}].tool_call_id"
+            if message.tool_call_id is None:
+                raise _refuse(where, "is required: a tool message answers a tool call of the assistant turn before it")
+            if message.tool_call_id not in asked:
+                raise _refuse(where, "answers no tool call of the assistant turn before it")
+            waiting.pop(message.tool_call_id, None)
+            continue
+        if waiting:
+            raise _refuse(next(iter(waiting.values())), "is not answered by a tool message before the next turn")
+        asked = set()
+        for j, call in enumerate(message.tool_calls or ()):
+            if call.id in asked:
+                raise _refuse(f"messages[{i}].tool_calls[{j}].id", "repeats the id of another call of this turn")
+            asked.add(call.id)
+            waiting[call.id] = f"messages[{i}].tool_calls[{j}].id"
+    if waiting:
+        raise _refuse(next(iter(waiting.values())), "is not answered by a tool message")
+
+
+def upstream_call_id(client_id: str) -> str:
+    """The id the upstream sees for a client's tool-call id: a hash of it (the same id maps to the same id,
+    so calls and their results stay paired), so no text a client writes in an id reaches the model."""
+    return "call_" + hashlib.blake2b(client_id.encode(), digest_size=12).hexdigest()
+
+
+def upstream_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """The messages to forward: as the input phase read them (:meth:`Message.model_dump`: tool calls, the
+    ``tool_call_id`` and ``name`` of tool messages included), tool-call ids replaced by :func:`upstream_call_id`."""
+    out = []
+    for message in messages:
+        data = message.model_dump()
+        if message.tool_calls and not message.content:
+            data["content"] = None  # as OpenAI writes a turn that only calls tools
+        if message.tool_call_id is not None:
+            data["tool_call_id"] = upstream_call_id(message.tool_call_id)
+        for call in data.get("tool_calls", ()):
+            call["id"] = upstream_call_id(call["id"])
+        out.append(data)
+    return out
+
+
 def parse_request(raw: bytes, *, max_choices: int) -> ChatRequest:
     """Validate a request body; RequestRefused(400) naming the field otherwise."""
     try:
@@ -159,16 +253,8 @@ def parse_request(raw: bytes, *, max_choices: int) -> ChatRequest:
     raw_messages = body.get("messages")
     if not isinstance(raw_messages, list) or not raw_messages:
         raise RequestRefused(400, "invalid request: 'messages' must be a non-empty list")
-    messages = []
-    for i, m in enumerate(raw_messages):
-        if not isinstance(m, Mapping) or not isinstance(m.get("role"), str) or m["role"] not in _ROLES:
-            raise RequestRefused(400, f"invalid request: messages[{i}] needs a role of {sorted(_ROLES)}")
-        try:
-            content = _content(m.get("content"), f"messages[{i}].content")
-        except ValueError as exc:
-            raise RequestRefused(400, f"invalid request: {exc}") from None
-        role = "system" if m["role"] == "developer" else m["role"]
-        messages.append(Message.model_validate({"role": role, "content": content}))
+    messages = [_message(m, i) for i, m in enumerate(raw_messages)]
+    _tool_conversation(messages)
     stream = body.get("stream", False)
     if not isinstance(stream, bool) and stream is not None:
         raise RequestRefused(400, "invalid request: 'stream' must be true or false")
