@@ -217,8 +217,8 @@ class Guard:
 
     def approve_tool(self, decision: Decision, *, messages: Sequence[Message] = (), target: Any = None) -> Decision:
         """After a tool Decision escalated: ask the escalation target (``target``, else the Guard's: a larger
-        model, or a callable standing for a human reviewer) to approve the call; the reply must start with
-        APPROVE (:func:`~.tools.approved`). Approved: allow; denied: abstain (``messages.abstain``); no
+        model, or a callable standing for a human reviewer) to approve the call; the reply must be the
+        word APPROVE alone (:func:`~.tools.approved`). Approved: allow; denied: abstain (``messages.abstain``); no
         target: the Decision stays escalate (``messages.escalate``: the call waits for review and does not
         run); a target that fails: ``on_error``. Recorded in ``evidence["escalation"]`` (target, approved,
         reply) and logged, under the request's id. InputError for a Decision that is not an escalated tool call."""

@@ -50,7 +50,7 @@ TOOL_INJECTION_SIGNALS: Mapping[str, SignalSpec] = {
     "tool.injection_span": SignalSpec("string", "The argument window that gave the highest score, or ''."),
 }
 
-#: What the escalation target is asked when a tool rule escalates; its reply must start with APPROVE.
+#: What the escalation target is asked when a tool rule escalates; its reply must be the word APPROVE alone.
 APPROVAL_INSTRUCTIONS = (
     "You review a tool call an AI assistant wants to make for a user, before it runs. Reply with the single "
     "word APPROVE if it should run, or DENY followed by the reason."
@@ -133,6 +133,8 @@ def approval_prompt(
 
 
 def approved(reply: str) -> bool:
-    """True only when the reviewer's reply starts with the word APPROVE (anything else denies: fail closed)."""
-    words = reply.strip().split(None, 1)
-    return bool(words) and words[0].strip(".:,!").upper() == "APPROVE"
+    """True only when the reviewer's reply is the word APPROVE alone (any case; blanks, final punctuation and
+    markdown emphasis around it ignored). Anything else denies (fail closed): a reply that starts with APPROVE
+    and goes on ("APPROVE or DENY? DENY: ...", "APPROVE. Actually no", "Approve only if ...") is not an
+    approval."""
+    return reply.strip().strip("*_`\"'").strip().rstrip(".!").upper() == "APPROVE"

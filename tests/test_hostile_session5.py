@@ -1,0 +1,151 @@
+"""Hostile trial of what landed in session 5 (issues 24 and 25): the tool phase, shadow mode, a policy per
+tenant, documents through the proxy, per-check time limits. Each test is an attack; the ones that found a
+bypass hold its fix, the others hold the defence that stood. Real parts: real Guards, uvicorn serving the proxy
+on 127.0.0.1 in front of the test chat-completions server, the packaged MiniLM and shipped calibrations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from guardrails_uq import Guard
+from guardrails_uq.decision import Action
+from guardrails_uq.jsonl import read_jsonl
+from guardrails_uq.policy import loads_policy
+from guardrails_uq.server import ServeConfig, create_app
+from guardrails_uq.testing import ChatCompletionsServer, ScriptedReply, ServedApp
+
+ROOT = Path(__file__).resolve().parent.parent
+CALIBRATION = ROOT / "policies" / "calibration"
+KB = {r["id"]: r["text"] for _, r in read_jsonl(ROOT / "examples" / "data" / "nimbus_kb.jsonl")}
+
+TOOL_POLICY = """
+version: 1
+name: hostile-tools
+signals: {app.user: string}
+audit: {path: audit.jsonl}
+rules:
+  - {name: admin-reset, at: tool, when: 'tool.name == "reset_password" && tool.arguments.user == "admin"',
+     action: abstain, message: "Not that account."}
+  - {name: wire-money, at: tool, when: 'tool.name == "transfer" && tool.arguments.amount > 100.0', action: escalate}
+"""
+
+
+def _tool_guard(tmp_path: Path, **kwargs) -> Guard:
+    return Guard(loads_policy(TOOL_POLICY, base_dir=tmp_path), **kwargs)
+
+
+def _completion(*calls: tuple[str, str]) -> dict:
+    """An upstream completion holding the tool calls ``(name, raw arguments text)``, in order."""
+    tool_calls = [
+        {"id": f"c{i}", "type": "function", "function": {"name": name, "arguments": arguments}}
+        for i, (name, arguments) in enumerate(calls)
+    ]
+    message = {"role": "assistant", "content": "", "tool_calls": tool_calls}
+    return {"id": "x", "object": "chat.completion", "model": "m",
+            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}]}  # fmt: skip
+
+
+def _ask(base: str, **extra) -> httpx.Response:
+    body = {"model": "m", "messages": [{"role": "user", "content": "reset my password"}], **extra}
+    return httpx.post(f"{base}/v1/chat/completions", json=body, timeout=60)
+
+
+# -- 1. the tool phase -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "APPROVE or DENY? DENY: the amount is far above this user's limit.",
+        "APPROVE. Actually no: DENY, the recipient is unknown.",
+        "Approve only if the user confirms it on the phone.",
+        "APPROVE? No.",
+        "I cannot APPROVE this.",
+        "APPROVED",
+        "",
+    ],
+)
+def test_a_reviewer_reply_that_is_not_the_word_approve_alone_denies_the_call(tmp_path: Path, reply: str) -> None:
+    """The reviewer is told to reply with the single word APPROVE; a reply that starts with it but goes on
+    (a model restating the options, changing its mind, attaching a condition) used to run the call."""
+    with _tool_guard(tmp_path, audit=False, escalate_to=lambda messages: reply) as guard:
+        decision = guard.tool("transfer", {"amount": 5000, "to": "acme"}, signals={"app.user": "ann"})
+        assert decision.action is Action.ESCALATE
+        reviewed = guard.approve_tool(decision)
+    assert reviewed.action is Action.ABSTAIN
+    assert reviewed.evidence["escalation"]["approved"] is False
+
+
+@pytest.mark.parametrize("reply", ["APPROVE", "approve.", "  Approve!\n", "**APPROVE**"])
+def test_the_word_approve_alone_still_approves(tmp_path: Path, reply: str) -> None:
+    with _tool_guard(tmp_path, audit=False, escalate_to=lambda messages: reply) as guard:
+        decision = guard.tool("transfer", {"amount": 5000, "to": "acme"}, signals={"app.user": "ann"})
+        reviewed = guard.approve_tool(decision)
+    assert reviewed.action is Action.ALLOW
+
+
+@pytest.mark.parametrize(
+    ("arguments", "blocked"),
+    [
+        ('{"user": "ann", "user": "admin"}', True),  # the last key wins in the guard and in the client's parser
+        ('{"user": "admin", "user": "ann"}', False),
+        ('"{\\"user\\": \\"admin\\"}"', True),  # JSON text inside a JSON string: not an object, fails closed
+        ('{"user": "admin"', True),  # cut short: not JSON, fails closed
+        ('[{"user": "admin"}]', True),
+    ],
+    ids=["duplicate-last-admin", "duplicate-last-ann", "nested-json-string", "truncated", "list"],
+)
+def test_tool_arguments_reach_the_client_as_the_guard_read_them(tmp_path: Path, arguments: str, blocked: bool) -> None:
+    """Held: the proxy forwards the arguments in the canonical form it decoded (one key, the one it read), so a
+    duplicate key cannot make ``tool.arguments.user`` read differently than the client's tool will; arguments
+    that are not a JSON object fail closed."""
+    (tmp_path / "policy.yaml").write_text(TOOL_POLICY)
+    reply = _completion(("reset_password", arguments))
+    with ChatCompletionsServer(script=[ScriptedReply(200, reply)]) as upstream:
+        config = ServeConfig(policy=tmp_path / "policy.yaml", upstream=upstream.base_url)
+        with ServedApp(create_app(config)) as base:
+            response = _ask(base)
+    message = response.json()["choices"][0]["message"]
+    if blocked:
+        assert "tool_calls" not in message and "admin" not in json.dumps(message)
+    else:
+        [call] = message["tool_calls"]
+        assert json.loads(call["function"]["arguments"]) == {"user": "ann"}
+        assert "admin" not in call["function"]["arguments"]
+
+
+# -- 4. documents and tool messages through the proxy ------------------------------------------------------------
+
+DOCS_POLICY = f"""
+version: 1
+name: hostile-docs
+retrieval: {{calibration: {CALIBRATION / "nimbus.json"}, alpha: 0.1}}
+audit: {{path: audit.jsonl}}
+rules:
+  - {{name: no-evidence, at: retrieval, when: "retrieval.kept == 0", action: abstain}}
+"""
+
+
+@pytest.mark.slow
+def test_a_client_document_cannot_take_the_id_of_a_dropped_tool_message(tmp_path: Path) -> None:
+    """A tool message is known in the retrieval phase as ``message:<index>``; a client document given that id
+    and kept made the proxy forward the tool message the phase had dropped (the model read it, grounding did
+    not). Client ids in that form are refused."""
+    (tmp_path / "policy.yaml").write_text(DOCS_POLICY)
+    lasagna = "The cafeteria serves lasagna on Tuesdays and fish on Fridays."
+    messages = [
+        {"role": "user", "content": "Can I export my notes as a PDF?"},
+        {"role": "assistant", "content": "Let me check the menu."},
+        {"role": "tool", "content": lasagna},
+    ]
+    docs = {"guardrails": {"documents": [{"id": "message:2", "text": KB["export"]}]}}
+    with ChatCompletionsServer(lambda request: "Yes, from Settings > Export.") as upstream:
+        config = ServeConfig(policy=tmp_path / "policy.yaml", upstream=upstream.base_url)
+        with ServedApp(create_app(config)) as base:
+            response = _ask(base, messages=messages, **docs)
+    assert all("lasagna" not in json.dumps(r) for r in upstream.requests), "a dropped tool message reached the model"
+    assert response.status_code == 400 and "guardrails.documents[0].id" in response.text
