@@ -22,7 +22,7 @@ from urllib.parse import unquote_plus
 
 from .call import Call, Message, ScoredDocument
 from .checks import Check, Signals, SignalSpec
-from .errors import CheckError, InputError
+from .errors import CheckError, ToolArgumentsError
 from .jsonsafe import dumps, json_strings, sanitize, tool_call_text
 from .types import Phase
 
@@ -32,8 +32,8 @@ TOOL_SIGNALS: Mapping[str, SignalSpec] = {
     "tool.arguments": SignalSpec(
         "map",
         "The call's arguments, decoded (JSON text parsed) as a map: rules read fields, e.g. "
-        "tool.arguments.user; reading a field the call does not have fails the rule (on_error), so write "
-        "has(tool.arguments.user) where it may be missing.",
+        "tool.arguments.user; reading a field the call does not have fails the rule (abstain, whatever on_error "
+        "says), so write has(tool.arguments.user) where it may be missing.",
     ),
 }
 
@@ -64,14 +64,17 @@ def tool_signals(*, injection: bool) -> dict[str, SignalSpec]:
 
 def decode_arguments(name: str, arguments: Any) -> dict[str, Any]:
     """A tool call's arguments as a map: JSON text is parsed, decoded JSON is taken as is (non-finite numbers
-    become null, lone surrogates U+FFFD). Anything but a JSON object is an InputError naming the tool."""
+    become null, lone surrogates U+FFFD). Anything but a JSON object is a ToolArgumentsError naming the tool
+    (it fails closed whatever on_error says: the model writes the arguments)."""
     if isinstance(arguments, str):
         try:
             arguments = json.loads(arguments) if arguments.strip() else {}
         except (ValueError, RecursionError) as exc:
-            raise InputError(f"tool call {name!r}: arguments are not JSON ({exc})", source="tool.arguments") from None
+            raise ToolArgumentsError(
+                f"tool call {name!r}: arguments are not JSON ({exc})", source="tool.arguments"
+            ) from None
     if not isinstance(arguments, Mapping):
-        raise InputError(
+        raise ToolArgumentsError(
             f"tool call {name!r}: arguments must be a JSON object, got {type(arguments).__name__}",
             source="tool.arguments",
         )

@@ -118,6 +118,32 @@ def test_tool_arguments_reach_the_client_as_the_guard_read_them(tmp_path: Path, 
         assert "admin" not in call["function"]["arguments"]
 
 
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"amount": "5000"},  # a string: the rule fails on it, the tool's schema coerces it to 5000.0
+        {"amount": True},
+        {"amount": [5000]},
+        '{"amount": 1e400}',  # infinite: read as null, forwarded as Infinity
+        '{"user": "admin"',  # cut short: a partial-JSON parser (LangChain's for streamed calls) reads it whole
+        '[{"user": "admin"}]',
+        {"to": "acme"},  # the field the rule reads is missing
+    ],
+    ids=["string-number", "bool", "list", "infinite", "truncated", "list-of-objects", "missing-field"],
+)
+def test_tool_arguments_the_rules_cannot_read_never_run_the_tool_under_on_error_allow(
+    tmp_path: Path, arguments: object
+) -> None:
+    """``on_error: allow`` (fail open, for availability) let a call through when its arguments made a tool rule
+    fail: the model writes them, so it chose "5000" over 5000 and the transfer ran. A call the tool rules
+    cannot read now abstains whatever on_error says; other failures keep following it."""
+    policy = TOOL_POLICY.replace("audit: {path: audit.jsonl}", "on_error: allow")
+    with Guard(loads_policy(policy, base_dir=tmp_path)) as guard:
+        name = "reset_password" if "user" in str(arguments) else "transfer"
+        decision = guard.tool(name, arguments, signals={"app.user": "ann"})  # type: ignore[arg-type]
+    assert decision.action is Action.ABSTAIN and decision.errors
+
+
 # -- 4. documents and tool messages through the proxy ------------------------------------------------------------
 
 DOCS_POLICY = f"""
