@@ -7,8 +7,8 @@
                                                                └ escalate ─▶ Guard.approve_tool: the escalation
                                                                             target approves or denies; none: waits
 
-:class:`ToolCheck` publishes ``tool.name`` and ``tool.arguments`` (the decoded arguments as a map, for rules
-such as ``tool.arguments.user != app.user``) and, when the policy configures ``injection``, the injection
+:class:`ToolCheck` publishes ``tool.name``, ``tool.arguments`` (the decoded arguments as a map, for rules
+such as ``tool.arguments.user != app.user``), ``tool.folded`` (the same, strings folded for deny-lists) and, when the policy configures ``injection``, the injection
 check's reading of the arguments' text (``tool.injection_*``: an agent told by an injected page to send what
 it read somewhere). The approval prompt and its reading live here too, so every integration asks the same way.
 """
@@ -24,6 +24,7 @@ from .call import Call, Message, ScoredDocument
 from .checks import Check, Signals, SignalSpec
 from .errors import CheckError, ToolArgumentsError
 from .jsonsafe import dumps, json_strings, sanitize, tool_call_text
+from .textnorm import normalize
 from .types import Phase
 
 #: Signals of every tool phase, whatever checks the policy configures.
@@ -34,6 +35,12 @@ TOOL_SIGNALS: Mapping[str, SignalSpec] = {
         "The call's arguments, decoded (JSON text parsed) as a map: rules read fields, e.g. "
         "tool.arguments.user; reading a field the call does not have fails the rule (abstain, whatever on_error "
         "says), so write has(tool.arguments.user) where it may be missing.",
+    ),
+    "tool.folded": SignalSpec(
+        "map",
+        "tool.arguments with every string read as a comparison should (look-alike letters and NFKC folded, "
+        "invisible characters removed, blanks collapsed and trimmed, case folded): for deny-lists, "
+        'tool.folded.user == "admin" also stops "Admin ", fullwidth and Cyrillic look-alikes.',
     ),
 }
 
@@ -82,6 +89,19 @@ def decode_arguments(name: str, arguments: Any) -> dict[str, Any]:
     return decoded
 
 
+def folded(value: Any) -> Any:
+    """``value`` (decoded arguments) with every string value folded for comparison (:data:`TOOL_SIGNALS`,
+    ``tool.folded``): :func:`~.textnorm.normalize` with look-alikes folded, case folded, blanks trimmed.
+    Keys are kept as written (a tool's schema matches them exactly)."""
+    if isinstance(value, str):
+        return " ".join(normalize(value, fold_confusables=True).casefold().split())
+    if isinstance(value, dict):
+        return {key: folded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [folded(item) for item in value]
+    return value
+
+
 def argument_text(name: str, arguments: Mapping[str, Any]) -> str:
     """What the tool and whoever it sends to read in the call: :func:`~.jsonsafe.tool_call_text`, then every
     percent-encoded string decoded (a URL's query carries text the way a form does)."""
@@ -104,7 +124,11 @@ class ToolCheck:
         if call.tool is None:
             raise CheckError(self.name, "the tool phase needs a tool call: use Guard.tool(name, arguments)")
         arguments = decode_arguments(call.tool.name, call.tool.arguments)
-        values: dict[str, Any] = {"tool.name": call.tool.name, "tool.arguments": arguments}
+        values: dict[str, Any] = {
+            "tool.name": call.tool.name,
+            "tool.arguments": arguments,
+            "tool.folded": folded(arguments),
+        }
         evidence: dict[str, Any] = {"name": call.tool.name, "id": call.tool.id}
         if self.injection is not None:
             text = argument_text(call.tool.name, arguments)

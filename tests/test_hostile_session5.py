@@ -144,6 +144,25 @@ def test_tool_arguments_the_rules_cannot_read_never_run_the_tool_under_on_error_
     assert decision.action is Action.ABSTAIN and decision.errors
 
 
+@pytest.mark.parametrize(
+    "user",
+    ["Admin", " admin ", "ＡＤＭＩＮ", "\u0430dmin", "ad\u200bmin", "ADMIN\u3164", "ⓐⓓⓜⓘⓝ"],
+    ids=["case", "blanks", "fullwidth", "cyrillic-a", "zero-width", "hangul-filler", "circled"],
+)
+def test_a_deny_list_on_a_user_name_reads_the_name_as_the_directory_will(tmp_path: Path, user: str) -> None:
+    """A deny-list on ``tool.arguments.user`` compares the model's exact string: "Admin", a fullwidth or
+    Cyrillic look-alike, a zero-width space passed ``== "admin"`` while a directory that folds case (most do)
+    or normalises (NFKC, as Django's usernames) resets the admin account. ``tool.folded`` holds the arguments
+    as a comparison should read them; the raw ``tool.arguments`` keep what the model wrote."""
+    policy = TOOL_POLICY.replace("tool.arguments.user ==", "tool.folded.user ==")
+    with Guard(loads_policy(policy, base_dir=tmp_path)) as guard:
+        decision = guard.tool("reset_password", {"user": user}, signals={"app.user": "ann"})
+        assert decision.action is Action.ABSTAIN and decision.rule == "admin-reset"
+        assert decision.signals["tool.arguments"] == {"user": user}
+        allowed = guard.tool("reset_password", {"user": "ann"}, signals={"app.user": "ann"})
+        assert allowed.action is Action.ALLOW
+
+
 # -- 4. documents and tool messages through the proxy ------------------------------------------------------------
 
 INJECTION_POLICY = f"""
