@@ -199,6 +199,42 @@ def test_an_order_hidden_in_a_document_id_never_reaches_the_model(tmp_path: Path
     assert response.status_code == 400 and "guardrails.documents[0].id" in response.text
 
 
+RAG_POLICY = f"""
+version: 1
+name: hostile-rag
+retrieval: {{calibration: {CALIBRATION / "nimbus.json"}, alpha: 0.1}}
+grounding: {{calibration: {CALIBRATION / "grounding.json"}}}
+audit: {{path: audit.jsonl}}
+rules:
+  - {{name: no-evidence, at: retrieval, when: "retrieval.kept == 0", action: abstain}}
+  - {{name: contradicts-evidence, at: output, when: "grounding.checked && grounding.flagged && grounding.contradiction >= 0.5",
+     action: abstain, message: "The documentation does not confirm that."}}
+  - {{name: unsupported-by-evidence, at: output, when: "grounding.checked && grounding.flagged", action: escalate}}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="not fixed: output.kind is tool_call whenever a step calls a tool, so grounding (and the demo's "
+    "uncertainty rules) skip the text beside the call; see docs/threat-model.md, Agent steps",
+)
+def test_a_dummy_tool_call_does_not_exempt_the_answer_beside_it_from_grounding(tmp_path: Path) -> None:
+    """An answer the user reads, with a tool call attached, was judged as an agent step (``output.kind``
+    ``tool_call``): grounding skipped it, so a contradicting answer reached the client beside a harmless call."""
+    (tmp_path / "policy.yaml").write_text(RAG_POLICY)
+    wrong = "No, you cannot export your notes as a PDF."
+    reply = _completion(("search_kb", '{"query": "pdf"}'))
+    reply["choices"][0]["message"]["content"] = wrong
+    docs = {"guardrails": {"documents": [{"id": "export", "text": KB["export"]}]}}
+    with ChatCompletionsServer(script=[ScriptedReply(200, reply)]) as upstream:
+        config = ServeConfig(policy=tmp_path / "policy.yaml", upstream=upstream.base_url)
+        with ServedApp(create_app(config)) as base:
+            response = _ask(base, messages=[{"role": "user", "content": "Can I export my notes as a PDF?"}], **docs)
+    assert wrong not in response.text
+    assert response.json()["guardrails"]["action"] != "allow"
+
+
 DOCS_POLICY = f"""
 version: 1
 name: hostile-docs
