@@ -213,26 +213,39 @@ rules:
 """
 
 
+def _sse(content: str, name: str, arguments: str) -> bytes:
+    """An upstream stream: ``content`` in one delta, then one tool call."""
+    call = {"index": 0, "id": "c0", "type": "function", "function": {"name": name, "arguments": arguments}}
+    deltas = [{"role": "assistant", "content": content}, {"tool_calls": [call]}]
+    chunks = [{"id": "s", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": d}]} for d in deltas]
+    chunks.append({"id": "s", "object": "chat.completion.chunk",
+                   "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})  # fmt: skip
+    return b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed: output.kind is tool_call whenever a step calls a tool, so grounding (and the demo's "
-    "uncertainty rules) skip the text beside the call; see docs/threat-model.md, Agent steps",
-)
-def test_a_dummy_tool_call_does_not_exempt_the_answer_beside_it_from_grounding(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_dummy_tool_call_does_not_exempt_the_answer_beside_it_from_grounding(tmp_path: Path, stream: bool) -> None:
     """An answer the user reads, with a tool call attached, was judged as an agent step (``output.kind``
-    ``tool_call``): grounding skipped it, so a contradicting answer reached the client beside a harmless call."""
+    ``tool_call``): grounding skipped it, so a contradicting answer reached the client beside a harmless call.
+    Grounding now reads the text beside the calls (``Generation.content``)."""
     (tmp_path / "policy.yaml").write_text(RAG_POLICY)
     wrong = "No, you cannot export your notes as a PDF."
-    reply = _completion(("search_kb", '{"query": "pdf"}'))
-    reply["choices"][0]["message"]["content"] = wrong
+    if stream:
+        reply: dict | bytes = _sse(wrong, "search_kb", '{"query": "pdf"}')
+    else:
+        reply = _completion(("search_kb", '{"query": "pdf"}'))
+        reply["choices"][0]["message"]["content"] = wrong
     docs = {"guardrails": {"documents": [{"id": "export", "text": KB["export"]}]}}
     with ChatCompletionsServer(script=[ScriptedReply(200, reply)]) as upstream:
         config = ServeConfig(policy=tmp_path / "policy.yaml", upstream=upstream.base_url)
         with ServedApp(create_app(config)) as base:
-            response = _ask(base, messages=[{"role": "user", "content": "Can I export my notes as a PDF?"}], **docs)
-    assert wrong not in response.text
-    assert response.json()["guardrails"]["action"] != "allow"
+            question = [{"role": "user", "content": "Can I export my notes as a PDF?"}]
+            response = _ask(base, messages=question, stream=stream, **docs)
+    assert "search_kb" not in response.text
+    events = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")]
+    body = events[-1] if stream else response.json()
+    assert body["guardrails"]["action"] != "allow"
 
 
 DOCS_POLICY = f"""
