@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from guardrails_uq import Guard, Message, ScoredDocument
+from guardrails_uq import Guard, Message, ScoredDocument, read_audit
 from guardrails_uq.decision import Action
 from guardrails_uq.jsonl import read_jsonl
 from guardrails_uq.policy import loads_policy
@@ -161,6 +161,40 @@ def test_a_deny_list_on_a_user_name_reads_the_name_as_the_directory_will(tmp_pat
         assert decision.signals["tool.arguments"] == {"user": user}
         allowed = guard.tool("reset_password", {"user": "ann"}, signals={"app.user": "ann"})
         assert allowed.action is Action.ALLOW
+
+
+# -- 2. shadow mode ----------------------------------------------------------------------------------------------
+
+SHADOW_TOOLS = """
+version: 1
+name: hostile-trial-tools
+audit: {path: audit.jsonl}
+rules:
+  - {name: trial-admin, at: tool, mode: shadow, when: 'tool.arguments.user == "admin"', action: abstain}
+  - {name: trial-any-reset, at: tool, mode: shadow, when: 'tool.name == "reset_password"', action: allow}
+  - {name: no-root, at: tool, when: 'tool.arguments.user == "root"', action: abstain, message: "Not root."}
+"""
+
+
+@pytest.mark.parametrize(("user", "enforced", "shadow"), [("admin", "allow", "abstain"), ("root", "abstain", "allow")])
+def test_a_shadow_tool_rule_neither_changes_the_call_nor_hides_the_enforced_decision(
+    tmp_path: Path, user: str, enforced: str, shadow: str
+) -> None:
+    """Held: through the proxy, a shadow rule that would abstain leaves the call to the client, and a shadow
+    ``allow`` rule before an enforced abstain neither lets the call through nor takes the enforced rule's place
+    in the audit log; the client never sees what the shadow rule did."""
+    (tmp_path / "policy.yaml").write_text(SHADOW_TOOLS)
+    reply = _completion(("reset_password", json.dumps({"user": user})))
+    with ChatCompletionsServer(script=[ScriptedReply(200, reply)]) as upstream:
+        config = ServeConfig(policy=tmp_path / "policy.yaml", upstream=upstream.base_url)
+        with ServedApp(create_app(config)) as base:
+            response = _ask(base)
+    message = response.json()["choices"][0]["message"]
+    assert ("tool_calls" in message) is (enforced == "allow")
+    assert '"shadow"' not in response.text and "trial-a" not in response.text
+    [tool] = [d for d in read_audit(tmp_path / "audit.jsonl") if d.phase == "tool"]
+    assert tool.action.value == enforced and tool.rule == (None if enforced == "allow" else "no-root")
+    assert tool.shadow is not None and tool.shadow.action.value == shadow
 
 
 # -- 5. time and work limits ------------------------------------------------------------------------------------
