@@ -256,6 +256,52 @@ rules:
     assert decision.action is Action.ABSTAIN and decision.errors[0].type == "WorkBudgetError"
 
 
+# -- 3. a policy per tenant --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "extra"),
+    [
+        ({"X-Guardrails-Policy": "lenient"}, {}),
+        ({"X_Guardrails_Policy": "lenient"}, {}),  # underscores: another header, never the policy header
+        ({"X-Guardrails-Policy": "Lenient"}, {}),
+        ({"X-Guardrails-Policy": "lenient%00"}, {}),
+        ({"X-Guardrails-Policy": "strict;lenient"}, {}),
+        ({"X-Guardrails-Policy": "./lenient"}, {}),
+        ({"X-Guardrails-Policy": "lenient.yaml"}, {}),
+        ({}, {"guardrails": {"policy": "lenient"}}),  # in the body
+        ({}, {"metadata": {"policy": "lenient"}}),
+    ],
+    ids=["other-tenant", "underscores", "case", "nul", "list", "path", "file", "body", "metadata"],
+)
+def test_a_key_never_gets_a_request_decided_under_another_tenants_policy(
+    tmp_path: Path, headers: dict, extra: dict
+) -> None:
+    """Held: a key allowed only ``strict`` (default abstain) never gets a request decided under ``lenient``
+    (default allow), whatever it sends where a policy name could go."""
+    from guardrails_uq.serve_cli import read_api_keys
+
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    (folder / "strict.yaml").write_text("version: 1\nname: strict\nrules: []\ndefault: abstain\n")
+    (folder / "lenient.yaml").write_text("version: 1\nname: lenient\nrules: []\ndefault: allow\n")
+    (tmp_path / "keys.txt").write_text("key-strict strict\nkey-lenient lenient\n")
+    with ChatCompletionsServer(lambda request: "Sure.") as upstream:
+        config = ServeConfig(policies=folder, upstream=upstream.base_url, api_keys=read_api_keys(tmp_path / "keys.txt"))
+        with ServedApp(create_app(config)) as base:
+            response = httpx.post(
+                f"{base}/v1/chat/completions?policy=lenient",
+                json={"model": "m", "messages": [{"role": "user", "content": "hi"}], **extra},
+                headers={"Authorization": "Bearer key-strict", **headers},
+                timeout=30,
+            )
+    assert "Sure." not in response.text
+    if response.status_code == 200:
+        assert response.json()["guardrails"]["policy"] == "strict"
+    else:
+        assert response.status_code in (400, 403)
+
+
 # -- 4. documents and tool messages through the proxy ------------------------------------------------------------
 
 INJECTION_POLICY = f"""
