@@ -120,13 +120,16 @@ class Generation(_Data):
 
     ``kind`` says what the output is: ``"answer"`` (text for the user) or ``"tool_call"`` (an agent step that
     calls tools: its text holds the calls; it carries no logprobs). The output phase publishes it as the
-    signal ``output.kind``, so rules can apply to answers only (uncertainty rules) or to tool calls only."""
+    signal ``output.kind``, so rules can apply to answers only (uncertainty rules) or to tool calls only.
+    ``content``: in a tool-calling step, the text beside the calls that the user reads (grounding reads it: an
+    answer with a call attached is still an answer to ground); None when there is none or for an answer."""
 
     text: Text
     tokens: list[TokenLogprob] | None = None
     samples: list[Text] = Field(default_factory=list)
     model: str | None = None
     kind: Literal["answer", "tool_call"] = "answer"
+    content: Text | None = None
 
 
 class ToolCall(_Data):

@@ -7,7 +7,9 @@ GuardrailsError                 base class; catch this to catch everything below
 │   └── CheckTimeoutError       a check did not finish within its timeout_ms; its signals are missing
 ├── ArtifactError               an artifact (index, calibration, model file) is missing, damaged or mismatched
 ├── InputError                  a call, corpus line or data file handed to the library is malformed
-│   └── WorkBudgetError         a check ran out of its work budget: an attack signal, fails closed always
+│   └── HostileInputError       input a check cannot read and an attacker can shape: fails closed always
+│       ├── WorkBudgetError     a check ran out of its work budget
+│       └── ToolArgumentsError  a tool call's arguments are not a JSON object
 ├── NotFittedError              a calibration object was applied before fit()
 ├── ModelError                  a generation backend failed (HTTP, auth, malformed body, local model)
 └── GuardrailViolation          raised by integrations to abort a run; carries the Decision
@@ -120,8 +122,17 @@ class InputError(GuardrailsError, ValueError):
         super().__init__(f"{where}: {message}" if where else message)
 
 
-class WorkBudgetError(InputError):
+class HostileInputError(InputError):
+    """Input a check cannot read, in a form an attacker can choose (an attack signal): the Guard fails closed
+    (abstains under ``on_error: allow``) instead of following on_error."""
+
+
+class WorkBudgetError(HostileInputError):
     """A check ran out of its work budget on hostile-looking input; the Guard fails closed whatever on_error says."""
+
+
+class ToolArgumentsError(HostileInputError):
+    """A tool call's arguments are not a JSON object (the model writes them); the tool phase fails closed."""
 
 
 class NotFittedError(GuardrailsError, RuntimeError):

@@ -6,8 +6,9 @@ After a phase's checks run, its rules are evaluated in order and the first match
 carry on), and the output phase (or the last phase :meth:`Guard.check` runs) returns the policy's
 ``default``. A check that raises makes the phase decide ``on_error`` (fail closed by default) with the
 error recorded in the Decision; with ``on_error: allow`` the rules still run on the signals that exist,
-except after a :class:`~.errors.WorkBudgetError` (input built to exhaust a check), which abstains whatever
-``on_error`` says. Shadow rules never decide; a ``mode: shadow`` policy records what it would have decided,
+except after a :class:`~.errors.HostileInputError` (input built to exhaust a check, tool-call arguments that
+are not a JSON object), which abstains whatever ``on_error`` says; so does a tool rule that fails on the
+call's values (the model wrote them). Shadow rules never decide; a ``mode: shadow`` policy records what it would have decided,
 failures included, in ``Decision.shadow`` and allows (README, "Shadow mode").
 
 One Guard is safe to share between threads and asyncio tasks: it holds no per-call state, checks are
@@ -32,7 +33,7 @@ from .checkrun import CheckRunner, concurrently, rewritten
 from .checks import Check, CheckDeps
 from .decision import Action, CheckFailure, Decision, new_id
 from .embeddings import as_embedder
-from .errors import CheckError, InputError, WorkBudgetError
+from .errors import CheckError, HostileInputError, InputError
 from .policy import CompiledPolicy, load_policy
 from .policy.outcome import Outcome, match_phase, shadow_record
 from .telemetry import GuardTelemetry, Telemetry
@@ -217,8 +218,8 @@ class Guard:
 
     def approve_tool(self, decision: Decision, *, messages: Sequence[Message] = (), target: Any = None) -> Decision:
         """After a tool Decision escalated: ask the escalation target (``target``, else the Guard's: a larger
-        model, or a callable standing for a human reviewer) to approve the call; the reply must start with
-        APPROVE (:func:`~.tools.approved`). Approved: allow; denied: abstain (``messages.abstain``); no
+        model, or a callable standing for a human reviewer) to approve the call; the reply must be the
+        word APPROVE alone (:func:`~.tools.approved`). Approved: allow; denied: abstain (``messages.abstain``); no
         target: the Decision stays escalate (``messages.escalate``: the call waits for review and does not
         run); a target that fails: ``on_error``. Recorded in ``evidence["escalation"]`` (target, approved,
         reply) and logged, under the request's id. InputError for a Decision that is not an escalated tool call."""
@@ -581,6 +582,8 @@ class Guard:
                     )
                 )
                 action, rule, message, reads = outcome.action, None, outcome.message, {}
+                if phase == "tool" and action is Action.ALLOW:  # the call's values (the model's) broke the rule
+                    action, message = Action.ABSTAIN, _message_for(self.policy, Action.ABSTAIN, True)
             elif outcome is not None:
                 action, rule, message, reads = outcome.action, outcome.rule, outcome.message, outcome.reads
             elif final:
@@ -667,9 +670,9 @@ def _timeouts_ms(policy: CompiledPolicy, checks: Sequence[Check]) -> dict[str, f
 
 
 def _on_error(on_error: Action, error: BaseException | str) -> Action:
-    """The action a failure leads to: the policy's ``on_error``, except that a :class:`WorkBudgetError` (input
-    built to exhaust a check, an attack signal) never allows: it abstains when ``on_error`` is allow."""
-    if isinstance(error, WorkBudgetError) and on_error is Action.ALLOW:
+    """The action a failure leads to: the policy's ``on_error``, except that a :class:`HostileInputError` (input
+    built to exhaust or escape a check, an attack signal) never allows: it abstains when ``on_error`` is allow."""
+    if isinstance(error, HostileInputError) and on_error is Action.ALLOW:
         return Action.ABSTAIN
     return on_error
 

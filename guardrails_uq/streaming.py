@@ -90,6 +90,8 @@ class StreamGate:
         self.has_logprobs = False
         #: Generation.kind of the answer checked: set "tool_call" once the streamed message is known to call tools.
         self.kind: Literal["answer", "tool_call"] = "answer"
+        #: Generation.content: with kind "tool_call", the text beside the calls (set with kind, before their text).
+        self.content: str | None = None
         self.cut: Decision | None = None
         self.checks_run = 0
         self._held: deque[tuple[Any, int]] = deque()  # (payload, words in its piece)
@@ -121,6 +123,7 @@ class StreamGate:
             text="\n".join(reader_texts(self.text)),
             tokens=list(self.tokens) if self.has_logprobs else None,
             kind=self.kind,
+            content=self.content if self.kind == "tool_call" else None,
         )
 
     def _decide_prefix(self) -> bool:

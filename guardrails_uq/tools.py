@@ -7,8 +7,8 @@
                                                                └ escalate ─▶ Guard.approve_tool: the escalation
                                                                             target approves or denies; none: waits
 
-:class:`ToolCheck` publishes ``tool.name`` and ``tool.arguments`` (the decoded arguments as a map, for rules
-such as ``tool.arguments.user != app.user``) and, when the policy configures ``injection``, the injection
+:class:`ToolCheck` publishes ``tool.name``, ``tool.arguments`` (the decoded arguments as a map, for rules
+such as ``tool.arguments.user != app.user``), ``tool.folded`` (the same, strings folded for deny-lists) and, when the policy configures ``injection``, the injection
 check's reading of the arguments' text (``tool.injection_*``: an agent told by an injected page to send what
 it read somewhere). The approval prompt and its reading live here too, so every integration asks the same way.
 """
@@ -22,8 +22,9 @@ from urllib.parse import unquote_plus
 
 from .call import Call, Message, ScoredDocument
 from .checks import Check, Signals, SignalSpec
-from .errors import CheckError, InputError
+from .errors import CheckError, ToolArgumentsError
 from .jsonsafe import dumps, json_strings, sanitize, tool_call_text
+from .textnorm import normalize
 from .types import Phase
 
 #: Signals of every tool phase, whatever checks the policy configures.
@@ -32,8 +33,14 @@ TOOL_SIGNALS: Mapping[str, SignalSpec] = {
     "tool.arguments": SignalSpec(
         "map",
         "The call's arguments, decoded (JSON text parsed) as a map: rules read fields, e.g. "
-        "tool.arguments.user; reading a field the call does not have fails the rule (on_error), so write "
-        "has(tool.arguments.user) where it may be missing.",
+        "tool.arguments.user; reading a field the call does not have fails the rule (abstain, whatever on_error "
+        "says), so write has(tool.arguments.user) where it may be missing.",
+    ),
+    "tool.folded": SignalSpec(
+        "map",
+        "tool.arguments with every string read as a comparison should (look-alike letters and NFKC folded, "
+        "invisible characters removed, blanks collapsed and trimmed, case folded): for deny-lists, "
+        'tool.folded.user == "admin" also stops "Admin ", fullwidth and Cyrillic look-alikes.',
     ),
 }
 
@@ -50,7 +57,7 @@ TOOL_INJECTION_SIGNALS: Mapping[str, SignalSpec] = {
     "tool.injection_span": SignalSpec("string", "The argument window that gave the highest score, or ''."),
 }
 
-#: What the escalation target is asked when a tool rule escalates; its reply must start with APPROVE.
+#: What the escalation target is asked when a tool rule escalates; its reply must be the word APPROVE alone.
 APPROVAL_INSTRUCTIONS = (
     "You review a tool call an AI assistant wants to make for a user, before it runs. Reply with the single "
     "word APPROVE if it should run, or DENY followed by the reason."
@@ -64,19 +71,35 @@ def tool_signals(*, injection: bool) -> dict[str, SignalSpec]:
 
 def decode_arguments(name: str, arguments: Any) -> dict[str, Any]:
     """A tool call's arguments as a map: JSON text is parsed, decoded JSON is taken as is (non-finite numbers
-    become null, lone surrogates U+FFFD). Anything but a JSON object is an InputError naming the tool."""
+    become null, lone surrogates U+FFFD). Anything but a JSON object is a ToolArgumentsError naming the tool
+    (it fails closed whatever on_error says: the model writes the arguments)."""
     if isinstance(arguments, str):
         try:
             arguments = json.loads(arguments) if arguments.strip() else {}
         except (ValueError, RecursionError) as exc:
-            raise InputError(f"tool call {name!r}: arguments are not JSON ({exc})", source="tool.arguments") from None
+            raise ToolArgumentsError(
+                f"tool call {name!r}: arguments are not JSON ({exc})", source="tool.arguments"
+            ) from None
     if not isinstance(arguments, Mapping):
-        raise InputError(
+        raise ToolArgumentsError(
             f"tool call {name!r}: arguments must be a JSON object, got {type(arguments).__name__}",
             source="tool.arguments",
         )
     decoded: dict[str, Any] = sanitize(dict(arguments))
     return decoded
+
+
+def folded(value: Any) -> Any:
+    """``value`` (decoded arguments) with every string value folded for comparison (:data:`TOOL_SIGNALS`,
+    ``tool.folded``): :func:`~.textnorm.normalize` with look-alikes folded, case folded, blanks trimmed.
+    Keys are kept as written (a tool's schema matches them exactly)."""
+    if isinstance(value, str):
+        return " ".join(normalize(value, fold_confusables=True).casefold().split())
+    if isinstance(value, dict):
+        return {key: folded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [folded(item) for item in value]
+    return value
 
 
 def argument_text(name: str, arguments: Mapping[str, Any]) -> str:
@@ -101,7 +124,11 @@ class ToolCheck:
         if call.tool is None:
             raise CheckError(self.name, "the tool phase needs a tool call: use Guard.tool(name, arguments)")
         arguments = decode_arguments(call.tool.name, call.tool.arguments)
-        values: dict[str, Any] = {"tool.name": call.tool.name, "tool.arguments": arguments}
+        values: dict[str, Any] = {
+            "tool.name": call.tool.name,
+            "tool.arguments": arguments,
+            "tool.folded": folded(arguments),
+        }
         evidence: dict[str, Any] = {"name": call.tool.name, "id": call.tool.id}
         if self.injection is not None:
             text = argument_text(call.tool.name, arguments)
@@ -133,6 +160,8 @@ def approval_prompt(
 
 
 def approved(reply: str) -> bool:
-    """True only when the reviewer's reply starts with the word APPROVE (anything else denies: fail closed)."""
-    words = reply.strip().split(None, 1)
-    return bool(words) and words[0].strip(".:,!").upper() == "APPROVE"
+    """True only when the reviewer's reply is the word APPROVE alone (any case; blanks, final punctuation and
+    markdown emphasis around it ignored). Anything else denies (fail closed): a reply that starts with APPROVE
+    and goes on ("APPROVE or DENY? DENY: ...", "APPROVE. Actually no", "Approve only if ...") is not an
+    approval."""
+    return reply.strip().strip("*_`\"'").strip().rstrip(".!").upper() == "APPROVE"

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..call import Call
 from ..checks import Signals
-from ..errors import ArtifactError, InputError
+from ..errors import ArtifactError, InputError, WorkBudgetError
 from ..guidelines.calibration import HarmDetector
 from ..guidelines.detector import segments
 from ..guidelines.index import GuidelineIndex
@@ -19,7 +19,8 @@ from ..guidelines.library import GuidelineLibrary
 from ..textnorm import read_as_model
 from .spec import REBUILD
 
-#: Most parts (the output, its sentences, word windows) scored per call; more fails the check (on_error).
+#: Most parts (the output, its sentences, word windows) scored per call; more fails the check with a
+#: WorkBudgetError (abstain, whatever on_error says: the length is the model's, which a user can ask for).
 MAX_SEGMENTS = 2048
 #: Probabilities of recently scored parts kept (a streamed answer is scored again as its prefix grows).
 CACHE_SIZE = 4096
@@ -66,7 +67,7 @@ class AnswerHarmCheck:
         reading = read_as_model(text)
         parts = segments(reading.text)
         if len(parts) > MAX_SEGMENTS:
-            raise InputError(
+            raise WorkBudgetError(  # the model's padding: fails closed whatever on_error says
                 f"the output has {len(parts)} parts to score, more than {MAX_SEGMENTS}: the check does not read an "
                 "output in part",
                 source=self.name,

@@ -87,8 +87,15 @@ class GroundingCheck:
 
     def run(self, call: Call) -> Signals:
         generation = call.generation
-        # an agent's tool-calling step states no facts to ground (its arguments are read by the other checks)
-        answer = generation.text if generation is not None and generation.kind != "tool_call" else ""
+        # an agent's tool-calling step: its calls state no facts to ground (their arguments are read by the other
+        # checks), the text beside them does (a contradicting answer with a dummy call attached was allowed)
+        answer = (
+            ""
+            if generation is None
+            else generation.text
+            if generation.kind != "tool_call"
+            else generation.content or ""
+        )
         if call.metadata.get("partial"):
             answer = _complete(answer)
         documents = [(d.id, d.text) for d in call.documents or () if d.text.strip()]

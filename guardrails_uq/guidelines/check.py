@@ -13,7 +13,7 @@ import numpy as np
 
 from ..call import Call
 from ..checks import Signals
-from ..errors import ArtifactError, InputError
+from ..errors import ArtifactError, InputError, WorkBudgetError
 from ..textnorm import Reading, read_as_model
 from .calibration import FIX, HarmDetector
 from .detector import segments
@@ -23,7 +23,8 @@ from .library import GuidelineLibrary
 from .render import render_messages
 
 #: Most parts (turns, sentences, windows: :func:`.detector.segments`) one call may ask the detector to score;
-#: a longer conversation fails the check (``on_error`` decides) rather than being read in part.
+#: a longer conversation fails the check with a WorkBudgetError (abstain, whatever ``on_error`` says: padding
+#: is the client's choice) rather than being read in part.
 MAX_SEGMENTS = 1024
 #: Consecutive user turns read joined (pairs and triples): a request split across up to JOINED messages is read
 #: whole, and a new turn adds only JOINED - 1 joined texts (the rest are cached from the turn before).
@@ -182,7 +183,7 @@ class GuidelinesCheck:
     def _parts(call: Call, readings: list[Reading]) -> list[_Part]:
         """Every part of every turn the model reads, and runs of consecutive user turns joined; distinct texts.
 
-        Raises InputError beyond MAX_SEGMENTS parts (the check fails, ``on_error`` decides)."""
+        Raises WorkBudgetError beyond MAX_SEGMENTS parts (the check fails closed whatever ``on_error`` says)."""
         parts: dict[str, _Part] = {}
         for number, (message, reading) in enumerate(zip(call.messages, readings, strict=True)):
             for text in segments(reading.text):
@@ -196,7 +197,7 @@ class GuidelinesCheck:
                 for text in segments(" ".join(users[start : start + size])):
                     parts.setdefault(text, _Part(text, "joined user turns", "user"))
         if len(parts) > MAX_SEGMENTS:
-            raise InputError(
+            raise WorkBudgetError(
                 f"the conversation has {len(parts)} parts to score, more than {MAX_SEGMENTS}: shorten the "
                 "history sent to the model (the check does not read a conversation in part)",
                 source="guidelines",

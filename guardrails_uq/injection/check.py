@@ -7,7 +7,7 @@ from typing import Any
 
 from ..call import Call, ScoredDocument
 from ..checks import Signals
-from ..errors import ArtifactError, CheckError, InputError
+from ..errors import ArtifactError, InputError, WorkBudgetError
 from .calibration import FIX, InjectionDetector
 from .detector import windows_of
 from .markup import reveal
@@ -54,9 +54,9 @@ class InjectionCheck:
         cut = [windows_of(p) for p in pieces]
         count = sum(len(w) for w in cut)
         if count > self.max_windows:
-            raise CheckError(
-                self.name,
+            raise WorkBudgetError(  # padding is the writer's choice: fails closed whatever on_error says
                 f"{count} windows to score, more than max_windows={self.max_windows}: raise it or split the documents",
+                source=self.name,
             )
         scored = self.detector.score_windows(self.embedder, cut)
         channels = sorted({p.channel for found in pieces for p in found if p.hidden})

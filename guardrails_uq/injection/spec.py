@@ -34,7 +34,8 @@ class InjectionConfig(CheckConfig):
         default=2000,
         ge=1,
         description="Most windows (sentences and sentence pairs of every decoded piece) scored per call; more is "
-        "a check failure (on_error decides), never a partial check.",
+        "a check failure that abstains whatever on_error says (the padding is the writer's: a work budget), never "
+        "a partial check.",
     )
 
 

@@ -5,7 +5,8 @@ The extension field (the OpenAI SDK sends it with ``extra_body``; it is never fo
 
     "guardrails": {"documents": [{"id": "kb-12", "text": "...", "score": 0.71}, ...]}
 
-``id`` (non-empty string, unique) and ``text`` (string) are required; ``score`` (a finite number: the app's
+``id`` (a citation key, :data:`DOCUMENT_ID`: unique, not starting with ``message:``, the prefix of tool
+messages' ids) and ``text`` (string) are required; ``score`` (a finite number: the app's
 retriever's similarity, higher = closer) is optional and given for every document or for none; without it the
 proxy scores each document against the request with the Guard's embedder (cosine similarity: the retriever the
 default ``retrieval.fingerprint`` names). Anything else is a 400 naming the field.
@@ -23,6 +24,7 @@ kept documents.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +45,14 @@ MAX_DOCUMENTS = 256
 HEADING = "Answer from these documents only; each begins with its id in brackets."
 
 _DOC_KEYS = {"id", "text", "score"}
+#: A client document's id: a citation key (letters, digits and the characters a URL may hold; no blanks or
+#: brackets; at most 128). The model reads it (``[id] text``) but the checks read the text alone, so an id
+#: cannot hold a sentence (an order written as the id of a benign document reached the model unread).
+DOCUMENT_ID = re.compile(r"[A-Za-z0-9._~:/?#@!$&'()*+,;=%-]{1,128}")
+#: The prefix of the tool messages' ids in the retrieval phase (:func:`tool_ids`): refused in client ids, so a
+#: client document can never stand for a tool message (a kept ``message:2`` document forwarded the dropped tool
+#: message 2).
+TOOL_ID_PREFIX = "message:"
 
 
 @dataclass(frozen=True)
@@ -83,8 +93,14 @@ def parse_extension(body: Mapping[str, Any]) -> Extension:
         if extra:
             raise _refuse(f"{where}.{extra[0][:40]}", "is not a known field (known: id, text, score)")
         doc_id, text, score = item.get("id"), item.get("text"), item.get("score")
-        if not isinstance(doc_id, str) or not doc_id.strip():
-            raise _refuse(f"{where}.id", "must be a non-empty string")
+        if not isinstance(doc_id, str) or not DOCUMENT_ID.fullmatch(doc_id):
+            raise _refuse(
+                f"{where}.id",
+                "must be a citation key: 1 to 128 letters, digits or URL characters, no blanks or brackets "
+                "(the model reads it beside the text; percent-encode anything else)",
+            )
+        if doc_id.startswith(TOOL_ID_PREFIX):
+            raise _refuse(f"{where}.id", f"starts with {TOOL_ID_PREFIX!r}, the prefix of tool messages' ids; rename it")
         if doc_id in ids:
             raise _refuse(f"{where}.id", f"repeats the id {doc_id[:40]!r}; ids must be unique")
         if not isinstance(text, str):
@@ -94,7 +110,7 @@ def parse_extension(body: Mapping[str, Any]) -> Extension:
                 raise _refuse(f"{where}.score", "must be a finite number (the retriever's similarity)")
             with_score += 1
         ids.add(doc_id)
-        documents.append((clean_text(doc_id), clean_text(text), None if score is None else float(score)))
+        documents.append((doc_id, clean_text(text), None if score is None else float(score)))
     if 0 < with_score < len(documents):
         raise _refuse(f"{FIELD}.documents", "gives a score for some documents only: give it for all or none")
     return Extension(
@@ -125,7 +141,7 @@ def retrieval_documents(guard: Guard, extension: Extension, messages: Sequence[M
     out = [d.model_copy(update={"score": scores[i]}) for i, d in enumerate(given)] if unscored else given
     offset = len(unscored)
     out += [
-        ScoredDocument(id=f"message:{i}", text=text, score=scores[offset + n], metadata={"role": "tool"})
+        ScoredDocument(id=f"{TOOL_ID_PREFIX}{i}", text=text, score=scores[offset + n], metadata={"role": "tool"})
         for n, (i, text) in enumerate(tools)
     ]
     return out
@@ -138,7 +154,7 @@ def render_documents(documents: Sequence[ScoredDocument]) -> str:
 
 def tool_ids(messages: Sequence[Message]) -> list[str]:
     """The retrieval-phase ids of the tool messages (``message:<index in the client's messages>``), in order."""
-    return [f"message:{i}" for i, m in enumerate(messages) if m.role == "tool"]
+    return [f"{TOOL_ID_PREFIX}{i}" for i, m in enumerate(messages) if m.role == "tool"]
 
 
 def prompt_with_documents(

@@ -495,7 +495,7 @@ class Exchange:
                     if gate.cut is not None:
                         break
                 if gate.cut is None and calls:  # the decoded tool calls are part of the answer checked
-                    gate.kind = "tool_call"
+                    gate.kind, gate.content = "tool_call", gate.text or None
                     text = "\n" + "\n".join(wire.tool_text(c) for c in calls.complete())
                     await asyncio.to_thread(gate.push, text, _HELD, None)
             except Exception as exc:  # an upstream failure or anything unreadable in the stream: fail closed

@@ -64,7 +64,9 @@ class ChoiceOutput:
         return "\n".join(reader_texts(shown))
 
     def generation(self) -> Generation:
-        return Generation(text=self.checked_text, tokens=self.tokens, kind="tool_call" if self.tool_calls else "answer")
+        if not self.tool_calls:
+            return Generation(text=self.checked_text, tokens=self.tokens)
+        return Generation(text=self.checked_text, tokens=self.tokens, kind="tool_call", content=self.content or None)
 
 
 def canonical_arguments(arguments: str) -> str:

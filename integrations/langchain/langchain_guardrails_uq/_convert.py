@@ -180,7 +180,7 @@ def generation_of(message: Any) -> Generation:
     text = checked_text(message)
     calls = tool_calls_text(message)
     if calls:
-        return Generation(text=f"{text}\n{calls}" if text else calls, kind="tool_call")
+        return Generation(text=f"{text}\n{calls}" if text else calls, kind="tool_call", content=text or None)
     return Generation(text=text, tokens=tokens_of(message))
 
 

@@ -242,6 +242,7 @@ class Turn:
             tokens=tokens_of(response.logprobs),
             model=self.model,
             kind="tool_call" if calls else "answer",
+            content=(message.content or None) if calls else None,
         )
         self.decision = self._add(self.guard.after(generation, messages=self.prompt, context=self.request.latest))
         if self.decision.action is Action.ALLOW:
@@ -297,7 +298,7 @@ class Turn:
             extra += [b.content for b in last.message.blocks if isinstance(b, ThinkingBlock) and b.content]
             extra += tool_call_lines(calls)
             if calls:
-                gate.kind = "tool_call"
+                gate.kind, gate.content = "tool_call", received or None
             if extra:
                 self._released += gate.push("\n" + "\n".join(extra), None)
         released, decision = gate.finish()
