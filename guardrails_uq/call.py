@@ -5,6 +5,7 @@ Field names are stable: they are part of the audit log's format.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Annotated, Any, Literal
 
@@ -34,6 +35,12 @@ def _call_id(value: str) -> str:
 #: A tool-call id: a key tying a tool result to its call, never read as text, so it may carry none
 #: (no spaces, at most 64 characters).
 CallId = Annotated[str, AfterValidator(_call_id)]
+
+
+def opaque_call_id(raw: str) -> str:
+    """A :data:`CallId` standing for any id a client or framework gave (a hash of it: the same id maps to the
+    same key, so calls and their results stay paired), so no text written in an id reaches the model."""
+    return "call_" + hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
 
 
 class FunctionCall(_Data):

@@ -406,8 +406,14 @@ def test_a_client_document_cannot_take_the_id_of_a_dropped_tool_message(tmp_path
     lasagna = "The cafeteria serves lasagna on Tuesdays and fish on Fridays."
     messages = [
         {"role": "user", "content": "Can I export my notes as a PDF?"},
-        {"role": "assistant", "content": "Let me check the menu."},
-        {"role": "tool", "content": lasagna},
+        {
+            "role": "assistant",
+            "content": "Let me check the menu.",
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "menu", "arguments": '{"day": "today"}'}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": lasagna},
     ]
     docs = {"guardrails": {"documents": [{"id": "message:2", "text": KB["export"]}]}}
     with ChatCompletionsServer(lambda request: "Yes, from Settings > Export.") as upstream:

@@ -186,8 +186,12 @@ class GuidelinesCheck:
         Raises WorkBudgetError beyond MAX_SEGMENTS parts (the check fails closed whatever ``on_error`` says)."""
         parts: dict[str, _Part] = {}
         for number, (message, reading) in enumerate(zip(call.messages, readings, strict=True)):
-            for text in segments(reading.text):
-                parts.setdefault(text, _Part(text, number, message.role))
+            pieces = [reading.text]
+            if message.tool_calls:  # each name, key and string of a call is also read alone (a tool reads it so)
+                pieces += [read_as_model(line).text for line in message.read_text.splitlines()]
+            for piece in pieces:
+                for text in segments(piece):
+                    parts.setdefault(text, _Part(text, number, message.role))
         if not call.messages and call.query:
             for text in segments(read_as_model(call.query).text):
                 parts.setdefault(text, _Part(text, "query", "user"))

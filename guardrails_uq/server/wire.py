@@ -9,7 +9,6 @@ reaches the client; every body is strict JSON (:mod:`guardrails_uq.jsonsafe`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -19,7 +18,7 @@ from typing import Any
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from ..call import Generation, Message, TokenLogprob
+from ..call import Generation, Message, TokenLogprob, opaque_call_id
 from ..decision import Decision
 from ..errors import InputError
 from ..jsonsafe import clean_text, dumpb, json_strings, reader_texts, tool_call_text
@@ -222,10 +221,8 @@ def _tool_conversation(messages: list[Message]) -> None:
         raise _refuse(next(iter(waiting.values())), "is not answered by a tool message")
 
 
-def upstream_call_id(client_id: str) -> str:
-    """The id the upstream sees for a client's tool-call id: a hash of it (the same id maps to the same id,
-    so calls and their results stay paired), so no text a client writes in an id reaches the model."""
-    return "call_" + hashlib.blake2b(client_id.encode(), digest_size=12).hexdigest()
+#: The id the upstream sees for a client's tool-call id (:func:`~..call.opaque_call_id`).
+upstream_call_id = opaque_call_id
 
 
 def upstream_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:

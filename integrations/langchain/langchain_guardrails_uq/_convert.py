@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, HumanMessage, SystemMessage, ToolMessage
 
 from guardrails_uq import Decision, Generation, Message, TokenLogprob
+from guardrails_uq.call import opaque_call_id
 from guardrails_uq.errors import InputError
 from guardrails_uq.jsonsafe import json_strings, tool_call_text
 from guardrails_uq.models.logprobs import from_langchain
@@ -139,24 +141,63 @@ def unreadable_error(kinds: Sequence[str]) -> InputError:
 
 
 def to_core(messages: Sequence[BaseMessage]) -> list[Message]:
-    """LangChain messages -> guardrails-uq Messages (roles: system, user, assistant, tool)."""
+    """LangChain messages -> guardrails-uq Messages (roles: system, user, assistant, tool). An AI message's tool
+    calls and a tool message's ``tool_call_id`` and ``name`` are kept (ids as :func:`opaque_call_id` keys), so
+    the input phase reads earlier turns' calls as the model does (:attr:`Message.read_text`) and
+    :func:`to_langchain` gives the model a valid tool conversation back."""
     out = []
     for message in messages:
-        role = message.role if isinstance(message, ChatMessage) else message.type
-        out.append(Message(role=_ROLES.get(role, "user"), content=text_of(message)))  # type: ignore[arg-type]
+        role = _ROLES.get(message.role if isinstance(message, ChatMessage) else message.type, "user")
+        fields: dict[str, Any] = {"role": role, "content": text_of(message)}
+        if role == "assistant" and isinstance(message, AIMessage):
+            calls = [
+                {"id": opaque_call_id(str(c.get("id") or "")), "function": {"name": c["name"], "arguments": args}}
+                for c, args in _calls_with_arguments(message)
+            ]
+            fields["tool_calls"] = calls or None
+        elif role == "tool" and isinstance(message, ToolMessage):
+            fields["tool_call_id"] = opaque_call_id(str(message.tool_call_id or ""))
+            fields["name"] = message.name or None
+        out.append(Message.model_validate(fields))
     return out
+
+
+def _calls_with_arguments(message: AIMessage) -> list[tuple[Mapping[str, Any], str]]:
+    """Each tool call of ``message`` (valid and invalid ones) with its arguments as JSON text."""
+    valid = [(c, json.dumps(c.get("args") or {}, ensure_ascii=False)) for c in message.tool_calls]
+    invalid = [(c, str(c.get("args") or "")) for c in message.invalid_tool_calls if c.get("name")]
+    return valid + invalid  # type: ignore[return-value]
 
 
 def to_langchain(messages: Sequence[Message]) -> list[BaseMessage]:
-    """guardrails-uq Messages -> LangChain messages."""
-    kinds = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
+    """guardrails-uq Messages -> LangChain messages (tool calls and tool-call ids as :func:`to_core` kept them)."""
+    kinds = {"system": SystemMessage, "user": HumanMessage}
     out: list[BaseMessage] = []
     for message in messages:
         if message.role == "tool":
-            out.append(ToolMessage(content=message.content, tool_call_id="guardrails"))
+            out.append(
+                ToolMessage(
+                    content=message.content, tool_call_id=message.tool_call_id or "guardrails", name=message.name
+                )
+            )
+        elif message.role == "assistant":
+            calls = [
+                {"name": c.function.name, "args": _arguments(c.function.arguments), "id": c.id, "type": "tool_call"}
+                for c in message.tool_calls or ()
+            ]
+            out.append(AIMessage(content=message.content, tool_calls=calls))
         else:
             out.append(kinds[message.role](content=message.content))
     return out
+
+
+def _arguments(text: str) -> dict[str, Any]:
+    """A tool call's arguments as LangChain holds them (a dict; text that is not a JSON object under "input")."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"input": text}
+    return value if isinstance(value, dict) else {"input": value}
 
 
 def tokens_of(message: Any) -> list[TokenLogprob] | None:
