@@ -106,3 +106,15 @@ def sorted_probabilities(values: Any, name: str, path: str | Path, fix: str) -> 
     if len(array) and (np.any(np.diff(array) < 0) or array.min() < 0 or array.max() > 1):
         raise ArtifactError(path, f"{name} must be sorted probabilities", fix=fix)
     return array
+
+
+def calibrated_threshold(detector: Any, target_fpr: float | None, fix: str) -> float:
+    """``detector.threshold`` at ``target_fpr`` (None: the detector's own target) for a calibrated detector
+    (``threshold``, ``target_fpr``, ``loaded_from``); ArtifactError naming its artifact, with ``fix``, when its
+    benign examples are too few for that target (the InputError ``threshold`` raises)."""
+    from .errors import InputError
+
+    try:
+        return float(detector.threshold(detector.target_fpr if target_fpr is None else target_fpr))
+    except InputError as exc:
+        raise ArtifactError(detector.loaded_from, str(exc), fix=f"state a larger target_fpr, or {fix}") from None

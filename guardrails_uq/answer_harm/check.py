@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from ..artifacts import calibrated_threshold
 from ..call import Call
 from ..checks import Signals
-from ..errors import ArtifactError, InputError, WorkBudgetError
+from ..errors import WorkBudgetError
 from ..guidelines.calibration import HarmDetector
 from ..guidelines.detector import segments
 from ..guidelines.index import GuidelineIndex
@@ -44,12 +45,8 @@ class AnswerHarmCheck:
         self.index = index
         self.detector = detector
         self.target_fpr = target_fpr if target_fpr is not None else detector.target_fpr
-        source = detector.loaded_from
-        detector.check_compatible(index, path=source)
-        try:
-            self.threshold = detector.threshold(self.target_fpr)
-        except InputError as exc:
-            raise ArtifactError(source, str(exc), fix=f"state a larger target_fpr, or rebuild: {REBUILD}") from None
+        detector.check_compatible(index, path=detector.loaded_from)
+        self.threshold = calibrated_threshold(detector, self.target_fpr, f"rebuild: {REBUILD}")
         self._scores: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
 

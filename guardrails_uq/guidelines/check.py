@@ -11,9 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from ..artifacts import calibrated_threshold
 from ..call import Call
 from ..checks import Signals
-from ..errors import ArtifactError, InputError, WorkBudgetError
+from ..errors import WorkBudgetError
 from ..textnorm import Reading, read_as_model
 from .calibration import FIX, HarmDetector
 from .detector import segments
@@ -42,15 +43,6 @@ class _Part:
     text: str
     origin: int | str
     role: str
-
-
-def calibrated_threshold(detector: HarmDetector, target_fpr: float | None) -> float:
-    """The detector's threshold at ``target_fpr`` (None: its own target); ArtifactError naming the artifact when
-    its benign requests are too few for that target."""
-    try:
-        return detector.threshold(detector.target_fpr if target_fpr is None else target_fpr)
-    except InputError as exc:
-        raise ArtifactError(detector.loaded_from, str(exc), fix=f"state a larger target_fpr, or {FIX}") from None
 
 
 class GuidelinesCheck:
@@ -101,7 +93,7 @@ class GuidelinesCheck:
         self._lock = threading.Lock()
         if detector is not None:
             detector.check_compatible(index, path=detector.loaded_from)
-            self.threshold = calibrated_threshold(detector, self.target_fpr)
+            self.threshold = calibrated_threshold(detector, self.target_fpr, FIX)
 
     @classmethod
     def from_config(

@@ -73,8 +73,9 @@ def explain(config: Any, base_dir: Path) -> list[str]:
 def verify(config: Any, base_dir: Path, deps: CheckDeps) -> list[str]:
     """``policy check``: the library, its saved index (checksums; ArtifactError when damaged) and the calibration
     (checksum, embedder, library, target), with the loaders the Guard uses; nothing is embedded or written."""
-    from .calibration import HarmDetector
-    from .check import GuidelinesCheck, calibrated_threshold
+    from ..artifacts import calibrated_threshold
+    from .calibration import FIX, HarmDetector
+    from .check import GuidelinesCheck
     from .index import GuidelineIndex
     from .library import GuidelineLibrary
 
@@ -94,7 +95,7 @@ def verify(config: Any, base_dir: Path, deps: CheckDeps) -> list[str]:
     if index is not None:
         GuidelinesCheck(index, detector=detector, target_fpr=config.target_fpr)  # what the Guard checks at start
     else:
-        calibrated_threshold(detector, config.target_fpr)
+        calibrated_threshold(detector, config.target_fpr, FIX)
     return warnings + detector.recall_warnings(config.target_fpr)
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..artifacts import calibrated_threshold
 from ..call import Call, ScoredDocument
 from ..checks import Signals
-from ..errors import ArtifactError, InputError, WorkBudgetError
+from ..errors import WorkBudgetError
 from .calibration import FIX, InjectionDetector
 from .detector import windows_of
 from .markup import reveal
@@ -39,12 +40,8 @@ class InjectionCheck:
         self.target_fpr = target_fpr if target_fpr is not None else detector.target_fpr
         self.drop = drop
         self.max_windows = max_windows
-        source = detector.loaded_from
-        detector.check_compatible(embedder, path=source)
-        try:
-            self.threshold = detector.threshold(self.target_fpr)
-        except InputError as exc:
-            raise ArtifactError(source, str(exc), fix=f"state a larger target_fpr, or {FIX}") from None
+        detector.check_compatible(embedder, path=detector.loaded_from)
+        self.threshold = calibrated_threshold(detector, self.target_fpr, FIX)
 
     def run(self, call: Call) -> Signals:
         documents = list(call.documents or [])
