@@ -3,10 +3,12 @@
 The demo policy's Guard (real MiniLM, suffix-array provenance index, uncertainty with deferral, grounding on
 the kept chunks) decides the output phase of demo answers in three ways, in interleaved rounds so that all see
 the same load: ``Guard.after`` (sync, sequential, the caller's thread), ``asyncio.to_thread(Guard.after)``
-(the async path before this change: sequential in one worker) and ``Guard.aafter`` (the async path now:
-provenance, uncertainty and grounding at once). Reported: p50 latency of each, the gain (sequential async /
-concurrent async), and whether every Decision was the same. The gain is bounded by the slowest check and by how
-much of each check releases the GIL (numpy, FAISS, ONNX Runtime, the suffix array's C code), and by the cores.
+(sequential in one worker) and ``Guard.aafter`` (the async path: the checks that wait on an endpoint run in
+workers while the others compute in the phase's thread). Three set-ups: the demo policy as shipped (no check
+waits: the async path stays sequential, since its checks hold the GIL), grounding by a judge endpoint on
+127.0.0.1 (20 ms a reply), and that judge plus an app's own moderation check calling an endpoint (20 ms).
+Reported: p50 latency of each, the gain (sequential async / concurrent async), and whether every Decision was
+the same.
 
     python bench/concurrency.py [--rounds 30]
 """
@@ -35,10 +37,8 @@ def measure(guard, context, answers, rounds: int) -> None:  # type: ignore[no-un
     loop = asyncio.new_event_loop()
     paths = {
         "sync (sequential)": lambda g: guard.after(g, context=context),
-        "async, sequential (before)": lambda g: loop.run_until_complete(
-            asyncio.to_thread(guard.after, g, context=context)
-        ),
-        "async, concurrent (now)": lambda g: loop.run_until_complete(guard.aafter(g, context=context)),
+        "async, sequential": lambda g: loop.run_until_complete(asyncio.to_thread(guard.after, g, context=context)),
+        "async (Guard.aafter)": lambda g: loop.run_until_complete(guard.aafter(g, context=context)),
     }
     times: dict[str, list[float]] = {name: [] for name in paths}
     same = True
@@ -61,8 +61,8 @@ def measure(guard, context, answers, rounds: int) -> None:  # type: ignore[no-un
     medians = {name: statistics.median(values) for name, values in times.items()}
     for name, value in medians.items():
         print(f"  {name:<28} p50 {value * 1e3:8.2f} ms  ({len(times[name])} calls)")
-    gain = medians["async, sequential (before)"] / medians["async, concurrent (now)"]
-    print(f"  gain (async sequential / async concurrent): {gain:.2f}x; same Decisions on every call: {same}")
+    gain = medians["async, sequential"] / medians["async (Guard.aafter)"]
+    print(f"  gain (async sequential / Guard.aafter): {gain:.2f}x; same Decisions on every call: {same}")
 
 
 def main() -> None:
@@ -70,7 +70,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     args = parser.parse_args()
     from guardrails_uq import Generation, Guard, Message, ScoredDocument, TokenLogprob, TopLogprob, loads_policy
-    from guardrails_uq.testing import ChatCompletionsServer
+    from guardrails_uq.call import Call
+    from guardrails_uq.models.openai_compat import OpenAIChatModel
+    from guardrails_uq.testing import ChatCompletionsServer, StaticCheck
 
     policy_path = ROOT / "policies" / "demo.yaml"
     guard = Guard.from_policy(policy_path, audit=False)
@@ -84,7 +86,9 @@ def main() -> None:
         tokens = [TokenLogprob(token=w + " ", logprob=-0.2) for w in text.split(" ")]
         answers.append(Generation(text=text, tokens=tokens))
     print(f"machine: {machine()}")
-    print(f"demo policy, offline grounding scorer; output checks {[c.name for c in guard.checks['output']]}:")
+    print(
+        f"demo policy as shipped (no check waits on an endpoint); output checks {[c.name for c in guard.checks['output']]}:"
+    )
     measure(guard, context, answers, args.rounds)
 
     def judge(request: dict) -> Generation:
@@ -98,9 +102,22 @@ def main() -> None:
             "grounding: {calibration: calibration/grounding.json}",
             f'grounding: {{judge: {{url: "{server.base_url}", model: judge}}}}',
         )
-        judged = Guard(loads_policy(text, file=str(policy_path), base_dir=policy_path.parent), audit=False)
+        judged_policy = loads_policy(text, file=str(policy_path), base_dir=policy_path.parent)
+        judged = Guard(judged_policy, audit=False)
         print(f"demo policy with grounding by a judge endpoint on 127.0.0.1 ({JUDGE_DELAY_S * 1e3:.0f} ms a reply):")
         measure(judged, context, answers, max(5, args.rounds // 3))
+        moderation = OpenAIChatModel(server.base_url, "moderation")
+
+        def moderate(call: Call) -> dict:
+            moderation.generate([Message(role="user", content=call.generation.text)])
+            return {}
+
+        app_check = StaticCheck("moderation", "output", compute=moderate)
+        both = Guard(judged_policy, checks=[*judged.checks["output"], app_check], audit=False)
+        print(
+            f"the same plus the app's own moderation check calling an endpoint ({JUDGE_DELAY_S * 1e3:.0f} ms a reply):"
+        )
+        measure(both, context, answers, max(5, args.rounds // 3))
 
 
 if __name__ == "__main__":

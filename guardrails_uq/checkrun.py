@@ -12,8 +12,12 @@ in the phase's own thread (sequential path) and is waited for however long it ta
 **Concurrency.** The checks of a phase run in stages: a check that may rewrite the call
 (:attr:`.CheckSpec.rewrites`: guidelines injects messages, injection and retrieval filter documents) ends its
 stage, so the checks after it see what it wrote, exactly as in sequential order. In concurrent mode (the
-Guard's ``a*`` methods, :func:`concurrently`) every check of a stage runs at once in a worker thread; results
-are returned in the phase's order either way, so the Decision is the same as the sequential one.
+Guard's ``a*`` methods, :func:`concurrently`) the checks of a stage that may wait on something outside the
+process (:attr:`.CheckSpec.waits`: a judge endpoint, an app's check nobody vouches for) or have a time limit
+run in worker threads, while the stage's other checks run meanwhile in the phase's thread. Checks that compute
+in Python hold the GIL, so running two of them at once gains nothing and costs thread hand-offs (measured in
+``bench/concurrency.py``). Results are returned in the phase's order either way, so the Decision is the same
+as the sequential one.
 """
 
 from __future__ import annotations
@@ -89,6 +93,16 @@ def may_rewrite(check: Check) -> bool:
     return declared is None or bool(declared)
 
 
+def may_wait(check: Check) -> bool:
+    """True unless the check (a ``waits`` attribute) or its registry entry says it waits on nothing outside the
+    process: a check nobody vouches for may wait (an app's check calling a moderation API, say)."""
+    declared = getattr(check, "waits", None)
+    if declared is None:
+        spec = registry().get(check.name)
+        declared = spec.waits if spec is not None else None
+    return declared is None or bool(declared)
+
+
 def rewritten(call: Call, signals: Signals | Decision) -> Call:
     """The call as the next checks of the phase (``signals``), or the next phase (a ``Decision``), see it:
     the injected prompt and the kept chunks replace the originals."""
@@ -151,12 +165,24 @@ class CheckRunner:
         return self._wait(check, _submit(self._attempt, check, call, trace), limit, time.perf_counter(), trace)
 
     def _at_once(self, stage: list[Check], call: Call, observer: CheckObserver | None) -> list[CheckRun]:
+        """The stage's runs in its order: the checks that may wait (:func:`may_wait`) or have a time limit go to
+        workers first, the others run meanwhile in this thread, one after the other (they hold the GIL: at once
+        they would only add hand-offs). With no check that waits the stage is simply sequential."""
+        away = [may_wait(check) or check.name in self.timeouts_ms for check in stage]
+        if not any(away):
+            return [self._one(check, call, observer) for check in stage]
         started = time.perf_counter()
-        pending = []
-        for check in stage:
-            trace = observer.check(check, self.timeouts_ms.get(check.name)) if observer is not None else None
-            pending.append((check, trace, _submit(self._attempt, check, call, trace)))
-        return [self._wait(c, f, self.timeouts_ms.get(c.name), started, t) for c, t, f in pending]
+        pending: dict[int, tuple[CheckTrace | None, Future[CheckRun]]] = {}
+        for i, check in enumerate(stage):
+            if away[i]:
+                trace = observer.check(check, self.timeouts_ms.get(check.name)) if observer is not None else None
+                pending[i] = (trace, _submit(self._attempt, check, call, trace))
+        here = {i: self._one(check, call, observer) for i, check in enumerate(stage) if not away[i]}
+        return [
+            here[i] if i not in pending else self._wait(check, pending[i][1], self.timeouts_ms.get(check.name),
+                                                        started, pending[i][0])
+            for i, check in enumerate(stage)
+        ]  # fmt: skip
 
     def _wait(
         self,

@@ -103,6 +103,12 @@ class CheckSpec:
     #: the Guard's async path runs a phase's checks at once except across a check that may rewrite. None
     #: (the default for a check that does not say) counts as "may rewrite anything": such a check runs alone.
     rewrites: frozenset[str] | None = None
+    #: Whether the check waits on something outside the process (an endpoint). The async path runs the checks
+    #: that may wait in worker threads, while the others run one after the other in the phase's own thread:
+    #: a check that computes in Python holds the GIL, so running it beside another only adds thread hand-offs.
+    #: A ``waits`` attribute of the check itself overrides this (grounding waits only with a judge). None (the
+    #: default for a check that does not say) counts as "may wait".
+    waits: bool | None = None
 
 
 @dataclass

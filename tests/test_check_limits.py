@@ -34,7 +34,9 @@ class Probe:
 BEHAVIOUR: dict[str, Callable[[Call], Signals]] = {}
 
 
-def _spec(name: str, phase: str = "output", rewrites: frozenset[str] | None = frozenset()) -> CheckSpec:
+def _spec(
+    name: str, phase: str = "output", rewrites: frozenset[str] | None = frozenset(), waits: bool | None = None
+) -> CheckSpec:
     class Config(CheckConfig):
         pass
 
@@ -46,6 +48,7 @@ def _spec(name: str, phase: str = "output", rewrites: frozenset[str] | None = fr
         signals={f"{name}.score": SignalSpec("number", "the probe's number")},
         build=lambda config, base_dir, deps: Probe(name, phase, lambda call: BEHAVIOUR[name](call)),
         rewrites=rewrites,
+        waits=waits,
     )
 
 
@@ -54,6 +57,7 @@ def probes() -> Iterator[dict[str, Callable[[Call], Signals]]]:
     """Register output checks ``slow``, ``left``, ``right`` and retrieval checks ``cut`` (rewrites documents)
     and ``count`` (reads them); the test sets what each does in the returned dict."""
     specs = [_spec("slow"), _spec("left"), _spec("right"), _spec("cut", "retrieval", frozenset({"documents"}))]
+    specs += [_spec("compute", waits=False), _spec("fetch", waits=True)]
     specs.append(_spec("zcount", "retrieval"))  # sorted after "cut": runs after it in the phase
     for spec in specs:
         register(spec)
@@ -188,6 +192,71 @@ def test_independent_checks_of_a_phase_run_at_once_in_the_async_path(probes) -> 
     assert alone.errors and alone.errors[0].type == "BrokenBarrierError"
 
 
+WHERE_POLICY = """
+version: 1
+name: where
+compute: {}
+fetch: {}
+left: {}
+rules:
+  - {name: all, at: output, when: "compute.score + fetch.score + left.score == 3.0", action: escalate}
+"""
+
+
+def test_the_async_path_sends_only_checks_that_may_wait_to_workers(probes) -> None:
+    """A check that computes (``waits=False``, as every built-in check without an endpoint) runs in the phase's
+    own thread, where it would hold the GIL anyway; one that waits on an endpoint (``waits=True``), or that
+    nobody vouches for (``left``: no ``waits``), runs in a worker meanwhile. Same Decision as the sync path."""
+    threads: dict[str, str] = {}
+
+    def note(name: str) -> Callable[[Call], Signals]:
+        def run(call: Call) -> Signals:
+            threads[name] = threading.current_thread().name
+            return Signals(values={f"{name}.score": 1.0})
+
+        return run
+
+    probes.update(compute=note("compute"), fetch=note("fetch"), left=note("left"))
+    guard = Guard(loads_policy(WHERE_POLICY), audit=False)
+
+    async def decide() -> tuple[object, str]:
+        decision = await guard.aafter("an answer")
+        return decision, threads["compute"]
+
+    decision, _ = asyncio.run(decide())
+    assert decision.rule == "all" and not decision.errors
+    assert threads["fetch"].startswith("guardrails-check-") and threads["left"].startswith("guardrails-check-")
+    assert not threads["compute"].startswith("guardrails-check-"), threads
+    threads.clear()
+    assert guard.after("an answer").rule == "all"
+    assert len(set(threads.values())) == 1, "the sync path runs every check in the caller's thread"
+
+
+def test_a_stage_where_no_check_waits_runs_in_order_in_one_thread(probes) -> None:
+    order: list[tuple[str, str]] = []
+
+    def note(name: str) -> Callable[[Call], Signals]:
+        def run(call: Call) -> Signals:
+            order.append((name, threading.current_thread().name))
+            return Signals(values={f"{name}.score": 1.0})
+
+        return run
+
+    probes.update(compute=note("compute"))
+    text = "version: 1\nname: one\ncompute: {}\nrules: [{name: c, at: output, when: 'compute.score == 1.0', action: abstain}]\n"
+    decision = asyncio.run(Guard(loads_policy(text), audit=False).aafter("an answer"))
+    assert decision.rule == "c" and [name for name, _ in order] == ["compute"]
+    assert not order[0][1].startswith("guardrails-check-")
+
+
+def test_every_built_in_check_says_whether_it_waits() -> None:
+    """A built-in check that forgot to declare ``waits`` would be sent to a worker for nothing."""
+    from guardrails_uq.checks import registry
+
+    undeclared = [name for name, spec in registry().items() if spec.waits is None]
+    assert not undeclared, f"declare waits= in the CheckSpec of {undeclared}"
+
+
 REWRITE_POLICY = """
 version: 1
 name: rewrite
@@ -256,3 +325,16 @@ def test_concurrency_never_changes_a_decision_on_the_demo_policy() -> None:
             assert one.model_dump(exclude=same) == other.model_dump(exclude=same)
             seen.add((one.action, one.rule))
     assert len({action for action, _ in seen}) == 3, f"the cases should allow, abstain and escalate: {seen}"
+
+
+def test_grounding_waits_only_when_a_judge_endpoint_scores() -> None:
+    from guardrails_uq.checkrun import may_wait
+    from guardrails_uq.checks import CheckDeps, registry
+    from guardrails_uq.embeddings import as_embedder
+
+    spec = registry()["grounding"]
+    judged = loads_policy('version: 1\nname: j\ngrounding: {judge: {url: "http://127.0.0.1:9/v1", model: judge}}\n')
+    assert may_wait(spec.build(judged.section("grounding"), judged.base_dir, CheckDeps()))
+    demo = loads_policy((ROOT / "policies" / "demo.yaml").read_text(), base_dir=ROOT / "policies")
+    offline = spec.build(demo.section("grounding"), demo.base_dir, CheckDeps(embedder=as_embedder()))
+    assert not may_wait(offline)

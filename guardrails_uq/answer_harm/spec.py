@@ -78,6 +78,7 @@ SPEC = CheckSpec(
     },
     build=_build,
     rewrites=frozenset(),
+    waits=False,
     description="Harm in answers: the harm detector run on the model's output, calibrated on answers.",
     artifacts=lambda config: {"library": config.library, "calibration": config.calibration},
     explain=explain,

@@ -59,6 +59,7 @@ SPEC = CheckSpec(
     name="retrieval",
     phase="retrieval",
     rewrites=frozenset({"documents"}),
+    waits=False,
     config=RetrievalConfig,
     signals={
         "retrieval.kept": SignalSpec(

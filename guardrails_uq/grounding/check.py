@@ -45,11 +45,15 @@ class GroundingCheck:
     name = "grounding"
     phase = "output"
 
-    def __init__(self, scorer: Scorer, threshold: float, *, origin: str = "", ccp: bool = False) -> None:
+    def __init__(
+        self, scorer: Scorer, threshold: float, *, origin: str = "", ccp: bool = False, waits: bool = False
+    ) -> None:
         self.scorer = scorer
         self.threshold = float(threshold)
         self.origin = origin
         self.ccp = ccp
+        #: True when a judge endpoint scores: the async path runs the check in a worker while others compute
+        self.waits = waits
 
     @classmethod
     def from_config(cls, config: Any, base_dir: Path, embedder: Any) -> GroundingCheck:
@@ -73,7 +77,7 @@ class GroundingCheck:
                 raise ArtifactError(None, "the offline grounding scorer needs a calibration artifact", fix=FIX)
             threshold = config.threshold if config.threshold is not None else DEFAULT_JUDGE_THRESHOLD
             origin = "hand-set" if config.threshold is not None else "default"
-            return cls(judge, threshold, origin=origin, ccp=config.ccp)
+            return cls(judge, threshold, origin=origin, ccp=config.ccp, waits=True)
         path = Path(config.calibration)
         path = path if path.is_absolute() else base_dir / path
         calibration = GroundingCalibration.load(path)
@@ -83,7 +87,7 @@ class GroundingCheck:
             threshold = calibration.threshold(target)
         except InputError as exc:
             raise ArtifactError(path, str(exc), fix=f"state a larger target_fpr, or {FIX}") from None
-        return cls(scorer, threshold, origin=str(path), ccp=config.ccp)
+        return cls(scorer, threshold, origin=str(path), ccp=config.ccp, waits=judge is not None)
 
     def run(self, call: Call) -> Signals:
         generation = call.generation

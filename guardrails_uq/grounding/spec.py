@@ -111,6 +111,7 @@ SPEC = CheckSpec(
     name="grounding",
     phase="output",
     rewrites=frozenset(),
+    waits=False,
     config=GroundingConfig,
     signals={
         "grounding.checked": SignalSpec(

@@ -103,6 +103,7 @@ SPEC = CheckSpec(
     name="guidelines",
     phase="input",
     rewrites=frozenset({"messages"}),
+    waits=False,
     config=GuidelinesConfig,
     signals={
         "guidelines.count": SignalSpec("integer", "Guidelines retrieved for the request (0 to top_k)."),

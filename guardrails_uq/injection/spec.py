@@ -66,6 +66,7 @@ SPEC = CheckSpec(
     name="injection",
     phase="retrieval",
     rewrites=frozenset({"documents"}),
+    waits=False,
     config=InjectionConfig,
     signals={
         "injection.score": SignalSpec(

@@ -77,6 +77,7 @@ SPEC = CheckSpec(
     name="provenance",
     phase="output",
     rewrites=frozenset(),
+    waits=False,
     config=ProvenanceConfig,
     signals={
         "provenance.bci_max": SignalSpec("number", "Highest Belief Conflict Index over copied spans (0 if none)."),

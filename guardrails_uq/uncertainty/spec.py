@@ -130,6 +130,7 @@ SPEC = CheckSpec(
     name="uncertainty",
     phase="output",
     rewrites=frozenset(),
+    waits=False,
     config=UncertaintyConfig,
     signals={
         "uncertainty.available": SignalSpec("bool", "True when the answer came with per-token logprobs."),
