@@ -29,7 +29,17 @@ from guardrails_uq import Action, Decision, Generation, Guard, Message, ScoredDo
 from guardrails_uq.evidence_scores import WITHHELD, scores_read
 from guardrails_uq.streaming import StreamGate
 
-from ._convert import checked_text, failed, metadata, role, to_messages, tokens_of, tool_call_lines, unreadable
+from ._convert import (
+    checked_text,
+    failed,
+    metadata,
+    role,
+    to_messages,
+    tokens_of,
+    tool_call_lines,
+    unreadable,
+    unreadable_prompt,
+)
 from ._requests import AgentRequest
 
 Scorer = Callable[[str, Sequence[str]], Sequence[float]]
@@ -141,6 +151,14 @@ class Turn:
             self.prompt = to_messages(self.messages)
             return
         if request.input is None:
+            odd = unreadable_prompt(self.messages)
+            if odd:  # the model would read what the guard cannot: on_error decides, as for a failed check
+                problem = f"the prompt has content blocks the guard cannot read: {', '.join(odd)}"
+                decision = self._add(failed(self.guard, "input", "prompt", problem, request_id=request.request_id))
+                if _decided(decision):
+                    request.input = self.blocked = decision
+                    self.prompt = to_messages(self.messages)
+                    return
             core = to_messages(self.messages)
             request.question = next((m.content for m in reversed(core) if m.role == "user"), "")
             decision = self._add(self.guard.before(core, request_id=request.request_id))
@@ -170,6 +188,13 @@ class Turn:
         if not fresh:
             return
         request.seen_tool_results.update(k for k, _ in fresh)
+        odd = unreadable_prompt([m for _, m in fresh])
+        if odd:
+            problem = f"tool results have content blocks the guard cannot read: {', '.join(odd)}"
+            decision = self._add(failed(self.guard, "retrieval", "tool-results", problem, context=request.latest))
+            if _decided(decision):
+                self.blocked = decision
+                return
         evidence = [(k, m) for k, m in fresh if self.policy.is_evidence(request.tool_names.get(_call_id(m)))]
         if not evidence or not self.policy.judges_evidence:
             return
