@@ -37,7 +37,7 @@ from .errors import CheckError, HostileInputError, InputError
 from .policy import CompiledPolicy, load_policy
 from .policy.outcome import Outcome, match_phase, shadow_record
 from .telemetry import GuardTelemetry, Telemetry
-from .tools import ToolCheck, approval_prompt, approved
+from .tools import approval_prompt, approved, tool_checks
 from .types import PHASES, Evidence, Phase, SignalMap
 
 _COERCE: dict[str, tuple[type, ...]] = {
@@ -81,9 +81,10 @@ class Guard:
             phase: tuple(c for c in checks if c.phase == phase) for phase in PHASES
         }
         injection = next((c for c in checks if c.name == "injection"), None)
-        self._checks["tool"] = (*self._checks["tool"], ToolCheck(injection))
+        self._checks["tool"] = (*self._checks["tool"], *tool_checks(injection))
         self._telemetry = GuardTelemetry(policy, telemetry)
-        self._runner = CheckRunner.for_checks(checks, _timeouts_ms(policy, checks), self._validate_result)
+        every = [check for phase_checks in self._checks.values() for check in phase_checks]
+        self._runner = CheckRunner.for_checks(every, _timeouts_ms(policy, every), self._validate_result)
         self._declared = {name: spec.type for name, spec in policy.catalogue.items() if spec.source == "app"}
         self._expected = {name: info.source for name, info in policy.catalogue.items() if info.source != "app"}
         self._escalate_to = escalate_to
@@ -664,8 +665,9 @@ class Guard:
 
 
 def _timeouts_ms(policy: CompiledPolicy, checks: Sequence[Check]) -> dict[str, float]:
-    """Each check's ``timeout_ms`` from its policy section (a check without a section or limit has none)."""
-    limits = {c.name: getattr(policy.section(c.name), "timeout_ms", None) for c in checks}
+    """Each check's ``timeout_ms`` from its policy section (the check's ``section`` attribute, else its name; a
+    check without a section or limit has none)."""
+    limits = {c.name: getattr(policy.section(getattr(c, "section", c.name)), "timeout_ms", None) for c in checks}
     return {name: float(limit) for name, limit in limits.items() if limit is not None}
 
 

@@ -110,35 +110,59 @@ def argument_text(name: str, arguments: Mapping[str, Any]) -> str:
 
 
 class ToolCheck:
-    """The tool phase's check (every Guard has one). Reads ``call.tool``; publishes :data:`TOOL_SIGNALS`, and
-    with ``injection`` (the policy's injection check) :data:`TOOL_INJECTION_SIGNALS` from the argument text.
-    Thread-safe: no state besides the injection check, which is thread-safe by contract."""
+    """The tool phase's check (every Guard has one): reads ``call.tool`` and publishes :data:`TOOL_SIGNALS`.
+    Cheap and never timed: a deny-list on ``tool.name`` or ``tool.folded`` can always be read."""
 
     name = "tool"
     phase: Phase = "tool"
+    rewrites: frozenset[str] = frozenset()
+    waits = False
 
-    def __init__(self, injection: Check | None = None) -> None:
+    def run(self, call: Call) -> Signals:
+        name, arguments = _read_call(call, self.name)
+        values = {"tool.name": name, "tool.arguments": arguments, "tool.folded": folded(arguments)}
+        return Signals(values=values, evidence={"name": name, "id": call.tool.id if call.tool else None})
+
+
+class ToolInjectionCheck:
+    """The injection check's reading of a tool call's argument text (:data:`TOOL_INJECTION_SIGNALS`), a check of
+    its own in the tool phase so that the injection section's ``timeout_ms`` (``section``) limits it alone: a
+    reading that runs out of time leaves ``tool.injection_*`` missing (``on_error`` decides) while the rules on
+    :class:`ToolCheck`'s signals still read the call. Thread-safe as the injection check is."""
+
+    name = "tool_injection"
+    phase: Phase = "tool"
+    section = "injection"
+    rewrites: frozenset[str] = frozenset()
+    waits = False
+
+    def __init__(self, injection: Check) -> None:
         self.injection = injection
 
     def run(self, call: Call) -> Signals:
-        if call.tool is None:
-            raise CheckError(self.name, "the tool phase needs a tool call: use Guard.tool(name, arguments)")
-        arguments = decode_arguments(call.tool.name, call.tool.arguments)
-        values: dict[str, Any] = {
-            "tool.name": call.tool.name,
-            "tool.arguments": arguments,
-            "tool.folded": folded(arguments),
+        name, arguments = _read_call(call, self.name)
+        key = f"tool:{call.tool.id or name}" if call.tool is not None else f"tool:{name}"
+        document = ScoredDocument(id=key, text=argument_text(name, arguments), score=0.0)
+        read = self.injection.run(Call(documents=[document]))
+        values = {
+            "tool.injection_score": read.values["injection.score"],
+            "tool.injection_flagged": read.values["injection.flagged"],
+            "tool.injection_span": read.values["injection.span"],
         }
-        evidence: dict[str, Any] = {"name": call.tool.name, "id": call.tool.id}
-        if self.injection is not None:
-            text = argument_text(call.tool.name, arguments)
-            document = ScoredDocument(id=f"tool:{call.tool.id or call.tool.name}", text=text, score=0.0)
-            read = self.injection.run(Call(documents=[document]))
-            values["tool.injection_score"] = read.values["injection.score"]
-            values["tool.injection_flagged"] = read.values["injection.flagged"]
-            values["tool.injection_span"] = read.values["injection.span"]
-            evidence["injection"] = read.evidence
-        return Signals(values=values, evidence=evidence)
+        return Signals(values=values, evidence={"injection": read.evidence})
+
+
+def tool_checks(injection: Check | None) -> tuple[Check, ...]:
+    """The tool phase's checks of a Guard: :class:`ToolCheck`, and with the policy's injection check a
+    :class:`ToolInjectionCheck` reading the arguments with it."""
+    return (ToolCheck(),) if injection is None else (ToolCheck(), ToolInjectionCheck(injection))
+
+
+def _read_call(call: Call, check: str) -> tuple[str, dict[str, Any]]:
+    """The call's tool name and decoded arguments (:func:`decode_arguments`); CheckError without a tool call."""
+    if call.tool is None:
+        raise CheckError(check, "the tool phase needs a tool call: use Guard.tool(name, arguments)")
+    return call.tool.name, decode_arguments(call.tool.name, call.tool.arguments)
 
 
 def approval_prompt(

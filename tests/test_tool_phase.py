@@ -193,3 +193,55 @@ def test_reading_the_argument_injection_flag_without_an_injection_section_says_w
     with pytest.raises(PolicyError, match="injection check publishes in the tool phase") as caught:
         loads_policy(policy)
     assert caught.value.rule == "inj" and "injection:" in (caught.value.fix or "")
+
+
+TIMED_POLICY = """
+version: 1
+name: timed
+injection: {{calibration: {calibration}, timeout_ms: 50}}
+rules:
+  - {{name: no-deletes, at: tool, when: 'tool.folded.action == "delete_account"', action: abstain}}
+  - {{name: injected-arguments, at: tool, when: "tool.injection_flagged", action: abstain}}
+on_error: {on_error}
+"""
+
+
+class _HangingInjection:
+    """Stands in for the injection check: its reading never ends until released (a stuck embedder)."""
+
+    name = "injection"
+    phase = "retrieval"
+
+    def __init__(self) -> None:
+        import threading
+
+        self.release = threading.Event()
+
+    def run(self, call: Call):
+        self.release.wait(30)
+        raise RuntimeError("released")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("on_error", ["allow", "abstain"])
+def test_the_argument_reading_has_the_injection_sections_time_limit_and_never_hides_the_call(on_error: str) -> None:
+    """An agent pads a call so the injection reading runs long (here: it hangs). The reading stops at the
+    injection section's ``timeout_ms``, while the rules on ``tool.name`` and ``tool.folded`` still read the call:
+    a deny-listed call is refused even under ``on_error: allow``, and a call the injection rule cannot read
+    is refused too (the rule fails closed)."""
+    calibration = ROOT / "policies" / "calibration" / "injection.json"
+    policy = loads_policy(TIMED_POLICY.format(calibration=calibration, on_error=on_error))
+    hanging = _HangingInjection()
+    guard = Guard(policy, checks=[hanging], audit=False)
+    try:
+        denied = guard.tool("admin", {"action": "Delete_Account "})
+        other = guard.tool("admin", {"action": "list_users"})
+    finally:
+        hanging.release.set()
+    for decision in (denied, other):
+        assert decision.action is Action.ABSTAIN
+        assert (decision.errors[0].check, decision.errors[0].type) == ("tool_injection", "CheckTimeoutError")
+        assert decision.signals["tool.name"] == "admin" and "tool.injection_flagged" not in decision.signals
+    if on_error == "allow":
+        assert denied.rule == "no-deletes", "the deny-list decided, though the injection reading timed out"
+        assert [e.check for e in other.errors] == ["tool_injection", "rules"]

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from ..audit import _SQLITE_SUFFIXES
 from ..checks import OUTPUT_SIGNALS, CheckSpec, registry
 from ..errors import PolicyError, RuleEvaluationError
-from ..tools import tool_signals
+from ..tools import TOOL_INJECTION_SIGNALS, tool_signals
 from ..types import PHASES, Phase, SignalMap
 from .analysis import MAX_COST
 from .rules import CompiledRule, Matched, PhaseRules, compile_rule, nest
@@ -215,8 +215,9 @@ def _catalogue(model: PolicyBase) -> dict[str, SignalInfo]:
             name=signal, type=info.type, phase="output", source="guard", description=info.description
         )
     for signal, info in tool_signals(injection=getattr(model, "injection", None) is not None).items():
+        source = "tool_injection" if signal in TOOL_INJECTION_SIGNALS else "tool"  # the check that publishes it
         catalogue[signal] = SignalInfo(
-            name=signal, type=info.type, phase="tool", source="tool", description=info.description
+            name=signal, type=info.type, phase="tool", source=source, description=info.description
         )
     for name, spec in registry().items():
         if getattr(model, name, None) is None:
