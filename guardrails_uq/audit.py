@@ -526,6 +526,33 @@ def group_requests(decisions: Iterable[Decision]) -> list[RequestRecord]:
     return list(requests.values())
 
 
+class PolicyFilter:
+    """Keeps the Decisions of the named policies (a log shared by several tenants' policies); remembers every
+    policy it saw, so a caller can say which exist when a name matched nothing. ``names`` empty: keep all."""
+
+    def __init__(self, names: Iterable[str] | None = None) -> None:
+        self.names = frozenset(names or ())
+        self.seen: set[str] = set()
+
+    def __call__(self, decisions: Iterable[Decision]) -> Iterator[Decision]:
+        for decision in decisions:
+            self.seen.add(decision.policy)
+            if not self.names or decision.policy in self.names:
+                yield decision
+
+    def unmatched(self) -> list[str]:
+        """The requested names no Decision had (a typo, or the wrong log)."""
+        return sorted(self.names - self.seen)
+
+    def problem(self, log: str | Path) -> str | None:
+        """The error to print when a requested name matched nothing, naming the policies the log holds."""
+        missing = self.unmatched()
+        if not missing:
+            return None
+        found = ", ".join(sorted(self.seen)) or "none"
+        return f"{log}: no decision of policy {', '.join(missing)} (policies in the log: {found}); fix --policy"
+
+
 def stats(decisions: Iterable[Decision]) -> dict[str, object]:
     """Requests (by verdict action and deciding rule), decisions (by action, rule and phase), and p50/p90/p99
     of every numeric signal; streamed through :class:`~guardrails_uq.audit_stats.LogSummary` (bounded memory:

@@ -77,6 +77,7 @@ class LogSummary:
         self.by_action: Counter[str] = Counter()
         self.by_rule: Counter[str] = Counter()
         self.by_phase: Counter[str] = Counter()
+        self.by_policy: Counter[str] = Counter()
         self.shadow_by_rule: dict[str, Counter[str]] = {}
         self.shadow_changes: Counter[str] = Counter()
         self._db = temp_database()
@@ -97,6 +98,7 @@ class LogSummary:
         self.by_action[decision.action.value] += 1
         self.by_rule[decision.rule_label] += 1
         self.by_phase[decision.phase] += 1
+        self.by_policy[decision.policy] += 1
         if decision.shadow is not None:
             shadow = decision.shadow
             self.shadow_by_rule.setdefault(shadow.label, Counter())[shadow.action.value] += 1
@@ -211,8 +213,8 @@ class LogSummary:
         return float(low), float(high), counts
 
     def to_dict(self) -> dict[str, object]:
-        """The ``audit stats`` summary: requests (by verdict action and rule), decisions (by action, rule and
-        phase), shadow outcomes, and p50/p90/p99 of every numeric signal.
+        """The ``audit stats`` summary: requests (by verdict action and rule), decisions (by action, rule, phase
+        and policy), shadow outcomes, and p50/p90/p99 of every numeric signal.
 
         ``shadow_by_rule`` counts the Decisions that carry a shadow outcome, ``{shadow rule: {action it would
         have taken: count}}`` (the rule ``(default)`` or ``(on_error)`` in a ``mode: shadow`` policy), beside
@@ -233,6 +235,7 @@ class LogSummary:
             "by_action": dict(self.by_action.most_common()),
             "by_rule": dict(self.by_rule.most_common()),
             "by_phase": dict(self.by_phase.most_common()),
+            "by_policy": dict(self.by_policy.most_common()),
             "shadow_by_rule": {
                 rule: dict(counts.most_common())
                 for rule, counts in sorted(self.shadow_by_rule.items(), key=lambda item: -item[1].total())

@@ -115,10 +115,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_audit_tail(args: argparse.Namespace) -> int:
     from collections import deque
 
-    from .audit import ReadReport, read_audit
+    from .audit import PolicyFilter, ReadReport, read_audit
 
     report = ReadReport()
-    last = deque(read_audit(args.log, report), maxlen=args.n)
+    only = PolicyFilter(args.policy)
+    last = deque(only(read_audit(args.log, report)), maxlen=args.n)
+    if (problem := only.problem(args.log)) is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     for decision in last:
         if args.json:
             print(decision.model_dump_json())
@@ -134,10 +138,14 @@ def _cmd_audit_tail(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit_stats(args: argparse.Namespace) -> int:
-    from .audit import ReadReport, dumps_stats, read_audit, stats
+    from .audit import PolicyFilter, ReadReport, dumps_stats, read_audit, stats
 
     report = ReadReport()
-    summary = stats(read_audit(args.log, report, progress="audit stats"))
+    only = PolicyFilter(args.policy)
+    summary = stats(only(read_audit(args.log, report, progress="audit stats")))
+    if (problem := only.problem(args.log)) is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     summary["damaged_lines"] = report.torn
     if args.json:
         print(dumps_stats(summary))
@@ -171,9 +179,16 @@ def _cmd_audit_stats(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from .audit import PolicyFilter
     from .report import write_report
 
-    outcome = write_report(args.log, args.output, title=args.title, max_requests=args.max_requests, progress=True)
+    only = PolicyFilter(args.policy)
+    outcome = write_report(
+        args.log, args.output, title=args.title, max_requests=args.max_requests, progress=True, select=only
+    )
+    if (problem := only.problem(args.log)) is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     print(
         f"wrote {args.output} ({outcome.decisions} decisions, {outcome.requests} requests, {outcome.shown} shown; "
         f"skipped {outcome.skipped.count} damaged or malformed record(s))"
@@ -232,16 +247,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("log")
     p.add_argument("-n", type=int, default=20)
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--policy",
+        action="append",
+        metavar="NAME",
+        help="only the decisions of this policy (repeat for several; a log shared by several tenants' policies)",
+    )
     p.set_defaults(handler=_cmd_audit_tail)
-    p = audit_sub.add_parser("stats", help="counts by action and rule, signal percentiles")
+    p = audit_sub.add_parser("stats", help="counts by action, rule and policy, signal percentiles")
     p.add_argument("log")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--policy",
+        action="append",
+        metavar="NAME",
+        help="only the decisions of this policy (repeat for several; a log shared by several tenants' policies)",
+    )
     p.set_defaults(handler=_cmd_audit_stats)
 
     p = commands.add_parser("report", help="write a self-contained HTML report of an audit log")
     p.add_argument("log")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--title", default="guardrails-uq decisions")
+    p.add_argument(
+        "--policy",
+        action="append",
+        metavar="NAME",
+        help="only the decisions of this policy (repeat for several; a log shared by several tenants' policies)",
+    )
     number_argument(
         p, "--max-requests", MAX_REQUESTS, default=1000, help="requests shown as cards (those not allowed first)"
     )

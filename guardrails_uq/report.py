@@ -485,16 +485,19 @@ def write_report(
     title: str = "guardrails-uq decisions",
     max_requests: int = MAX_REQUESTS,
     progress: bool = False,
+    select: Callable[[Iterable[Decision]], Iterable[Decision]] | None = None,
 ) -> ReportOutcome:
     """Write the report of the audit log at ``log`` to ``path`` (creating its folder), streaming the log twice
-    (bounded memory whatever its size); with ``progress``, long passes report on stderr."""
+    (bounded memory whatever its size); with ``progress``, long passes report on stderr. ``select`` keeps some
+    of the Decisions (e.g. :class:`~guardrails_uq.audit.PolicyFilter`: one tenant's policy)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     first = ReadReport()
 
     def passes(number: int) -> Iterable[Decision]:
         label = f"report, pass {number + 1} of 2" if progress else None
-        return read_audit(log, first if number == 0 else ReadReport(), progress=label)
+        decisions = read_audit(log, first if number == 0 else ReadReport(), progress=label)
+        return select(decisions) if select is not None else decisions
 
     with open(path, "w", encoding="utf-8") as out:
         return build_report(passes, out, title=title, max_requests=max_requests, damaged=first)
