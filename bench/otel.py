@@ -9,6 +9,7 @@ process (same embedder, same load):
   exporter that discards, and a MeterProvider (in-memory reader): 3 phase spans, 6 check spans, 3 events, metrics.
 * sampled 10%: the same with ParentBased(TraceIdRatioBased(0.1)), the usual production set-up: 1 request in 10
   is traced, every request counted in the metrics. Its p50 is an untraced request.
+* phases only: always-on with ``telemetry: {check_spans: false}`` (3 phase spans, no check spans).
 * metrics: a MeterProvider and no tracer provider.
 
 "absent": a subprocess where importing opentelemetry fails (the Guard records nothing; no app span). The
@@ -69,18 +70,22 @@ def rules_request(guard: Any) -> None:
     guard.after("fine", context=retrieved)
 
 
-def workloads(telemetry: Any = None, embedder: Any = None) -> dict[str, Any]:
-    """name -> (guard, one-request function) for the demo policy and the rules-only policy."""
-    from guardrails_uq import Generation, Guard, ScoredDocument, TokenLogprob, load_policy, loads_policy
+def workloads(telemetry: Any = None, embedder: Any = None, *, check_spans: bool = True) -> dict[str, Any]:
+    """name -> (guard, one-request function) for the demo policy and the rules-only policy (``check_spans``:
+    the policies' ``telemetry.check_spans``)."""
+    from guardrails_uq import Generation, Guard, ScoredDocument, TokenLogprob, loads_policy
     from guardrails_uq.testing import StaticCheck
 
-    guard = Guard(load_policy(ROOT / "policies" / "demo.yaml"), audit=False, telemetry=telemetry, embedder=embedder)
+    extra = "" if check_spans else "\ntelemetry: {check_spans: false}\n"
+    demo_path = ROOT / "policies" / "demo.yaml"
+    demo = loads_policy(demo_path.read_text() + extra, file=str(demo_path), base_dir=demo_path.parent)
+    guard = Guard(demo, audit=False, telemetry=telemetry, embedder=embedder)
     rows = [json.loads(line) for line in (ROOT / "examples" / "data" / "nimbus_kb.jsonl").read_text().splitlines()]
     chunks = [ScoredDocument(id=r["id"], text=r["text"], score=0.8 - 0.01 * i) for i, r in enumerate(rows[:6])]
     text = chunks[0].text
     answer = Generation(text=text, tokens=[TokenLogprob(token=w + " ", logprob=-0.1) for w in text.split(" ")])
     tiny = [StaticCheck(f"c{i}", phase, values={}) for phase in ("input", "retrieval", "output") for i in range(2)]
-    rules = Guard(loads_policy(RULES_ONLY), checks=tiny, audit=False, telemetry=telemetry)
+    rules = Guard(loads_policy(RULES_ONLY + extra), checks=tiny, audit=False, telemetry=telemetry)
     return {
         "demo": (guard, lambda: demo_request(guard, chunks, "How do I reset my password?", answer)),
         "rules-only": (rules, lambda: rules_request(rules)),
@@ -148,6 +153,10 @@ def main() -> None:
     embedder = off["demo"][0].embedder
     modes = {
         "always-on": (always, workloads(Telemetry(tracer_provider=always, meter_provider=meter_provider), embedder)),
+        "phases only": (
+            always,
+            workloads(Telemetry(tracer_provider=always, meter_provider=meter_provider), embedder, check_spans=False),
+        ),
         "sampled 10%": (
             sampled,
             workloads(Telemetry(tracer_provider=sampled, meter_provider=meter_provider), embedder),

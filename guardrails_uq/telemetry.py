@@ -193,6 +193,7 @@ class _Recorder:
         self.metrics = _Metrics.of(meter_provider or otel_metrics.get_meter_provider())
         self.policy = policy.name
         self.content = policy.model.telemetry.content
+        self.check_spans = policy.model.telemetry.check_spans
         self._phase_attrs: dict[str, dict[str, Any]] = {}
         self._span_name = f"apply_guardrail {policy.name}"
         self._check_spans: dict[tuple[str, str, float | None], tuple[str, dict[str, Any]]] = {}
@@ -261,8 +262,9 @@ class _Recorder:
     def check(self, check: Check, timeout_ms: float | None) -> _CheckTrace:
         """A check span, started now as a child of the current (phase) span; none when that span is not
         recording (a trace the sampler dropped: its children would be dropped too), the duration is still
-        measured. Policy attributes are the parent's: a check span carries what identifies the check."""
-        if not otel_trace.get_current_span().is_recording():
+        measured; none either with ``telemetry: {check_spans: false}``. Policy attributes are the parent's: a
+        check span carries what identifies the check."""
+        if not self.check_spans or not otel_trace.get_current_span().is_recording():
             return _CheckTrace(self, None, check)
         key = (check.name, check.phase, timeout_ms)
         cached = self._check_spans.get(key)

@@ -134,3 +134,17 @@ def test_serve_otel_takes_the_sampler_from_the_standard_environment_variables() 
     result = subprocess.run([sys.executable, "-c", SAMPLER], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "ParentBased{root:TraceIdRatioBased{0.1}" in result.stdout
+
+
+def test_check_spans_false_records_phase_spans_only_and_still_times_each_check() -> None:
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    reader = InMemoryMetricReader()
+    policy = loads_policy(POLICY.format(name="alpha") + "telemetry: {check_spans: false}\n")
+    checks = [StaticCheck("fast", "output", values={}), StaticCheck("other", "output", values={})]
+    telemetry = Telemetry(meter_provider=MeterProvider(metric_readers=[reader]), tracer_provider=tracer_provider)
+    decision = Guard(policy, checks=checks, audit=False, telemetry=telemetry).after("x", signals={"app.score": 0.1})
+    assert [s.name for s in spans.get_finished_spans()] == ["apply_guardrail alpha"]
+    assert durations(points(reader)) == {("alpha", "fast"): 1, ("alpha", "other"): 1}
+    assert set(decision.timings_ms) >= {"fast", "other"}
