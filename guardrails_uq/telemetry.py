@@ -59,7 +59,7 @@ try:  # the otel extra; without it the Guard records nothing
     from opentelemetry import context as otel_context
     from opentelemetry import metrics as otel_metrics
     from opentelemetry import trace as otel_trace
-    from opentelemetry.metrics._internal import _ProxyMeterProvider
+    from opentelemetry.metrics._internal import _PROXY_METER_PROVIDER, _ProxyMeterProvider
     from opentelemetry.trace import ProxyTracerProvider, Status, StatusCode
 except ImportError:  # pragma: no cover - exercised by a subprocess test with the modules blocked
     otel_trace = None  # type: ignore[assignment]
@@ -190,7 +190,9 @@ class _Recorder:
         meter_provider = given.meter_provider if given is not None else None
         # a provider not given is the global one (a proxy until the app sets it, then the app's)
         self.tracer = (tracer_provider or otel_trace.get_tracer_provider()).get_tracer(_SCOPE, __version__)
-        self.metrics = _Metrics.of(meter_provider or otel_metrics.get_meter_provider())
+        # the global provider through its proxy, whether the app set it before or after this Guard: every
+        # Guard on the globals shares one set of instruments (a second set on the same meter would be ignored)
+        self.metrics = _Metrics.of(meter_provider if meter_provider is not None else _PROXY_METER_PROVIDER)
         self.policy = policy.name
         self.content = policy.model.telemetry.content
         self.check_spans = policy.model.telemetry.check_spans

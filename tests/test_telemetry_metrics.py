@@ -148,3 +148,39 @@ def test_check_spans_false_records_phase_spans_only_and_still_times_each_check()
     assert [s.name for s in spans.get_finished_spans()] == ["apply_guardrail alpha"]
     assert durations(points(reader)) == {("alpha", "fast"): 1, ("alpha", "other"): 1}
     assert set(decision.timings_ms) >= {"fast", "other"}
+
+
+GLOBALS = """
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from guardrails_uq import Guard, loads_policy
+from guardrails_uq.testing import StaticCheck
+
+def guard(name):
+    text = "version: 1\\nname: " + name + "\\nsignals: {app.score: number}\\n"
+    return Guard(loads_policy(text), checks=[StaticCheck("fast", "output", values={})], audit=False)
+
+trace.set_tracer_provider(TracerProvider())
+early = guard("early")
+early.after("x", signals={"app.score": 0.1})  # records (a tracer provider is set), meters through the proxy
+reader = InMemoryMetricReader()
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+late = guard("late")
+for g in (early, late):
+    g.after("x", signals={"app.score": 0.1})
+counts = {}
+for resource in reader.get_metrics_data().resource_metrics:
+    for scope in resource.scope_metrics:
+        for metric in scope.metrics:
+            if metric.name == "guardrails_uq.requests":
+                counts = {p.attributes["policy"]: p.value for p in metric.data.data_points}
+print(sorted(counts.items()))
+"""
+
+
+def test_guards_made_before_and_after_the_app_sets_its_meter_provider_are_all_counted() -> None:
+    result = subprocess.run([sys.executable, "-c", GLOBALS], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[('early', 2), ('late', 1)]", result.stdout + result.stderr  # nothing lost
