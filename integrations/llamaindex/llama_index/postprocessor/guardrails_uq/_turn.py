@@ -33,6 +33,7 @@ from ._convert import (
     checked_text,
     failed,
     metadata,
+    prompt_text,
     role,
     to_messages,
     tokens_of,
@@ -198,7 +199,7 @@ class Turn:
         evidence = [(k, m) for k, m in fresh if self.policy.is_evidence(request.tool_names.get(_call_id(m)))]
         if not evidence or not self.policy.judges_evidence:
             return
-        texts = [m.content or "" for _, m in evidence]
+        texts = [prompt_text(m) for _, m in evidence]
         try:
             scores = self.policy.score(request.question, texts)
         except Exception as exc:  # unscored evidence cannot be judged: on_error decides
