@@ -135,6 +135,9 @@ class Turn:
         self._shown = ""
         self._last: ChatResponse | None = None
         self._released: list[str] = []
+        #: tools the agent returns the result of to the user as it is (``return_direct``) that no GuardedTool
+        #: reads (set by GuardedLLM from the tools of the call): a step calling one is refused, on_error decides
+        self.unread_direct: frozenset[str] = frozenset()
 
     # -- before the model ---------------------------------------------------------------------------------
 
@@ -257,6 +260,7 @@ class Turn:
         tool calls could not be read (an uncheckable answer: on_error decides)."""
         self.response = response
         message = response.message
+        problem = problem or self._unread_direct(calls)
         odd = unreadable(message)
         if odd or problem:
             reason = problem or f"the model's message has blocks the guard cannot read: {odd}"
@@ -273,6 +277,16 @@ class Turn:
         self.decision = self._add(self.guard.after(generation, messages=self.prompt, context=self.request.latest))
         if self.decision.action is Action.ALLOW:
             self.request.tool_names.update({str(c.tool_id): c.tool_name for c in calls})
+
+    def _unread_direct(self, calls: Sequence[Any]) -> str | None:
+        """Why the calls cannot be allowed when one names a tool in :attr:`unread_direct`, else None."""
+        names = sorted({str(c.tool_name) for c in calls} & self.unread_direct)
+        if not names:
+            return None
+        return (
+            f"the model calls {', '.join(names)}, a return_direct tool whose result would reach the user "
+            "unread: give the agent GuardedLLM.guard_tools(tools), which reads it"
+        )
 
     def open_stream(self) -> None:
         self._gate = StreamGate(
@@ -314,6 +328,7 @@ class Turn:
         gate = self._gate
         last = self._last
         if gate.cut is None and last is not None:
+            problem = problem or self._unread_direct(calls)
             odd = unreadable(last.message)
             if odd or problem:
                 reason = problem or f"the model's message has blocks the guard cannot read: {odd}"
