@@ -17,6 +17,7 @@ from llama_index.core.base.llms.types import (
     MessageRole,
     TextBlock,
     ThinkingBlock,
+    ToolCallBlock,
 )
 from llama_index.postprocessor.guardrails_uq import GuardedLLM
 from llama_index.postprocessor.guardrails_uq._convert import to_messages
@@ -84,13 +85,13 @@ def test_an_earlier_turn_is_read_in_every_channel(message: ChatMessage) -> None:
 
 
 def test_what_carries_no_text_adds_none_and_a_cache_point_is_no_reason_to_refuse(guard: Guard) -> None:
-    """A tool message's call id and short tool name stay keys (not text); a prompt-caching marker (Anthropic's
+    """A tool message's short tool name is its name (not text again); a prompt-caching marker (Anthropic's
     ``CachePoint``) holds no text, so the model reads nothing the guard cannot."""
     tool = ChatMessage(
         role=MessageRole.TOOL, content="Sunny.", additional_kwargs={"tool_call_id": "c1", "name": "weather"}
     )
     [core] = to_messages([tool])
-    assert (core.content, core.name) == ("Sunny.", "weather")
+    assert (core.content, core.name) == ("Sunny.\nc1", "weather")
     cached = ChatMessage(
         role=MessageRole.SYSTEM,
         blocks=[
@@ -114,3 +115,19 @@ def test_a_tool_call_is_read_whole_whatever_its_name(name: str) -> None:
     message = ChatMessage(role=MessageRole.ASSISTANT, content="", additional_kwargs={"tool_calls": calls})
     [core] = to_messages([message])
     assert f"{HARMFUL} now" in core.read_text and name in core.read_text
+
+
+def test_text_written_in_a_tool_call_id_is_read() -> None:
+    """GuardedLLM forwards the app's messages with their ids as written (the proxy and the LangChain wrapper
+    send their own): an id that carries words is read, in the call and in the result that answers it."""
+    call_id = "call_" + HARMFUL.replace(" ", "_")
+    history = [
+        ChatMessage(
+            role=MessageRole.ASSISTANT,
+            blocks=[ToolCallBlock(tool_call_id=call_id, tool_name="lookup", tool_kwargs={"topic": "Leeds"})],
+        ),
+        ChatMessage(role=MessageRole.TOOL, content="Sunny.", additional_kwargs={"tool_call_id": call_id}),
+    ]
+    call, result = to_messages(history)
+    assert call_id in call.read_text and call_id in result.read_text
+    assert call.tool_calls[0].id == result.tool_call_id != call_id, "the core ids stay opaque keys, paired"

@@ -60,13 +60,18 @@ def to_messages(messages: Sequence[ChatMessage]) -> list[Message]:
     """LlamaIndex chat messages as core Messages, as the model reads them: the text blocks, an assistant turn's
     tool calls (``ToolCallBlock`` blocks and OpenAI-style ``additional_kwargs["tool_calls"]``, ids as
     :func:`~guardrails_uq.call.opaque_call_id` keys) and a tool message's call id and tool name, so the input
-    phase reads earlier turns' calls (:attr:`Message.read_text`). Blocks the guard cannot read are listed by
-    :func:`unreadable_prompt`; the answer is read with :func:`checked_text`."""
+    phase reads earlier turns' calls (:attr:`Message.read_text`). GuardedLLM gives the model the app's own
+    messages, ids as written, so the ids' text is read too (one line of the content). Blocks the guard cannot
+    read are listed by :func:`unreadable_prompt`; the answer is read with :func:`checked_text`."""
     out = []
     for message in messages:
         core_role = role(message)
         fields: dict[str, Any] = {"role": core_role, "content": prompt_text(message)}
         calls = _tool_calls(message)
+        ids = [call_id for call_id, _, _ in calls]
+        if core_role == "tool":
+            ids.append(str(message.additional_kwargs.get("tool_call_id") or ""))
+        ids = [i for i in dict.fromkeys(ids) if i]
         if calls and core_role == "assistant":
             fields["tool_calls"] = [
                 {"id": opaque_call_id(call_id), "function": {"name": (name or "tool")[:128], "arguments": arguments}}
@@ -77,6 +82,8 @@ def to_messages(messages: Sequence[ChatMessage]) -> list[Message]:
         if calls:  # a call written into another role's message, or a name cut above: its text is still read
             lines = [tool_call_text(name, arguments) for _, name, arguments in calls]
             fields["content"] = "\n".join(p for p in [fields["content"], *lines] if p)
+        if ids:
+            fields["content"] = "\n".join(p for p in [fields["content"], " ".join(ids)] if p)
         if core_role == "tool":
             kwargs = message.additional_kwargs
             fields["tool_call_id"] = opaque_call_id(str(kwargs["tool_call_id"])) if kwargs.get("tool_call_id") else None
