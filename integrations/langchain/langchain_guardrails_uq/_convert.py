@@ -162,6 +162,44 @@ def to_core(messages: Sequence[BaseMessage]) -> list[Message]:
     return out
 
 
+#: Content block types that carry a tool call's id (langchain-core's standard blocks, Anthropic's raw ones).
+_CALL_BLOCKS = frozenset({"tool_call", "tool_call_chunk", "invalid_tool_call", "tool_use", "server_tool_use"})
+
+
+def as_forwarded(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+    """``messages`` as the agent middleware hands them to the model, holding nothing :func:`to_core` did not
+    read (what the proxy and GuardedChatModel forward, as they rebuild the prompt): the ``name`` of every
+    message but a tool's is dropped (a participant's name, sent by ChatOpenAI), and every tool-call id is an
+    :func:`opaque_call_id` key (a call and the result answering it keep one id)."""
+    out: list[BaseMessage] = []
+    for message in messages:
+        update: dict[str, Any] = {}
+        if message.name and not isinstance(message, ToolMessage):
+            update["name"] = None
+        if isinstance(message, ToolMessage):
+            update["tool_call_id"] = opaque_call_id(str(message.tool_call_id or ""))
+        if isinstance(message, AIMessage):
+            update["tool_calls"] = [_opaque_id(c) for c in message.tool_calls]
+            update["invalid_tool_calls"] = [_opaque_id(c) for c in message.invalid_tool_calls]
+            raw = message.additional_kwargs.get("tool_calls")
+            if isinstance(raw, list):
+                update["additional_kwargs"] = {**message.additional_kwargs, "tool_calls": [_opaque_id(c) for c in raw]}
+            if isinstance(message.content, list):
+                update["content"] = [
+                    _opaque_id(b) if isinstance(b, Mapping) and b.get("type") in _CALL_BLOCKS else b
+                    for b in message.content
+                ]
+        out.append(message.model_copy(update=update) if update else message)
+    return out
+
+
+def _opaque_id(call: Any) -> Any:
+    """A tool call (or call block) with its id as an :func:`opaque_call_id` key (anything else unchanged)."""
+    if not isinstance(call, Mapping) or "id" not in call:
+        return call
+    return {**call, "id": opaque_call_id(str(call["id"] or ""))}
+
+
 def _calls_with_arguments(message: AIMessage) -> list[tuple[Mapping[str, Any], str]]:
     """Each tool call of ``message`` (valid and invalid ones) with its arguments as JSON text."""
     valid = [(c, json.dumps(c.get("args") or {}, ensure_ascii=False)) for c in message.tool_calls]

@@ -38,6 +38,7 @@ from guardrails_uq.evidence_scores import WITHHELD, cosine_scores, scores_read
 from guardrails_uq.types import SignalMap
 
 from ._convert import (
+    as_forwarded,
     checked_message,
     decision_metadata,
     generation_of,
@@ -269,21 +270,23 @@ class GuardrailsMiddleware(AgentMiddleware):
         return cosine_scores(self._embedder or self.guard.embedder, query, texts)
 
     def _prepared(self, phases: RequestPhases, request: ModelRequest) -> ModelRequest:
-        """The request the model sees: guidelines in the system prompt, withheld tool results hidden,
-        logprobs asked for when the model has that option."""
+        """The request the model sees: guidelines in the system prompt, withheld tool results hidden, nothing
+        the input phase did not read (:func:`~._convert.as_forwarded`: other roles' names dropped, tool-call ids
+        opaque), logprobs asked for when the model has that option."""
         overrides: dict[str, Any] = {}
         block = guideline_block(phases.request.input_for(user_text(request.messages), phases.policy))
         system = with_guidelines(request.system_prompt, block)
         if system != request.system_prompt:
             overrides["system_message"] = SystemMessage(content=system or "")
         withheld = phases.request.withheld
-        if withheld and any(isinstance(m, ToolMessage) and _key(m) in withheld for m in request.messages):
-            overrides["messages"] = [
+        overrides["messages"] = as_forwarded(
+            [
                 m.model_copy(update={"content": WITHHELD, "artifact": None})
                 if isinstance(m, ToolMessage) and _key(m) in withheld
                 else m
                 for m in request.messages
             ]
+        )
         if "logprobs" in type(request.model).model_fields and "logprobs" not in request.model_settings:
             overrides["model_settings"] = {
                 **request.model_settings,
