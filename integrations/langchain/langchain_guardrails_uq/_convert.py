@@ -169,21 +169,25 @@ _CALL_BLOCKS = frozenset({"tool_call", "tool_call_chunk", "invalid_tool_call", "
 def as_forwarded(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
     """``messages`` as the agent middleware hands them to the model, holding nothing :func:`to_core` did not
     read (what the proxy and GuardedChatModel forward, as they rebuild the prompt): the ``name`` of every
-    message but a tool's is dropped (a participant's name, sent by ChatOpenAI), and every tool-call id is an
+    message but a tool's (``name`` or ``additional_kwargs["name"]``: a participant's name, sent by ChatOpenAI)
+    and an assistant turn's legacy ``function_call`` are dropped, and every tool-call id is an
     :func:`opaque_call_id` key (a call and the result answering it keep one id)."""
     out: list[BaseMessage] = []
     for message in messages:
         update: dict[str, Any] = {}
         if message.name and not isinstance(message, ToolMessage):
             update["name"] = None
+        dropped = ("name", "function_call") if isinstance(message, AIMessage) else ("name",)
+        if any(key in message.additional_kwargs for key in dropped):
+            update["additional_kwargs"] = {k: v for k, v in message.additional_kwargs.items() if k not in dropped}
         if isinstance(message, ToolMessage):
             update["tool_call_id"] = opaque_call_id(str(message.tool_call_id or ""))
         if isinstance(message, AIMessage):
             update["tool_calls"] = [_opaque_id(c) for c in message.tool_calls]
             update["invalid_tool_calls"] = [_opaque_id(c) for c in message.invalid_tool_calls]
-            raw = message.additional_kwargs.get("tool_calls")
-            if isinstance(raw, list):
-                update["additional_kwargs"] = {**message.additional_kwargs, "tool_calls": [_opaque_id(c) for c in raw]}
+            kwargs = update.get("additional_kwargs", message.additional_kwargs)
+            if isinstance(kwargs.get("tool_calls"), list):
+                update["additional_kwargs"] = {**kwargs, "tool_calls": [_opaque_id(c) for c in kwargs["tool_calls"]]}
             if isinstance(message.content, list):
                 update["content"] = [
                     _opaque_id(b) if isinstance(b, Mapping) and b.get("type") in _CALL_BLOCKS else b
