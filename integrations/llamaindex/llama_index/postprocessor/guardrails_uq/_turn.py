@@ -138,6 +138,8 @@ class Turn:
         #: tools the agent returns the result of to the user as it is (``return_direct``) that no GuardedTool
         #: reads (set by GuardedLLM from the tools of the call): a step calling one is refused, on_error decides
         self.unread_direct: frozenset[str] = frozenset()
+        #: the tool definitions the model gets with this call, as it reads them (set by GuardedLLM)
+        self.tools_text = ""
 
     # -- before the model ---------------------------------------------------------------------------------
 
@@ -172,9 +174,27 @@ class Turn:
                 self.blocked = decision
                 self.prompt = decision.messages or core
                 return
+        if self._tools_refused():
+            return
         self._take_evidence()
         self.history = self._guided(self._withheld(self.messages))
         self.prompt = to_messages(self.history)
+
+    def _tools_refused(self) -> bool:
+        """The input phase on the tool definitions the model gets, as the proxy reads a request's ``tools``
+        (once per distinct set in a request: an agent taking over brings its own); True when it blocks."""
+        request, text = self.request, self.tools_text
+        if not text or text in request.tools_read:
+            return False
+        request.tools_read.add(text)
+        # logged only when it blocks: a request's log keeps one input Decision per user turn
+        decision = self.guard.before([Message(role="user", content=text)], request_id=request.request_id, record=False)
+        if not _decided(decision):
+            return False
+        self.guard.record(decision)
+        self.blocked = self._add(decision)
+        self.prompt = to_messages(self.messages)
+        return True
 
     def _current_tool_results(self) -> list[tuple[str, ChatMessage]]:
         """Tool results of the current user turn, each keyed by its position and tool call id (a run's history

@@ -57,6 +57,7 @@ from pydantic import Field, PrivateAttr
 from guardrails_uq import Guard, as_embedder
 from guardrails_uq.audit import RequestRecord
 from guardrails_uq.evidence_scores import cosine_scores
+from guardrails_uq.jsonsafe import definitions_text
 
 from . import _requests
 from ._turn import AgentPolicy, Scorer, Turn
@@ -101,6 +102,19 @@ def _unread_direct(tools: Sequence[Any]) -> frozenset[str]:
         if getattr(metadata, "return_direct", False) and not isinstance(tool, GuardedTool):
             names.add(str(metadata.get_name()))  # type: ignore[union-attr]
     return frozenset(names - {"handoff"})
+
+
+def _definitions(tools: Sequence[Any]) -> str:
+    """The tool definitions the model gets, as it reads them (:func:`~guardrails_uq.jsonsafe.definitions_text`
+    of each tool in OpenAI's format; a tool that cannot say it: its name and description)."""
+    found: list[Any] = []
+    for tool in tools:
+        metadata = getattr(tool, "metadata", None)
+        try:
+            found.append(metadata.to_openai_tool(skip_length_check=True))  # type: ignore[union-attr]
+        except Exception:
+            found.append([getattr(metadata, "name", None), getattr(metadata, "description", None)])
+    return definitions_text(found)
 
 
 def _publish(turn: Turn) -> None:
@@ -202,6 +216,7 @@ class GuardedLLM(FunctionCallingLLM):
     def _turn(self, messages: Sequence[ChatMessage], tools: Sequence[Any] = ()) -> Turn:
         turn = Turn(self._policy, _requests.request_for_call(), messages, self.llm.metadata.model_name)
         turn.unread_direct = _unread_direct(tools)
+        turn.tools_text = _definitions(tools)
         return turn
 
     def _tool_calls(self, response: ChatResponse) -> tuple[list[Any], str | None]:
