@@ -67,3 +67,24 @@ def test_names_and_ids_the_input_phase_did_not_read_never_reach_the_model(tmp_pa
         calls = [c["id"] for m in prompt if m["role"] == "assistant" for c in m.get("tool_calls") or ()]
         assert [m["tool_call_id"] for m in prompt if m["role"] == "tool"] == calls
     assert messages[3].tool_calls[0]["id"] == CALL_ID, "the agent's own state keeps the app's ids"
+
+
+def test_guarded_chat_model_forwards_no_name_or_id_it_did_not_read(tmp_path: Path) -> None:
+    """GuardedChatModel keeps the app's messages (only the system message it injects changes): the same holds."""
+    from langchain_guardrails_uq import GuardedChatModel
+
+    history = [
+        HumanMessage(content="Hi", name=NAME),
+        AIMessage(content="", tool_calls=[{"name": "lookup", "args": {"topic": "Leeds"}, "id": CALL_ID}]),
+        ToolMessage(content="Sunny.", tool_call_id=CALL_ID, name="lookup"),
+        HumanMessage(content="Thanks, and in York?"),
+    ]
+    guard = make_guard(build_artifacts(tmp_path), tmp_path / "audit.jsonl")
+    with ChatCompletionsServer(script=[_completion({"role": "assistant", "content": "Sunny in York too."})]) as server:
+        model = ChatOpenAI(base_url=server.base_url, api_key="sk-test", model="m", max_retries=0)
+        answer = GuardedChatModel(model=model, guard=guard).invoke(history)
+        [sent] = [request["messages"] for request in server.requests]
+    assert answer.content == "Sunny in York too."
+    assert NAME not in json.dumps(sent) and CALL_ID not in json.dumps(sent)
+    [call] = [c["id"] for m in sent if m["role"] == "assistant" for c in m["tool_calls"]]
+    assert [m["tool_call_id"] for m in sent if m["role"] == "tool"] == [call]
