@@ -12,7 +12,7 @@ from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, HumanMe
 from guardrails_uq import Decision, Generation, Message, TokenLogprob
 from guardrails_uq.call import opaque_call_id
 from guardrails_uq.errors import InputError
-from guardrails_uq.jsonsafe import json_strings, tool_call_text
+from guardrails_uq.jsonsafe import definitions_text, json_strings, tool_call_text
 from guardrails_uq.models.logprobs import from_langchain
 
 
@@ -160,6 +160,22 @@ def to_core(messages: Sequence[BaseMessage]) -> list[Message]:
             fields["name"] = message.name or None
         out.append(Message.model_validate(fields))
     return out
+
+
+def tools_text(tools: Sequence[Any]) -> str:
+    """The tool definitions bound to a model as it reads them (:func:`~guardrails_uq.jsonsafe.definitions_text`
+    of each in OpenAI's format; one that cannot be converted: its strings as given)."""
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    found: list[Any] = []
+    for tool in tools:
+        try:
+            found.append(convert_to_openai_tool(tool))
+        except Exception:
+            found.append(
+                tool if isinstance(tool, Mapping) else [getattr(tool, "name", None), getattr(tool, "description", None)]
+            )
+    return definitions_text(found)
 
 
 #: Content block types that carry a tool call's id (langchain-core's standard blocks, Anthropic's raw ones).

@@ -46,6 +46,7 @@ from ._convert import (
     text_of,
     to_core,
     to_langchain,
+    tools_text,
     user_text,
     with_guidelines,
 )
@@ -120,7 +121,7 @@ class GuardrailsMiddleware(AgentMiddleware):
         """The model call with guidelines injected, out of sight of stream consumers, then the output phase."""
         phases = self._phases()
         # also when another hook jumped past before_model
-        decision = self._screen(phases, request.messages, request.runtime)
+        decision = self._screen(phases, request.messages, request.runtime) or self._tools_refused(phases, request)
         if decision is not None:
             return ModelResponse(result=[_policy_message(decision)])
         response = quiet_context().run(handler, self._prepared(phases, request))
@@ -131,6 +132,7 @@ class GuardrailsMiddleware(AgentMiddleware):
     ) -> ModelResponse | AIMessage:
         phases = self._phases()
         decision = await asyncio.to_thread(self._screen, phases, request.messages, request.runtime)
+        decision = decision or await asyncio.to_thread(self._tools_refused, phases, request)
         if decision is not None:
             return ModelResponse(result=[_policy_message(decision)])
         prepared = self._prepared(phases, request)
@@ -197,6 +199,20 @@ class GuardrailsMiddleware(AgentMiddleware):
             status="error",
             response_metadata=decision_metadata(decision),
         )
+
+    @staticmethod
+    def _tools_refused(phases: RequestPhases, request: ModelRequest) -> Decision | None:
+        """The input phase on the tool definitions bound to the model (:func:`~._convert.tools_text`), as the
+        proxy reads a request's ``tools``, once per distinct set in a request: the Decision when it blocks
+        (logged and remembered as the verdict), else None (not logged: one input Decision per user text)."""
+        text = tools_text(request.tools)
+        if not text or not phases.request.unseen(["tools\x00" + text]):
+            return None
+        decision = phases.guard.before([Message(role="user", content=text)], request_id=phases.request_id, record=False)
+        if not blocked(decision):
+            return None
+        phases.guard.record(decision)
+        return phases.record(decision)
 
     def _screen(self, phases: RequestPhases, messages: list[AnyMessage], runtime: Any) -> Decision | None:
         """The Decision that blocks the next model call, or None: the request's verdict, else the input
