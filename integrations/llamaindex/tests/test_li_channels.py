@@ -131,3 +131,37 @@ def test_text_written_in_a_tool_call_id_is_read() -> None:
     call, result = to_messages(history)
     assert call_id in call.read_text and call_id in result.read_text
     assert call.tool_calls[0].id == result.tool_call_id != call_id, "the core ids stay opaque keys, paired"
+
+
+def test_a_new_tool_result_where_a_judged_one_stood_is_judged(guard: Guard) -> None:
+    """A model that reuses call ids and a memory that drops the oldest turns can put a new result at the
+    position and id of one judged before: it was taken as seen and reached the model unjudged. Now a result
+    is known by its position, id and text."""
+    from li_testkit import kb_text, keyword_score
+    from llama_index.postprocessor.guardrails_uq._requests import AgentRequest
+    from llama_index.postprocessor.guardrails_uq._turn import AgentPolicy, Turn
+
+    from guardrails_uq.evidence_scores import WITHHELD
+
+    question = "How do I reset my password?"
+    policy = AgentPolicy(
+        guard, scorer=keyword_score, evidence_tools=None, stream_window=16, stream_mode="cut", alert_bci=20.0
+    )
+    request = AgentRequest("run-reused-ids")
+
+    def step(result: str) -> list[ChatMessage]:
+        call = ToolCallBlock(tool_call_id="call_0", tool_name="search_kb", tool_kwargs={"query": "password"})
+        return [
+            ChatMessage(role=MessageRole.USER, content=question),
+            ChatMessage(role=MessageRole.ASSISTANT, blocks=[call]),
+            ChatMessage(role=MessageRole.TOOL, content=result, additional_kwargs={"tool_call_id": "call_0"}),
+        ]
+
+    first = Turn(policy, request, step(kb_text("password-reset")), "m")
+    first.start()
+    assert first.blocked is None and first.history[-1].content == kb_text("password-reset")
+    # the window now shows only the latest call, at the same position, with the same id
+    second = Turn(policy, request, step("Castor beans grow well in sunny gardens."), "m")
+    second.start()
+    assert second.blocked is None
+    assert second.history[-1].content == WITHHELD, "the irrelevant new result was judged and withheld"

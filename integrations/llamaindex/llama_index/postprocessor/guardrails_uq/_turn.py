@@ -19,6 +19,7 @@ provenance rules when the model repeats it.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -51,6 +52,10 @@ NOT_EVIDENCE = frozenset({"handoff"})
 
 def _decided(decision: Decision | None) -> bool:
     return decision is not None and decision.final and decision.action is not Action.ALLOW
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
 def _call_id(message: ChatMessage) -> str:
@@ -197,11 +202,12 @@ class Turn:
         return True
 
     def _current_tool_results(self) -> list[tuple[str, ChatMessage]]:
-        """Tool results of the current user turn, each keyed by its position and tool call id (a run's history
-        only grows, and some models reuse call ids: a result is never mistaken for one already judged)."""
+        """Tool results of the current user turn, each keyed by its position, tool call id and a digest of its
+        text (some models reuse call ids, and a memory that drops old turns moves results: a new result where a
+        judged one stood is never mistaken for it)."""
         last_user = max((i for i, m in enumerate(self.messages) if role(m) == "user"), default=-1)
         return [
-            (f"{index}:{_call_id(message)}", message)
+            (f"{index}:{_call_id(message)}:{_digest(prompt_text(message))}", message)
             for index, message in enumerate(self.messages)
             if index > last_user and role(message) == "tool"
         ]
