@@ -165,3 +165,35 @@ def test_a_new_tool_result_where_a_judged_one_stood_is_judged(guard: Guard) -> N
     second.start()
     assert second.blocked is None
     assert second.history[-1].content == WITHHELD, "the irrelevant new result was judged and withheld"
+
+
+def test_a_withheld_tool_result_keeps_no_text_beside_the_notice(guard: Guard) -> None:
+    """A result the retrieval phase drops is replaced by a notice; its ``additional_kwargs`` went with the
+    notice, so a ``content`` there (which an OpenAI adapter sends in place of the blocks' text) still reached
+    the model. Now only the call id and tool name stay."""
+    from li_testkit import keyword_score
+    from llama_index.postprocessor.guardrails_uq._requests import AgentRequest
+    from llama_index.postprocessor.guardrails_uq._turn import AgentPolicy, Turn
+
+    from guardrails_uq.evidence_scores import WITHHELD
+
+    policy = AgentPolicy(
+        guard, scorer=keyword_score, evidence_tools=None, stream_window=16, stream_mode="cut", alert_bci=20.0
+    )
+    off_topic = "Castor beans grow well in sunny gardens."
+    history = [
+        ChatMessage(role=MessageRole.USER, content="How do I reset my password?"),
+        ChatMessage(
+            role=MessageRole.ASSISTANT, blocks=[ToolCallBlock(tool_call_id="c1", tool_name="search_kb", tool_kwargs={})]
+        ),
+        ChatMessage(
+            role=MessageRole.TOOL,
+            content=off_topic,
+            additional_kwargs={"tool_call_id": "c1", "name": "search_kb", "tool_calls": [], "content": off_topic},
+        ),
+    ]
+    turn = Turn(policy, AgentRequest("run-withheld"), history, "m")
+    turn.start()
+    withheld = turn.history[-1]
+    assert withheld.content == WITHHELD
+    assert withheld.additional_kwargs == {"tool_call_id": "c1", "name": "search_kb"}

@@ -258,8 +258,11 @@ class Turn:
             return messages
         out = []
         for key, message in self._keyed(messages):
-            if key in dropped:
-                message = ChatMessage(role=message.role, content=WITHHELD, additional_kwargs=message.additional_kwargs)
+            if key in dropped:  # only what pairs it with its call stays (an adapter sends additional_kwargs on)
+                kept = {
+                    k: v for k, v in message.additional_kwargs.items() if k in ("tool_call_id", "name", "tool_name")
+                }
+                message = ChatMessage(role=message.role, content=WITHHELD, additional_kwargs=kept)
             out.append(message)
         return out
 
