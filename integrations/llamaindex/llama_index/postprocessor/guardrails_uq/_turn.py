@@ -58,6 +58,15 @@ def _digest(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
+def _turn_key(message: Message) -> str:
+    return f"{message.role}:{_digest(message.content)}"
+
+
+def _turns(core: Sequence[Message]) -> set[str]:
+    """Keys of the user and system messages of ``core`` (what the input phase has read of a request)."""
+    return {_turn_key(m) for m in core if m.role in ("user", "system")}
+
+
 def _call_id(message: ChatMessage) -> str:
     return str(message.additional_kwargs.get("tool_call_id") or "")
 
@@ -175,15 +184,40 @@ class Turn:
             decision = self._add(self.guard.before(core, request_id=request.request_id))
             request.input = decision
             request.guidelines = _guideline_block(core, decision.messages)
+            request.read_turns = _turns(core)
             if _decided(decision):
                 self.blocked = decision
                 self.prompt = decision.messages or core
                 return
+        elif self._new_turns_refused():
+            return
         if self._tools_refused():
             return
         self._take_evidence()
         self.history = self._guided(self._withheld(self.messages))
         self.prompt = to_messages(self.history)
+
+    def _new_turns_refused(self) -> bool:
+        """The input phase again, on the whole conversation, when a user or system message it has not read
+        appears mid-run (a ReAct agent's tool observations come back as user messages, a memory block or an
+        early-stopping prompt adds a system message); True when it blocks."""
+        request = self.request
+        core = to_messages(self.messages)
+        fresh = _turns(core) - request.read_turns
+        if not fresh:
+            return False
+        request.read_turns |= fresh
+        odd = unreadable_prompt([m for m, c in zip(self.messages, core, strict=True) if _turn_key(c) in fresh])
+        if odd:
+            problem = f"new messages have content blocks the guard cannot read: {', '.join(odd)}"
+            decision = self._add(failed(self.guard, "input", "prompt", problem, context=request.latest))
+        else:
+            decision = self._add(self.guard.before(core, context=request.latest, request_id=request.request_id))
+        if not _decided(decision):
+            return False
+        self.blocked = decision
+        self.prompt = core
+        return True
 
     def _tools_refused(self) -> bool:
         """The input phase on the tool definitions the model gets, as the proxy reads a request's ``tools``
