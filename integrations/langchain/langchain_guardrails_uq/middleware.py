@@ -121,7 +121,7 @@ class GuardrailsMiddleware(AgentMiddleware):
         """The model call with guidelines injected, out of sight of stream consumers, then the output phase."""
         phases = self._phases()
         # also when another hook jumped past before_model
-        decision = self._screen(phases, request.messages, request.runtime) or self._tools_refused(phases, request)
+        decision = self._screen(phases, request.messages, request.runtime) or self._beside_refused(phases, request)
         if decision is not None:
             return ModelResponse(result=[_policy_message(decision)])
         response = quiet_context().run(handler, self._prepared(phases, request))
@@ -132,7 +132,7 @@ class GuardrailsMiddleware(AgentMiddleware):
     ) -> ModelResponse | AIMessage:
         phases = self._phases()
         decision = await asyncio.to_thread(self._screen, phases, request.messages, request.runtime)
-        decision = decision or await asyncio.to_thread(self._tools_refused, phases, request)
+        decision = decision or await asyncio.to_thread(self._beside_refused, phases, request)
         if decision is not None:
             return ModelResponse(result=[_policy_message(decision)])
         prepared = self._prepared(phases, request)
@@ -201,18 +201,32 @@ class GuardrailsMiddleware(AgentMiddleware):
         )
 
     @staticmethod
-    def _tools_refused(phases: RequestPhases, request: ModelRequest) -> Decision | None:
-        """The input phase on the tool definitions bound to the model (:func:`~._convert.tools_text`), as the
-        proxy reads a request's ``tools``, once per distinct set in a request: the Decision when it blocks
-        (logged and remembered as the verdict), else None (not logged: one input Decision per user text)."""
-        text = tools_text(request.tools)
-        if not text or not phases.request.unseen(["tools\x00" + text]):
+    def _read_once(phases: RequestPhases, key: str, messages: list[Message]) -> Decision | None:
+        """The input phase on ``messages`` the first time ``key`` comes up in the request: the Decision when it
+        blocks (logged and remembered as the verdict), else None (not logged: one input Decision per user text)."""
+        if not phases.request.unseen([key]):
             return None
-        decision = phases.guard.before([Message(role="user", content=text)], request_id=phases.request_id, record=False)
+        decision = phases.guard.before(messages, request_id=phases.request_id, record=False)
         if not blocked(decision):
             return None
         phases.guard.record(decision)
         return phases.record(decision)
+
+    def _beside_refused(self, phases: RequestPhases, request: ModelRequest) -> Decision | None:
+        """The input phase on what the model gets beside the state's messages, once per distinct text in a
+        request: the tool definitions bound to it (:func:`~._convert.tools_text`, as the proxy reads a
+        request's ``tools``), and the system prompt with the conversation (a ``dynamic_prompt`` may build it
+        from data the user controls). The Decision when one blocks, else None."""
+        tools = tools_text(request.tools)
+        if tools:
+            decision = self._read_once(phases, "tools\x00" + tools, [Message(role="user", content=tools)])
+            if decision is not None:
+                return decision
+        system = request.system_message
+        text = text_of(system) if system is not None else ""
+        if text:
+            return self._read_once(phases, "system\x00" + text, to_core([system, *request.messages]))
+        return None
 
     def _screen(self, phases: RequestPhases, messages: list[AnyMessage], runtime: Any) -> Decision | None:
         """The Decision that blocks the next model call, or None: the request's verdict, else the input
