@@ -64,6 +64,9 @@ class CheckRun:
     signals: Signals | None
     error: Exception | None
     elapsed_ms: float
+    #: when the run ended (``time.perf_counter()``), so a result is judged against its deadline whenever the
+    #: phase gets round to reading it
+    finished: float = 0.0
 
 
 class CheckTrace(Protocol):
@@ -192,17 +195,21 @@ class CheckRunner:
         started: float,
         trace: CheckTrace | None,
     ) -> CheckRun:
-        """The run's result, or a timeout once ``limit`` ms have passed since ``started``."""
+        """The run's result, or a timeout once ``limit`` ms have passed since ``started``. A result that came
+        after its deadline is a timeout too, though it waited done: the async path reads it only once the
+        phase's own-thread checks have run, and the sync path would have stopped waiting for it."""
         left = None if limit is None else max(0.0, limit / 1e3 - (time.perf_counter() - started))
         try:
-            return future.result(timeout=left)
+            ran = future.result(timeout=left)
         except FutureTimeout:
             future.cancel()  # still queued (every worker busy): it never starts
-            assert limit is not None
+            ran = None
+        if limit is not None and (ran is None or ran.finished - started > limit / 1e3):
             ran = CheckRun(check, None, CheckTimeoutError(check.name, limit), (time.perf_counter() - started) * 1e3)
             if trace is not None:
-                trace.finish(ran)
-            return ran
+                trace.finish(ran)  # ignored when the late run already finished its trace
+        assert ran is not None
+        return ran
 
     def _attempt(self, check: Check, call: Call, trace: CheckTrace | None) -> CheckRun:
         """Run and validate one check (in whichever thread runs it); never raises an Exception."""
@@ -218,7 +225,8 @@ class CheckRunner:
             self._validate(check, signals.values)
         except Exception as exc:
             signals, error = None, exc
-        ran = CheckRun(check, signals, error, (time.perf_counter() - t0) * 1e3)
+        finished = time.perf_counter()
+        ran = CheckRun(check, signals, error, (finished - t0) * 1e3, finished)
         if trace is not None:
             trace.finish(ran)
         return ran

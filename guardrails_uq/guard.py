@@ -135,11 +135,13 @@ class Guard:
         signals: SignalMap | None = None,
         context: Decision | None = None,
         request_id: str | None = None,
+        record: bool = True,
     ) -> Decision:
         """Input phase: guideline injection and input rules. ``decision.messages`` is the prompt to send.
-        ``request_id`` names the request (default: the context's, else a fresh one)."""
+        ``request_id`` names the request (default: the context's, else a fresh one). ``record=False``: not
+        logged (the caller logs it with :meth:`record` if it keeps it, as for :meth:`after`)."""
         call = Call(messages=list(messages), signals=signals or {})
-        return self._phase("input", call, context, final=False, request_id=request_id)
+        return self._phase("input", call, context, final=False, record=record, request_id=request_id)
 
     def retrieve(
         self,

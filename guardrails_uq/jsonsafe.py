@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -74,6 +74,18 @@ def json_strings(value: Any, *, keys: bool = True) -> list[str]:
     if value is None or isinstance(value, bool | int | float):
         return []
     return [str(value)]
+
+
+#: Words of the tool and JSON Schema formats themselves, left out of :func:`definitions_text` (no request).
+_FORMAT_WORDS = frozenset({"function", "object", "string", "json_schema"})
+
+
+def definitions_text(values: Iterable[Any]) -> str:
+    """What a model reads in tool definitions or a response schema (OpenAI format: names, descriptions,
+    parameter schemas), one piece a line: every string of ``values`` but the formats' own type words. The
+    input phase reads it beside the messages (the proxy for a request's ``tools``, GuardedLLM for an agent's)."""
+    pieces = [piece for value in values for piece in json_strings(value)]
+    return clean_text("\n".join(p for p in pieces if p not in _FORMAT_WORDS))
 
 
 def tool_call_text(name: str, arguments: Any) -> str:

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from ..call import Generation, Message, TokenLogprob, opaque_call_id
 from ..decision import Decision
 from ..errors import InputError
-from ..jsonsafe import clean_text, dumpb, json_strings, reader_texts, tool_call_text
+from ..jsonsafe import clean_text, definitions_text, dumpb, reader_texts, tool_call_text
 from ..models.logprobs import from_openai_chat
 from .documents import Extension, parse_extension
 from .limits import RequestRefused
@@ -142,11 +142,7 @@ def _integer(body: Mapping[str, Any], name: str, default: int | None, low: int, 
 def instructions_text(body: Mapping[str, Any]) -> str:
     """Text besides the messages that reaches the model: tool names, descriptions and parameter schemas,
     and a response_format schema (empty when there is none)."""
-    pieces: list[str] = []
-    for key in ("tools", "functions", "response_format"):
-        if body.get(key):
-            pieces.extend(json_strings(body[key]))
-    return clean_text("\n".join(p for p in pieces if p not in ("function", "object", "string", "json_schema")))
+    return definitions_text(body[key] for key in ("tools", "functions", "response_format") if body.get(key))
 
 
 def _refuse(where: str, problem: str) -> RequestRefused:

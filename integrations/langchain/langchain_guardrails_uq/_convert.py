@@ -12,7 +12,7 @@ from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, HumanMe
 from guardrails_uq import Decision, Generation, Message, TokenLogprob
 from guardrails_uq.call import opaque_call_id
 from guardrails_uq.errors import InputError
-from guardrails_uq.jsonsafe import json_strings, tool_call_text
+from guardrails_uq.jsonsafe import definitions_text, json_strings, tool_call_text
 from guardrails_uq.models.logprobs import from_langchain
 
 
@@ -160,6 +160,64 @@ def to_core(messages: Sequence[BaseMessage]) -> list[Message]:
             fields["name"] = message.name or None
         out.append(Message.model_validate(fields))
     return out
+
+
+def tools_text(tools: Sequence[Any]) -> str:
+    """The tool definitions bound to a model as it reads them (:func:`~guardrails_uq.jsonsafe.definitions_text`
+    of each in OpenAI's format; one that cannot be converted: its strings as given)."""
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    found: list[Any] = []
+    for tool in tools:
+        try:
+            found.append(convert_to_openai_tool(tool))
+        except Exception:
+            found.append(
+                tool if isinstance(tool, Mapping) else [getattr(tool, "name", None), getattr(tool, "description", None)]
+            )
+    return definitions_text(found)
+
+
+#: Content block types that carry a tool call's id (langchain-core's standard blocks, Anthropic's raw ones).
+_CALL_BLOCKS = frozenset({"tool_call", "tool_call_chunk", "invalid_tool_call", "tool_use", "server_tool_use"})
+
+
+def as_forwarded(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+    """``messages`` as the agent middleware hands them to the model, holding nothing :func:`to_core` did not
+    read (what the proxy and GuardedChatModel forward, as they rebuild the prompt): the ``name`` of every
+    message but a tool's (``name`` or ``additional_kwargs["name"]``: a participant's name, sent by ChatOpenAI)
+    and an assistant turn's legacy ``function_call`` are dropped, and every tool-call id is an
+    :func:`opaque_call_id` key (a call and the result answering it keep one id)."""
+    out: list[BaseMessage] = []
+    for message in messages:
+        update: dict[str, Any] = {}
+        if message.name and not isinstance(message, ToolMessage):
+            update["name"] = None
+        dropped = ("name", "function_call") if isinstance(message, AIMessage) else ("name",)
+        if any(key in message.additional_kwargs for key in dropped):
+            update["additional_kwargs"] = {k: v for k, v in message.additional_kwargs.items() if k not in dropped}
+        if isinstance(message, ToolMessage):
+            update["tool_call_id"] = opaque_call_id(str(message.tool_call_id or ""))
+        if isinstance(message, AIMessage):
+            update["tool_calls"] = [_opaque_id(c) for c in message.tool_calls]
+            update["invalid_tool_calls"] = [_opaque_id(c) for c in message.invalid_tool_calls]
+            kwargs = update.get("additional_kwargs", message.additional_kwargs)
+            if isinstance(kwargs.get("tool_calls"), list):
+                update["additional_kwargs"] = {**kwargs, "tool_calls": [_opaque_id(c) for c in kwargs["tool_calls"]]}
+            if isinstance(message.content, list):
+                update["content"] = [
+                    _opaque_id(b) if isinstance(b, Mapping) and b.get("type") in _CALL_BLOCKS else b
+                    for b in message.content
+                ]
+        out.append(message.model_copy(update=update) if update else message)
+    return out
+
+
+def _opaque_id(call: Any) -> Any:
+    """A tool call (or call block) with its id as an :func:`opaque_call_id` key (anything else unchanged)."""
+    if not isinstance(call, Mapping) or "id" not in call:
+        return call
+    return {**call, "id": opaque_call_id(str(call["id"] or ""))}
 
 
 def _calls_with_arguments(message: AIMessage) -> list[tuple[Mapping[str, Any], str]]:

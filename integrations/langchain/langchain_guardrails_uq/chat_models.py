@@ -20,6 +20,7 @@ from guardrails_uq.flow import ModelStep, Outcome, arun, guarded_chat, run
 from guardrails_uq.streaming import StreamGate
 
 from ._convert import (
+    as_forwarded,
     checked_message,
     decision_metadata,
     generation_of,
@@ -35,9 +36,11 @@ from ._requests import current_run_id, ensure_tracking, request_of
 
 
 def _apply_prompt(original: list[BaseMessage], prompt: list[Message]) -> list[BaseMessage]:
-    """The LangChain messages to send for the core ``prompt``: the originals, with the system message the
-    input phase injected or rewrote (every other message kept as is: tool calls, ids, metadata)."""
+    """The LangChain messages to send for the core ``prompt``: the originals as forwarded
+    (:func:`~._convert.as_forwarded`: nothing the input phase did not read), with the system message the input
+    phase injected or rewrote (every other message kept as is: tool calls, metadata)."""
     core = to_core(original)
+    original = as_forwarded(original)
     if prompt == core:
         return original
     if len(prompt) == len(core) + 1 and prompt[0].role == "system" and prompt[1:] == core:

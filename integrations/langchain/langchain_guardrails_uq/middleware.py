@@ -38,6 +38,7 @@ from guardrails_uq.evidence_scores import WITHHELD, cosine_scores, scores_read
 from guardrails_uq.types import SignalMap
 
 from ._convert import (
+    as_forwarded,
     checked_message,
     decision_metadata,
     generation_of,
@@ -45,6 +46,7 @@ from ._convert import (
     text_of,
     to_core,
     to_langchain,
+    tools_text,
     user_text,
     with_guidelines,
 )
@@ -119,7 +121,7 @@ class GuardrailsMiddleware(AgentMiddleware):
         """The model call with guidelines injected, out of sight of stream consumers, then the output phase."""
         phases = self._phases()
         # also when another hook jumped past before_model
-        decision = self._screen(phases, request.messages, request.runtime)
+        decision = self._screen(phases, request.messages, request.runtime) or self._beside_refused(phases, request)
         if decision is not None:
             return ModelResponse(result=[_policy_message(decision)])
         response = quiet_context().run(handler, self._prepared(phases, request))
@@ -130,6 +132,7 @@ class GuardrailsMiddleware(AgentMiddleware):
     ) -> ModelResponse | AIMessage:
         phases = self._phases()
         decision = await asyncio.to_thread(self._screen, phases, request.messages, request.runtime)
+        decision = decision or await asyncio.to_thread(self._beside_refused, phases, request)
         if decision is not None:
             return ModelResponse(result=[_policy_message(decision)])
         prepared = self._prepared(phases, request)
@@ -196,6 +199,34 @@ class GuardrailsMiddleware(AgentMiddleware):
             status="error",
             response_metadata=decision_metadata(decision),
         )
+
+    @staticmethod
+    def _read_once(phases: RequestPhases, key: str, messages: list[Message]) -> Decision | None:
+        """The input phase on ``messages`` the first time ``key`` comes up in the request: the Decision when it
+        blocks (logged and remembered as the verdict), else None (not logged: one input Decision per user text)."""
+        if not phases.request.unseen([key]):
+            return None
+        decision = phases.guard.before(messages, request_id=phases.request_id, record=False)
+        if not blocked(decision):
+            return None
+        phases.guard.record(decision)
+        return phases.record(decision)
+
+    def _beside_refused(self, phases: RequestPhases, request: ModelRequest) -> Decision | None:
+        """The input phase on what the model gets beside the state's messages, once per distinct text in a
+        request: the tool definitions bound to it (:func:`~._convert.tools_text`, as the proxy reads a
+        request's ``tools``), and the system prompt with the conversation (a ``dynamic_prompt`` may build it
+        from data the user controls). The Decision when one blocks, else None."""
+        tools = tools_text(request.tools)
+        if tools:
+            decision = self._read_once(phases, "tools\x00" + tools, [Message(role="user", content=tools)])
+            if decision is not None:
+                return decision
+        system = request.system_message
+        text = text_of(system) if system is not None else ""
+        if text:
+            return self._read_once(phases, "system\x00" + text, to_core([system, *request.messages]))
+        return None
 
     def _screen(self, phases: RequestPhases, messages: list[AnyMessage], runtime: Any) -> Decision | None:
         """The Decision that blocks the next model call, or None: the request's verdict, else the input
@@ -269,21 +300,23 @@ class GuardrailsMiddleware(AgentMiddleware):
         return cosine_scores(self._embedder or self.guard.embedder, query, texts)
 
     def _prepared(self, phases: RequestPhases, request: ModelRequest) -> ModelRequest:
-        """The request the model sees: guidelines in the system prompt, withheld tool results hidden,
-        logprobs asked for when the model has that option."""
+        """The request the model sees: guidelines in the system prompt, withheld tool results hidden, nothing
+        the input phase did not read (:func:`~._convert.as_forwarded`: other roles' names dropped, tool-call ids
+        opaque), logprobs asked for when the model has that option."""
         overrides: dict[str, Any] = {}
         block = guideline_block(phases.request.input_for(user_text(request.messages), phases.policy))
         system = with_guidelines(request.system_prompt, block)
         if system != request.system_prompt:
             overrides["system_message"] = SystemMessage(content=system or "")
         withheld = phases.request.withheld
-        if withheld and any(isinstance(m, ToolMessage) and _key(m) in withheld for m in request.messages):
-            overrides["messages"] = [
+        overrides["messages"] = as_forwarded(
+            [
                 m.model_copy(update={"content": WITHHELD, "artifact": None})
                 if isinstance(m, ToolMessage) and _key(m) in withheld
                 else m
                 for m in request.messages
             ]
+        )
         if "logprobs" in type(request.model).model_fields and "logprobs" not in request.model_settings:
             overrides["model_settings"] = {
                 **request.model_settings,

@@ -87,3 +87,27 @@ def test_benign_result_passes_and_the_tool_step_without_logprobs_is_not_escalate
     output, llm, sent = _run(guard, BENIGN, Reply(text=answer), streaming=streaming)
     assert sent == [] and len(llm.calls) == 2
     assert str(output) == answer
+
+
+def test_an_injection_in_a_tool_message_beside_its_text_blocks_never_reaches_the_model(guard: Guard) -> None:
+    """LlamaIndex's OpenAI adapters forward a message's ``additional_kwargs`` into the request (with
+    ``tool_calls`` among them, a ``content`` there replaces the blocks' text): the tool result the model reads
+    is the injected one. Before session 6 the retrieval phase read the text blocks only and let it through."""
+    from llama_index.core.base.llms.types import ChatMessage, MessageRole, ToolCallBlock
+
+    history = [
+        ChatMessage(role=MessageRole.USER, content="Where is order 1182?"),
+        ChatMessage(
+            role=MessageRole.ASSISTANT,
+            blocks=[ToolCallBlock(tool_call_id="c1", tool_name="order_status", tool_kwargs={"order": "1182"})],
+        ),
+        ChatMessage(
+            role=MessageRole.TOOL,
+            content=BENIGN,
+            additional_kwargs={"tool_call_id": "c1", "tool_calls": [], "content": INJECTED},
+        ),
+    ]
+    llm = ScriptedLLM([Reply(text="Order 1182 shipped on Monday.")])
+    reply = GuardedLLM(llm, guard).chat(history)
+    assert llm.calls == [], "the model never read the injected result"
+    assert reply.message.content == STOPPED

@@ -14,11 +14,18 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from llama_index.core.base.llms.types import ChatMessage, MessageRole, TextBlock, ThinkingBlock, ToolCallBlock
+from llama_index.core.base.llms.types import (
+    CachePoint,
+    ChatMessage,
+    MessageRole,
+    TextBlock,
+    ThinkingBlock,
+    ToolCallBlock,
+)
 
 from guardrails_uq import Decision, Guard, Message, TokenLogprob
 from guardrails_uq.call import opaque_call_id
-from guardrails_uq.jsonsafe import tool_call_text
+from guardrails_uq.jsonsafe import json_strings, tool_call_text
 from guardrails_uq.models.logprobs import from_llamaindex
 from guardrails_uq.types import Phase
 
@@ -32,7 +39,10 @@ _ROLES: dict[str, str] = {
     MessageRole.TOOL.value: "tool",
     MessageRole.FUNCTION.value: "tool",
 }
-_READABLE = (TextBlock, ThinkingBlock, ToolCallBlock)
+_READABLE = (TextBlock, ThinkingBlock, ToolCallBlock, CachePoint)  # a cache point holds no text
+#: ``additional_kwargs`` keys read as structure, not as text: the calls (read as calls) and the call id (a key)
+_STRUCTURE = frozenset({"tool_calls", "function_call", "tool_call_id"})
+_NAME_KEYS = ("name", "tool_name")
 
 
 def metadata(decision: Decision) -> dict[str, Any]:
@@ -50,45 +60,77 @@ def to_messages(messages: Sequence[ChatMessage]) -> list[Message]:
     """LlamaIndex chat messages as core Messages, as the model reads them: the text blocks, an assistant turn's
     tool calls (``ToolCallBlock`` blocks and OpenAI-style ``additional_kwargs["tool_calls"]``, ids as
     :func:`~guardrails_uq.call.opaque_call_id` keys) and a tool message's call id and tool name, so the input
-    phase reads earlier turns' calls (:attr:`Message.read_text`). Blocks the guard cannot read are listed by
-    :func:`unreadable_prompt`; the answer is read with :func:`checked_text`."""
+    phase reads earlier turns' calls (:attr:`Message.read_text`). GuardedLLM gives the model the app's own
+    messages, ids as written, so the ids' text is read too (one line of the content). Blocks the guard cannot
+    read are listed by :func:`unreadable_prompt`; the answer is read with :func:`checked_text`."""
     out = []
     for message in messages:
         core_role = role(message)
-        fields: dict[str, Any] = {"role": core_role, "content": message.content or ""}
+        fields: dict[str, Any] = {"role": core_role, "content": prompt_text(message)}
         calls = _tool_calls(message)
+        ids = [call_id for call_id, _, _ in calls]
+        if core_role == "tool":
+            ids.append(str(message.additional_kwargs.get("tool_call_id") or ""))
+        ids = [i for i in dict.fromkeys(ids) if i]
         if calls and core_role == "assistant":
             fields["tool_calls"] = [
-                {"id": opaque_call_id(call_id), "function": {"name": name, "arguments": arguments}}
+                {"id": opaque_call_id(call_id), "function": {"name": (name or "tool")[:128], "arguments": arguments}}
                 for call_id, name, arguments in calls
             ]
-        elif calls:  # a call written into another role's message: its text is still read
+            # a name that does not fit a core call (empty, or past 128 characters) is read whole as text
+            calls = [call for call in calls if not 0 < len(call[1]) <= 128]
+        if calls:  # a call written into another role's message, or a name cut above: its text is still read
             lines = [tool_call_text(name, arguments) for _, name, arguments in calls]
             fields["content"] = "\n".join(p for p in [fields["content"], *lines] if p)
+        if ids:
+            fields["content"] = "\n".join(p for p in [fields["content"], " ".join(ids)] if p)
         if core_role == "tool":
             kwargs = message.additional_kwargs
             fields["tool_call_id"] = opaque_call_id(str(kwargs["tool_call_id"])) if kwargs.get("tool_call_id") else None
-            fields["name"] = str(kwargs.get("name") or kwargs.get("tool_name") or "")[:128] or None
+            fields["name"] = _tool_name(message)
         out.append(Message.model_validate(fields))
     return out
 
 
+def prompt_text(message: ChatMessage) -> str:
+    """Everything the model may read in ``message`` besides its tool calls, one piece a line: the text blocks,
+    the reasoning blocks (an adapter sends a turn's ``ThinkingBlock`` back), and every string of
+    ``additional_kwargs`` (LlamaIndex's OpenAI adapters forward it into the request: a ``content`` there
+    replaces the blocks' text, a ``name`` names the speaker, ``reasoning_content`` is a turn's reasoning),
+    except the calls and the call id (read as structure) and a tool message's name (its :attr:`Message.name`)."""
+    parts = [message.content or ""]
+    parts += [b.content for b in message.blocks if isinstance(b, ThinkingBlock) and b.content]
+    named = role(message) == "tool" and _tool_name(message) is not None
+    for key, value in message.additional_kwargs.items():
+        if key in _STRUCTURE or (named and key in _NAME_KEYS):
+            continue
+        parts += json_strings(value)
+    return "\n".join(p for p in parts if p)
+
+
+def _tool_name(message: ChatMessage) -> str | None:
+    """A tool message's tool name (``name`` or ``tool_name``) when it fits :attr:`Message.name` (at most 128
+    characters; a longer one is read by :func:`prompt_text` as text, whole)."""
+    kwargs = message.additional_kwargs
+    name = str(kwargs.get("name") or kwargs.get("tool_name") or "")
+    return name if 0 < len(name) <= 128 else None
+
+
 def _tool_calls(message: ChatMessage) -> list[tuple[str, str, str]]:
-    """(id, name, arguments as JSON text) of every tool call written in ``message``, blocks first, each once."""
+    """(id, name, arguments as JSON text) of every tool call written in ``message`` (``ToolCallBlock`` blocks,
+    ``additional_kwargs`` ``tool_calls`` and the legacy single ``function_call``), each once."""
     found: list[tuple[str, str, str]] = []
     for block in message.blocks:
         if isinstance(block, ToolCallBlock):
             found.append((str(block.tool_call_id or ""), str(block.tool_name), _arguments(block.tool_kwargs)))
-    for raw in message.additional_kwargs.get("tool_calls") or ():
+    legacy = message.additional_kwargs.get("function_call")
+    for raw in [*(message.additional_kwargs.get("tool_calls") or ()), *([legacy] if legacy else [])]:
         function = _field(raw, "function")
         name = _field(function, "name") if function is not None else _field(raw, "name")
         arguments = _field(function, "arguments") if function is not None else _field(raw, "arguments")
-        if name:
-            found.append((str(_field(raw, "id") or ""), str(name), _arguments(arguments)))
-    # the guard only reads these (the model gets the original messages): a name too long or empty for a core
-    # Message is cut or named, never a reason to stop reading the arguments
-    named = [(i, (name or "tool")[:128], arguments) for i, name, arguments in found]
-    return list(dict.fromkeys(named))
+        if name or arguments:  # a call without a name still carries its arguments to the model
+            found.append((str(_field(raw, "id") or ""), str(name or ""), _arguments(arguments)))
+    return list(dict.fromkeys(found))
 
 
 def _field(obj: Any, name: str) -> Any:

@@ -28,7 +28,9 @@ KEPT = 1024
 class AgentRequest:
     """The guard's state for one request: its Decisions in order, the input phase's result (the injected
     guideline text, the user's question), the tool results taken as evidence so far, and which tool each
-    allowed tool call named."""
+    allowed tool call named, and the tool definitions the input phase has read (an agent taking over after a
+    handoff brings its own), and the user and system messages it has read (a message new mid-run is read
+    again: a ReAct agent's tool observations come back as user messages)."""
 
     request_id: str
     decisions: list[Decision] = field(default_factory=list)
@@ -39,6 +41,8 @@ class AgentRequest:
     evidence: dict[str, ScoredDocument] = field(default_factory=dict)
     seen_tool_results: set[str] = field(default_factory=set)
     tool_names: dict[str, str] = field(default_factory=dict)
+    tools_read: set[str] = field(default_factory=set)
+    read_turns: set[str] = field(default_factory=set)
 
     @property
     def latest(self) -> Decision | None:

@@ -19,6 +19,7 @@ provenance rules when the model repeats it.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -33,6 +34,7 @@ from ._convert import (
     checked_text,
     failed,
     metadata,
+    prompt_text,
     role,
     to_messages,
     tokens_of,
@@ -50,6 +52,19 @@ NOT_EVIDENCE = frozenset({"handoff"})
 
 def _decided(decision: Decision | None) -> bool:
     return decision is not None and decision.final and decision.action is not Action.ALLOW
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+def _turn_key(message: Message) -> str:
+    return f"{message.role}:{_digest(message.content)}"
+
+
+def _turns(core: Sequence[Message]) -> set[str]:
+    """Keys of the user and system messages of ``core`` (what the input phase has read of a request)."""
+    return {_turn_key(m) for m in core if m.role in ("user", "system")}
 
 
 def _call_id(message: ChatMessage) -> str:
@@ -134,6 +149,11 @@ class Turn:
         self._shown = ""
         self._last: ChatResponse | None = None
         self._released: list[str] = []
+        #: tools the agent returns the result of to the user as it is (``return_direct``) that no GuardedTool
+        #: reads (set by GuardedLLM from the tools of the call): a step calling one is refused, on_error decides
+        self.unread_direct: frozenset[str] = frozenset()
+        #: the tool definitions the model gets with this call, as it reads them (set by GuardedLLM)
+        self.tools_text = ""
 
     # -- before the model ---------------------------------------------------------------------------------
 
@@ -164,20 +184,64 @@ class Turn:
             decision = self._add(self.guard.before(core, request_id=request.request_id))
             request.input = decision
             request.guidelines = _guideline_block(core, decision.messages)
+            request.read_turns = _turns(core)
             if _decided(decision):
                 self.blocked = decision
                 self.prompt = decision.messages or core
                 return
+        elif self._new_turns_refused():
+            return
+        if self._tools_refused():
+            return
         self._take_evidence()
         self.history = self._guided(self._withheld(self.messages))
         self.prompt = to_messages(self.history)
 
+    def _new_turns_refused(self) -> bool:
+        """The input phase again, on the whole conversation, when a user or system message it has not read
+        appears mid-run (a ReAct agent's tool observations come back as user messages, a memory block or an
+        early-stopping prompt adds a system message); True when it blocks."""
+        request = self.request
+        core = to_messages(self.messages)
+        fresh = _turns(core) - request.read_turns
+        if not fresh:
+            return False
+        request.read_turns |= fresh
+        odd = unreadable_prompt([m for m, c in zip(self.messages, core, strict=True) if _turn_key(c) in fresh])
+        if odd:
+            problem = f"new messages have content blocks the guard cannot read: {', '.join(odd)}"
+            decision = self._add(failed(self.guard, "input", "prompt", problem, context=request.latest))
+        else:
+            decision = self._add(self.guard.before(core, context=request.latest, request_id=request.request_id))
+        if not _decided(decision):
+            return False
+        self.blocked = decision
+        self.prompt = core
+        return True
+
+    def _tools_refused(self) -> bool:
+        """The input phase on the tool definitions the model gets, as the proxy reads a request's ``tools``
+        (once per distinct set in a request: an agent taking over brings its own); True when it blocks."""
+        request, text = self.request, self.tools_text
+        if not text or text in request.tools_read:
+            return False
+        request.tools_read.add(text)
+        # logged only when it blocks: a request's log keeps one input Decision per user turn
+        decision = self.guard.before([Message(role="user", content=text)], request_id=request.request_id, record=False)
+        if not _decided(decision):
+            return False
+        self.guard.record(decision)
+        self.blocked = self._add(decision)
+        self.prompt = to_messages(self.messages)
+        return True
+
     def _current_tool_results(self) -> list[tuple[str, ChatMessage]]:
-        """Tool results of the current user turn, each keyed by its position and tool call id (a run's history
-        only grows, and some models reuse call ids: a result is never mistaken for one already judged)."""
+        """Tool results of the current user turn, each keyed by its position, tool call id and a digest of its
+        text (some models reuse call ids, and a memory that drops old turns moves results: a new result where a
+        judged one stood is never mistaken for it)."""
         last_user = max((i for i, m in enumerate(self.messages) if role(m) == "user"), default=-1)
         return [
-            (f"{index}:{_call_id(message)}", message)
+            (f"{index}:{_call_id(message)}:{_digest(prompt_text(message))}", message)
             for index, message in enumerate(self.messages)
             if index > last_user and role(message) == "tool"
         ]
@@ -198,7 +262,7 @@ class Turn:
         evidence = [(k, m) for k, m in fresh if self.policy.is_evidence(request.tool_names.get(_call_id(m)))]
         if not evidence or not self.policy.judges_evidence:
             return
-        texts = [m.content or "" for _, m in evidence]
+        texts = [prompt_text(m) for _, m in evidence]
         try:
             scores = self.policy.score(request.question, texts)
         except Exception as exc:  # unscored evidence cannot be judged: on_error decides
@@ -228,8 +292,11 @@ class Turn:
             return messages
         out = []
         for key, message in self._keyed(messages):
-            if key in dropped:
-                message = ChatMessage(role=message.role, content=WITHHELD, additional_kwargs=message.additional_kwargs)
+            if key in dropped:  # only what pairs it with its call stays (an adapter sends additional_kwargs on)
+                kept = {
+                    k: v for k, v in message.additional_kwargs.items() if k in ("tool_call_id", "name", "tool_name")
+                }
+                message = ChatMessage(role=message.role, content=WITHHELD, additional_kwargs=kept)
             out.append(message)
         return out
 
@@ -256,6 +323,7 @@ class Turn:
         tool calls could not be read (an uncheckable answer: on_error decides)."""
         self.response = response
         message = response.message
+        problem = problem or self._unread_direct(calls)
         odd = unreadable(message)
         if odd or problem:
             reason = problem or f"the model's message has blocks the guard cannot read: {odd}"
@@ -272,6 +340,16 @@ class Turn:
         self.decision = self._add(self.guard.after(generation, messages=self.prompt, context=self.request.latest))
         if self.decision.action is Action.ALLOW:
             self.request.tool_names.update({str(c.tool_id): c.tool_name for c in calls})
+
+    def _unread_direct(self, calls: Sequence[Any]) -> str | None:
+        """Why the calls cannot be allowed when one names a tool in :attr:`unread_direct`, else None."""
+        names = sorted({str(c.tool_name) for c in calls} & self.unread_direct)
+        if not names:
+            return None
+        return (
+            f"the model calls {', '.join(names)}, a return_direct tool whose result would reach the user "
+            "unread: give the agent GuardedLLM.guard_tools(tools), which reads it"
+        )
 
     def open_stream(self) -> None:
         self._gate = StreamGate(
@@ -313,6 +391,7 @@ class Turn:
         gate = self._gate
         last = self._last
         if gate.cut is None and last is not None:
+            problem = problem or self._unread_direct(calls)
             odd = unreadable(last.message)
             if odd or problem:
                 reason = problem or f"the model's message has blocks the guard cannot read: {odd}"

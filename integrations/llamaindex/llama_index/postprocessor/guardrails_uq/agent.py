@@ -57,6 +57,7 @@ from pydantic import Field, PrivateAttr
 from guardrails_uq import Guard, as_embedder
 from guardrails_uq.audit import RequestRecord
 from guardrails_uq.evidence_scores import cosine_scores
+from guardrails_uq.jsonsafe import definitions_text
 
 from . import _requests
 from ._turn import AgentPolicy, Scorer, Turn
@@ -90,6 +91,30 @@ def _history(chat_history: Sequence[ChatMessage] | None, user_msg: str | ChatMes
     if user_msg is not None:
         messages.append(ChatMessage(role=MessageRole.USER, content=user_msg) if isinstance(user_msg, str) else user_msg)
     return messages
+
+
+def _unread_direct(tools: Sequence[Any]) -> frozenset[str]:
+    """Names of the ``tools`` whose result the agent returns to the user as it is (``return_direct``) and no
+    GuardedTool reads (``handoff`` excepted: a handoff never ends the run)."""
+    names = set()
+    for tool in tools:
+        metadata = getattr(tool, "metadata", None)
+        if getattr(metadata, "return_direct", False) and not isinstance(tool, GuardedTool):
+            names.add(str(metadata.get_name()))  # type: ignore[union-attr]
+    return frozenset(names - {"handoff"})
+
+
+def _definitions(tools: Sequence[Any]) -> str:
+    """The tool definitions the model gets, as it reads them (:func:`~guardrails_uq.jsonsafe.definitions_text`
+    of each tool in OpenAI's format; a tool that cannot say it: its name and description)."""
+    found: list[Any] = []
+    for tool in tools:
+        metadata = getattr(tool, "metadata", None)
+        try:
+            found.append(metadata.to_openai_tool(skip_length_check=True))  # type: ignore[union-attr]
+        except Exception:
+            found.append([getattr(metadata, "name", None), getattr(metadata, "description", None)])
+    return definitions_text(found)
 
 
 def _publish(turn: Turn) -> None:
@@ -188,8 +213,11 @@ class GuardedLLM(FunctionCallingLLM):
 
     # -- the seam: one guarded call, sync and async, whole and streamed ------------------------------------
 
-    def _turn(self, messages: Sequence[ChatMessage]) -> Turn:
-        return Turn(self._policy, _requests.request_for_call(), messages, self.llm.metadata.model_name)
+    def _turn(self, messages: Sequence[ChatMessage], tools: Sequence[Any] = ()) -> Turn:
+        turn = Turn(self._policy, _requests.request_for_call(), messages, self.llm.metadata.model_name)
+        turn.unread_direct = _unread_direct(tools)
+        turn.tools_text = _definitions(tools)
+        return turn
 
     def _tool_calls(self, response: ChatResponse) -> tuple[list[Any], str | None]:
         """The response's tool calls as the agent will read them, or why they cannot be read."""
@@ -218,8 +246,8 @@ class GuardedLLM(FunctionCallingLLM):
         except Exception as exc:
             return exc
 
-    def _run(self, messages: Sequence[ChatMessage], call: Call) -> ChatResponse:
-        turn = self._turn(messages)
+    def _run(self, messages: Sequence[ChatMessage], call: Call, tools: Sequence[Any] = ()) -> ChatResponse:
+        turn = self._turn(messages, tools)
         turn.start()
         if turn.blocked is None:
             response = call(turn.history)
@@ -230,9 +258,9 @@ class GuardedLLM(FunctionCallingLLM):
         return turn.result()
 
     async def _arun(
-        self, messages: Sequence[ChatMessage], call: Callable[..., Awaitable[ChatResponse]]
+        self, messages: Sequence[ChatMessage], call: Callable[..., Awaitable[ChatResponse]], tools: Sequence[Any] = ()
     ) -> ChatResponse:
-        turn = self._turn(messages)
+        turn = self._turn(messages, tools)
         await asyncio.to_thread(turn.start)
         if turn.blocked is None:
             response = await call(turn.history)
@@ -242,8 +270,8 @@ class GuardedLLM(FunctionCallingLLM):
         _publish(turn)
         return turn.result()
 
-    def _stream(self, messages: Sequence[ChatMessage], call: StreamCall) -> ChatResponseGen:
-        turn = self._turn(messages)
+    def _stream(self, messages: Sequence[ChatMessage], call: StreamCall, tools: Sequence[Any] = ()) -> ChatResponseGen:
+        turn = self._turn(messages, tools)
         turn.start()
         chunks = call(turn.history) if turn.blocked is None else None
 
@@ -268,9 +296,12 @@ class GuardedLLM(FunctionCallingLLM):
         return gen()
 
     async def _astream(
-        self, messages: Sequence[ChatMessage], call: Callable[..., Awaitable[ChatResponseAsyncGen]]
+        self,
+        messages: Sequence[ChatMessage],
+        call: Callable[..., Awaitable[ChatResponseAsyncGen]],
+        tools: Sequence[Any] = (),
     ) -> ChatResponseAsyncGen:
-        turn = self._turn(messages)
+        turn = self._turn(messages, tools)
         await asyncio.to_thread(turn.start)
         chunks = await call(turn.history) if turn.blocked is None else None
 
@@ -345,6 +376,7 @@ class GuardedLLM(FunctionCallingLLM):
         return self._run(
             _history(chat_history, user_msg),
             lambda history: self._inner().chat_with_tools(tools, chat_history=history, **extra),
+            tools,
         )
 
     async def achat_with_tools(
@@ -361,6 +393,7 @@ class GuardedLLM(FunctionCallingLLM):
         return await self._arun(
             _history(chat_history, user_msg),
             lambda history: self._inner().achat_with_tools(tools, chat_history=history, **extra),
+            tools,
         )
 
     def stream_chat_with_tools(
@@ -377,6 +410,7 @@ class GuardedLLM(FunctionCallingLLM):
         return self._stream(
             _history(chat_history, user_msg),
             lambda history: self._inner().stream_chat_with_tools(tools, chat_history=history, **extra),
+            tools,
         )
 
     async def astream_chat_with_tools(
@@ -393,6 +427,7 @@ class GuardedLLM(FunctionCallingLLM):
         return await self._astream(
             _history(chat_history, user_msg),
             lambda history: self._inner().astream_chat_with_tools(tools, chat_history=history, **extra),
+            tools,
         )
 
     def _inner(self) -> FunctionCallingLLM:

@@ -1,7 +1,8 @@
 """GuardedChatEngine: any LlamaIndex chat engine behind a guardrails-uq policy.
 
-Each user message is one request: the input phase on the message (guidelines are prefixed to the message the
-wrapped engine sees), the retrieval phase of a ConformalPostprocessor on the wrapped engine (context chat
+Each user message is one request: the input phase on the conversation the model reads (the ``chat_history``
+given with the message, else the engine's own, then the message; guidelines are prefixed to the message the
+wrapped engine sees; a history with blocks the guard cannot read is decided by ``on_error``), the retrieval phase of a ConformalPostprocessor on the wrapped engine (context chat
 engines), the output phase on the answer; one ``request_id``, and a retrieval abstain or escalate is the
 message's verdict.
 """
@@ -19,10 +20,17 @@ from guardrails_uq import Action, Generation, Guard, Message
 from guardrails_uq.flow import Flow, ModelResult, ModelStep, Outcome, arun, guarded_chat, run
 
 from . import _context
-from ._convert import metadata, tokens_of
+from ._convert import metadata, to_messages, tokens_of, unreadable_prompt
 from ._escalation import escalation_target
+from ._turn import _guideline_block
 from .events import ensure_collector
-from .query_engine import guided
+
+
+def _asked(conversation: list[Message], prompt: list[Message], message: str) -> str:
+    """The message the wrapped engine sees: the guidelines the input phase added to ``conversation`` (its
+    ``prompt``), then the message (:func:`.query_engine.guided` for a conversation of the message alone)."""
+    block = _guideline_block(conversation, prompt)
+    return f"{block}\n\nQuestion: {message}" if block else message
 
 
 class GuardedChatEngine(BaseChatEngine):
@@ -49,10 +57,25 @@ class GuardedChatEngine(BaseChatEngine):
     def guard(self) -> Guard:
         return self._guard
 
-    def _flow(self, message: str) -> Flow:
-        return guarded_chat(
-            self._guard, [Message(role="user", content=message)], can_escalate=self._escalate_to is not None
-        )
+    def _conversation(self, message: str, chat_history: list[ChatMessage] | None) -> list[Message]:
+        """What the wrapped engine sends the model: ``chat_history`` (else the engine's own), then ``message``."""
+        history = chat_history if chat_history is not None else self._engine.chat_history
+        return [*to_messages(history), Message(role="user", content=message)]
+
+    def _unreadable(self, chat_history: list[ChatMessage] | None) -> AgentChatResponse | None:
+        """The on_error answer when the history holds blocks the guard cannot read (None: it can read it all,
+        or on_error allows)."""
+        odd = unreadable_prompt(chat_history if chat_history is not None else self._engine.chat_history)
+        if not odd:
+            return None
+        problem = f"the chat history has content blocks the guard cannot read: {', '.join(odd)}"
+        decision = self._guard.failure("input", "chat-history", problem)
+        if not decision.final or decision.action is Action.ALLOW:
+            return None
+        return AgentChatResponse(response=decision.message or "", metadata=metadata(decision))
+
+    def _flow(self, conversation: list[Message]) -> Flow:
+        return guarded_chat(self._guard, conversation, can_escalate=self._escalate_to is not None)
 
     @staticmethod
     def _result(raw: AgentChatResponse, state: _context.CallState) -> ModelResult:
@@ -70,35 +93,43 @@ class GuardedChatEngine(BaseChatEngine):
         )
 
     def chat(self, message: str, chat_history: list[ChatMessage] | None = None) -> AgentChatResponse:
+        refused = self._unreadable(chat_history)
+        if refused is not None:
+            return refused
+        conversation = self._conversation(message, chat_history)
         state = _context.CallState(question=message)
         raw: list[AgentChatResponse] = []
 
         def model(step: ModelStep) -> ModelResult:
             state.before = step.context
-            raw.append(self._engine.chat(guided(step.messages, message), chat_history))
+            raw.append(self._engine.chat(_asked(conversation, step.messages, message), chat_history))
             return self._result(raw[-1], state)
 
         def escalate(prompt: list[Message]) -> Generation:
-            return Generation(text=self._escalate_to.complete(guided(prompt, message)).text)
+            return Generation(text=self._escalate_to.complete(_asked(conversation, prompt, message)).text)
 
         with _context.active(state):
-            outcome = run(self._flow(message), model, escalate if self._escalate_to is not None else None)
+            outcome = run(self._flow(conversation), model, escalate if self._escalate_to is not None else None)
         return self._wrap(outcome, raw[-1] if raw else None)
 
     async def achat(self, message: str, chat_history: list[ChatMessage] | None = None) -> AgentChatResponse:
+        refused = self._unreadable(chat_history)
+        if refused is not None:
+            return refused
+        conversation = self._conversation(message, chat_history)
         state = _context.CallState(question=message)
         raw: list[AgentChatResponse] = []
 
         async def model(step: ModelStep) -> ModelResult:
             state.before = step.context
-            raw.append(await self._engine.achat(guided(step.messages, message), chat_history))
+            raw.append(await self._engine.achat(_asked(conversation, step.messages, message), chat_history))
             return self._result(raw[-1], state)
 
         async def escalate(prompt: list[Message]) -> Generation:
-            return Generation(text=(await self._escalate_to.acomplete(guided(prompt, message))).text)
+            return Generation(text=(await self._escalate_to.acomplete(_asked(conversation, prompt, message))).text)
 
         with _context.active(state):
-            outcome = await arun(self._flow(message), model, escalate if self._escalate_to is not None else None)
+            outcome = await arun(self._flow(conversation), model, escalate if self._escalate_to is not None else None)
         return self._wrap(outcome, raw[-1] if raw else None)
 
     @staticmethod
