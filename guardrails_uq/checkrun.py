@@ -70,8 +70,9 @@ class CheckRun:
 
 
 class CheckTrace(Protocol):
-    """What an observer (telemetry) keeps of one check's run; :meth:`finish` may be called twice (the worker
-    and a timeout): only the first call counts."""
+    """What an observer (telemetry) keeps of one check's run. :meth:`finish` gets the verdict the phase keeps:
+    from the run itself in the phase's thread, or for a worker's run from the phase once it has read the result
+    (a late result is finished as its timeout); should it come twice, only the first call counts."""
 
     def activate(self) -> Any:
         """A context manager made current around ``check.run`` (nested spans of the check belong to it)."""
@@ -165,7 +166,8 @@ class CheckRunner:
         trace = observer.check(check, limit) if observer is not None else None
         if limit is None:
             return self._attempt(check, call, trace)
-        return self._wait(check, _submit(self._attempt, check, call, trace), limit, time.perf_counter(), trace)
+        future = _submit(self._attempt, check, call, trace, False)
+        return self._wait(check, future, limit, time.perf_counter(), trace)
 
     def _at_once(self, stage: list[Check], call: Call, observer: CheckObserver | None) -> list[CheckRun]:
         """The stage's runs in its order: the checks that may wait (:func:`may_wait`) or have a time limit go to
@@ -179,7 +181,7 @@ class CheckRunner:
         for i, check in enumerate(stage):
             if away[i]:
                 trace = observer.check(check, self.timeouts_ms.get(check.name)) if observer is not None else None
-                pending[i] = (trace, _submit(self._attempt, check, call, trace))
+                pending[i] = (trace, _submit(self._attempt, check, call, trace, False))
         here = {i: self._one(check, call, observer) for i, check in enumerate(stage) if not away[i]}
         return [
             here[i] if i not in pending else self._wait(check, pending[i][1], self.timeouts_ms.get(check.name),
@@ -206,13 +208,14 @@ class CheckRunner:
             ran = None
         if limit is not None and (ran is None or ran.finished - started > limit / 1e3):
             ran = CheckRun(check, None, CheckTimeoutError(check.name, limit), (time.perf_counter() - started) * 1e3)
-            if trace is not None:
-                trace.finish(ran)  # ignored when the late run already finished its trace
         assert ran is not None
+        if trace is not None:  # the verdict the phase keeps, so span and metric agree with the Decision
+            trace.finish(ran)
         return ran
 
-    def _attempt(self, check: Check, call: Call, trace: CheckTrace | None) -> CheckRun:
-        """Run and validate one check (in whichever thread runs it); never raises an Exception."""
+    def _attempt(self, check: Check, call: Call, trace: CheckTrace | None, finish: bool = True) -> CheckRun:
+        """Run and validate one check (in whichever thread runs it); never raises an Exception. ``finish``
+        False (a worker's run): :meth:`_wait` finishes the trace with the verdict the phase keeps."""
         t0 = time.perf_counter()
         signals: Signals | None = None
         error: Exception | None = None
@@ -227,7 +230,7 @@ class CheckRunner:
             signals, error = None, exc
         finished = time.perf_counter()
         ran = CheckRun(check, signals, error, (finished - t0) * 1e3, finished)
-        if trace is not None:
+        if trace is not None and finish:
             trace.finish(ran)
         return ran
 

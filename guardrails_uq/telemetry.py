@@ -50,6 +50,7 @@ import functools
 import hashlib
 import os
 import threading
+import time
 import weakref
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -349,7 +350,10 @@ class _CheckTrace:
         if error is not None:
             span.set_attribute("error.type", type(error).__name__)
             span.set_status(Status(StatusCode.ERROR, f"{self._check.name}: {type(error).__name__}"))
-        span.end()
+        if run.finished:  # the run's own end (a worker's result may be read later), on the span's clock
+            span.end(end_time=time.time_ns() - int((time.perf_counter() - run.finished) * 1e9))
+        else:
+            span.end()
 
 
 class _Metrics:

@@ -90,3 +90,38 @@ def test_a_check_that_answers_after_its_deadline_times_out_in_the_async_path_too
         assert decision.action is Action.ABSTAIN and decision.rule_label == "(on_error)"
         assert [(e.check, e.type) for e in decision.errors][:1] == [("h6a_timed", "CheckTimeoutError")]
         assert "h6a_timed.score" not in decision.signals
+
+
+@pytest.mark.timeout(30)
+def test_a_late_result_is_a_timeout_on_its_check_span_and_in_the_metrics_too(late_checks) -> None:
+    """The Decision records the timeout; the check's span and the duration metric said "ok" (the worker
+    finished them when its late result came). They now say what the phase kept."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import StatusCode
+
+    from guardrails_uq.telemetry import Telemetry
+
+    spans, reader = InMemorySpanExporter(), InMemoryMetricReader()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    telemetry = Telemetry(tracer_provider=tracer_provider, meter_provider=MeterProvider(metric_readers=[reader]))
+    guard = Guard(loads_policy(LATE_POLICY), audit=False, telemetry=telemetry)
+    decision = asyncio.run(guard.aafter("an answer"))
+    assert decision.errors[0].type == "CheckTimeoutError"
+    [span] = [s for s in spans.get_finished_spans() if s.name == "apply_guardrail h6a_timed"]
+    assert span.status.status_code is StatusCode.ERROR and span.attributes["error.type"] == "CheckTimeoutError"
+    data = reader.get_metrics_data()
+    outcomes = {
+        p.attributes["outcome"]
+        for r in data.resource_metrics
+        for sc in r.scope_metrics
+        for m in sc.metrics
+        if m.name == "guardrails_uq.check.duration"
+        for p in m.data.data_points
+        if p.attributes["check"] == "h6a_timed"
+    }
+    assert outcomes == {"timeout"}
