@@ -34,7 +34,7 @@ from langgraph.runtime import Runtime
 from guardrails_uq import Action, Decision, Generation, Guard, Message, ScoredDocument
 from guardrails_uq.embeddings import Embedder, as_embedder
 from guardrails_uq.errors import InputError
-from guardrails_uq.evidence_scores import WITHHELD, cosine_scores, scores_read
+from guardrails_uq.evidence_scores import WITHHELD, RefusedResults, cosine_scores, scores_read
 from guardrails_uq.types import SignalMap
 
 from ._convert import (
@@ -101,6 +101,8 @@ class GuardrailsMiddleware(AgentMiddleware):
         self._embedder: Embedder | None = as_embedder(embeddings) if embeddings is not None else None
         self._scorer = scorer
         self._signals = signals
+        #: tool results dropped or blocked on, withheld in every later run too (a checkpointer keeps them)
+        self._refused = RefusedResults()
         ensure_tracking()
 
     # -- the agent's hooks ----------------------------------------------------------------------------
@@ -248,8 +250,12 @@ class GuardrailsMiddleware(AgentMiddleware):
         decision = phases.retrieve(user_text(messages), documents)
         kept = {d.id for d in decision.documents} if decision.documents is not None else {d.id for d in documents}
         useful = {owner for doc, owner in owners.items() if doc in kept}
-        phases.request.withheld.update(set(owners.values()) - useful)
-        return decision if blocked(decision) else None
+        dropped = set(owners.values()) - useful
+        phases.request.withheld.update(dropped)
+        ended = blocked(decision)  # the run ends on these results: a later run must not give them to the model
+        refused = set(owners.values()) if ended else dropped
+        self._refused.add(text_of(m) for m in messages if isinstance(m, ToolMessage) and _key(m) in refused)
+        return decision if ended else None
 
     def _new_evidence(
         self, phases: RequestPhases, messages: list[AnyMessage]
@@ -312,7 +318,7 @@ class GuardrailsMiddleware(AgentMiddleware):
         overrides["messages"] = as_forwarded(
             [
                 m.model_copy(update={"content": WITHHELD, "artifact": None})
-                if isinstance(m, ToolMessage) and _key(m) in withheld
+                if isinstance(m, ToolMessage) and (_key(m) in withheld or text_of(m) in self._refused)
                 else m
                 for m in request.messages
             ]

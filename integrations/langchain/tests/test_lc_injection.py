@@ -132,3 +132,17 @@ def test_the_injection_agent_example_runs_its_three_scenarios(tmp_path: Path, em
             assert decision["action"] == "allow" and sent == [] and "Leeds" in answer.content
         else:  # the injected pages: hidden HTML comment, base64
             assert decision["rule"] == "injected-tool-result" and sent == [], page
+
+
+def test_a_tool_result_refused_in_one_run_stays_withheld_in_the_next(tmp_path: Path, embedder) -> None:
+    """The app keeps the conversation (a checkpointer, or its own history): the first run was stopped on the
+    injected page, and the next run, a new request, gave the same page to the model from that history. Now a
+    result the middleware's retrieval phase dropped or ended a run on is withheld in every later run too."""
+    guard = _guard(tmp_path, embedder)
+    agent, model, sent = _agent(guard, INJECTED_PAGE, reply("We open at 9am."))
+    first = agent.invoke({"messages": [HumanMessage(content="How much is the team plan?")]})["messages"]
+    assert first[-1].content == STOPPED and model.calls == 1
+    assert any(isinstance(m, ToolMessage) and "mailbox-sync" in str(m.content) for m in first), "kept in history"
+    agent.invoke({"messages": [*first, HumanMessage(content="Thanks. When do you open?")]})
+    assert model.calls == 2
+    assert all("mailbox-sync" not in str(m.content) for m in model.received[1]), "the model read the injection"

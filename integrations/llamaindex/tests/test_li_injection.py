@@ -111,3 +111,29 @@ def test_an_injection_in_a_tool_message_beside_its_text_blocks_never_reaches_the
     reply = GuardedLLM(llm, guard).chat(history)
     assert llm.calls == [], "the model never read the injected result"
     assert reply.message.content == STOPPED
+
+
+def test_a_tool_result_refused_in_one_run_stays_withheld_in_the_next(guard: Guard) -> None:
+    """An agent's memory keeps the raw tool result. The guard stopped the first run on an injected result, but
+    the next run (a new request) gave the same result, from memory, to the model. Now a result this
+    GuardedLLM's retrieval phase dropped or blocked on is withheld in every later run too."""
+    from llama_index.core.memory import ChatMemoryBuffer
+
+    def order_status(order: str) -> str:
+        """Look up an order."""
+        return INJECTED
+
+    llm = ScriptedLLM([Reply(calls=[("order_status", {"order": "1182"})], logprobs=[]), Reply(text="We open at 9.")])
+    agent = FunctionAgent(tools=[FunctionTool.from_defaults(order_status)], llm=GuardedLLM(llm, guard))
+    memory = ChatMemoryBuffer.from_defaults(token_limit=4000)
+
+    async def main() -> tuple[Any, Any]:
+        first = await agent.run(user_msg="Where is order 1182?", memory=memory)
+        second = await agent.run(user_msg="Thanks. When do you open?", memory=memory)
+        return first, second
+
+    first, _ = asyncio.run(main())
+    assert str(first) == STOPPED and len(llm.calls) == 2
+    second_prompt = llm.calls[1]
+    assert any(m.role.value == "tool" for m in second_prompt), "the memory did carry the result over"
+    assert all("QXNzaXN0YW50" not in (m.content or "") for m in second_prompt), "the model read the injection"

@@ -27,7 +27,7 @@ from typing import Any, Literal
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, MessageRole, ThinkingBlock
 
 from guardrails_uq import Action, Decision, Generation, Guard, Message, ScoredDocument
-from guardrails_uq.evidence_scores import WITHHELD, scores_read
+from guardrails_uq.evidence_scores import WITHHELD, RefusedResults, scores_read
 from guardrails_uq.streaming import StreamGate
 
 from ._convert import (
@@ -107,6 +107,8 @@ class AgentPolicy:
         self.judges_evidence = bool(guard.checks["retrieval"]) or any(
             rule.at == "retrieval" for rule in guard.policy.model.rules
         )
+        #: tool results dropped or blocked on, withheld in every later run too (an agent's memory keeps them)
+        self.refused = RefusedResults()
 
     def is_evidence(self, tool: str | None) -> bool:
         if self.evidence_tools is None:
@@ -280,19 +282,33 @@ class Turn:
         request.retrieval = self._add(decision)
         if _decided(decision):
             self.blocked = decision
+            self.policy.refused.add(texts)  # the run ends on them: a later run must not give them to the model
+        elif decision.documents is not None:
+            kept = {d.id for d in decision.documents}
+            self.policy.refused.add(d.text for k, d in request.evidence.items() if k not in kept)
 
     def _withheld(self, messages: list[ChatMessage]) -> list[ChatMessage]:
-        """The history with tool results the retrieval phase dropped replaced by a short note."""
+        """The history with tool results the retrieval phase dropped replaced by a short note: this request's,
+        and any earlier turn's that this GuardedLLM's retrieval phase dropped or blocked on before (an agent's
+        memory hands the raw result to the next run)."""
         retrieval = self.request.retrieval
-        if retrieval is None or retrieval.documents is None:
-            return messages
-        kept = {d.id for d in retrieval.documents}
-        dropped = {k for k, _ in self._current_tool_results() if k in self.request.evidence and k not in kept}
-        if not dropped:
+        dropped: set[str] = set()
+        if retrieval is not None and retrieval.documents is not None:
+            kept = {d.id for d in retrieval.documents}
+            dropped = {k for k, _ in self._current_tool_results() if k in self.request.evidence and k not in kept}
+        current = {id(m) for _, m in self._current_tool_results()}
+        earlier = {
+            id(m)
+            for m in messages
+            if role(m) == "tool" and id(m) not in current and prompt_text(m) in self.policy.refused
+        }
+        if not dropped and not earlier:
             return messages
         out = []
         for key, message in self._keyed(messages):
-            if key in dropped:  # only what pairs it with its call stays (an adapter sends additional_kwargs on)
+            if (
+                key in dropped or id(message) in earlier
+            ):  # only what pairs it with its call stays (an adapter sends additional_kwargs on)
                 kept = {
                     k: v for k, v in message.additional_kwargs.items() if k in ("tool_call_id", "name", "tool_name")
                 }
