@@ -283,31 +283,8 @@ class _Recorder:
         return _CheckTrace(self, self.tracer.start_span(cached[0], attributes=cached[1]), check)
 
 
-class _PhaseSpan:
-    """A phase's span, current inside the block (a plain attach/detach, cheaper than ``use_span``) and
-    ended on leaving it; an exception leaving the block (an app signal's error: the Guard never raises
-    from a check) marks it an error."""
-
-    __slots__ = ("_token", "span")
-
-    def __init__(self, span: Any) -> None:
-        self.span = span
-
-    def __enter__(self) -> Any:
-        self._token = otel_context.attach(otel_trace.set_span_in_context(self.span))
-        return self.span
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        otel_context.detach(self._token)
-        span = self.span
-        if kind is not None:
-            span.set_attribute("error.type", kind.__name__)
-            span.set_status(Status(StatusCode.ERROR, kind.__name__))
-        span.end()
-
-
 class _Current:
-    """``span`` as the current span inside the block."""
+    """``span`` as the current span inside the block (a plain attach/detach, cheaper than ``use_span``)."""
 
     __slots__ = ("_span", "_token")
 
@@ -318,8 +295,23 @@ class _Current:
         self._token = otel_context.attach(otel_trace.set_span_in_context(self._span))
         return self._span
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         otel_context.detach(self._token)
+
+
+class _PhaseSpan(_Current):
+    """A phase's span: current inside the block and ended on leaving it; an exception leaving the block (an app
+    signal's error: the Guard never raises from a check) marks it an error."""
+
+    __slots__ = ()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        super().__exit__(kind, exc, tb)
+        span = self._span
+        if kind is not None:
+            span.set_attribute("error.type", kind.__name__)
+            span.set_status(Status(StatusCode.ERROR, kind.__name__))
+        span.end()
 
 
 _NOTHING_CURRENT = contextlib.nullcontext()

@@ -141,8 +141,8 @@ class ToolInjectionCheck:
 
     def run(self, call: Call) -> Signals:
         name, arguments = _read_call(call, self.name)
-        key = f"tool:{call.tool.id or name}" if call.tool is not None else f"tool:{name}"
-        document = ScoredDocument(id=key, text=argument_text(name, arguments), score=0.0)
+        tool_id = call.tool.id if call.tool is not None else None  # _read_call refused a call without one
+        document = ScoredDocument(id=f"tool:{tool_id or name}", text=argument_text(name, arguments), score=0.0)
         read = self.injection.run(Call(documents=[document]))
         values = {
             "tool.injection_score": read.values["injection.score"],

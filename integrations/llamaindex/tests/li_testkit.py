@@ -11,13 +11,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
-from collections.abc import AsyncGenerator, Callable, Generator, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
@@ -79,6 +81,18 @@ rules:
 default: allow
 on_error: abstain
 """
+
+
+@pytest.fixture
+def event_loop_for_sync_calls() -> Iterator[None]:
+    """llama-index-core's sync synthesizers and chat engines count tokens through ``asyncio.get_event_loop()``,
+    which creates (and never closes) a loop when the thread has none; give them one the test closes. A test
+    module imports it and names it (``usefixtures``) for the tests that need it."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield
+    asyncio.set_event_loop(None)
+    loop.close()
 
 
 def knowledge_base() -> list[dict[str, str]]:

@@ -8,12 +8,13 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from li_testkit import (
+from li_testkit import (  # noqa: F401 (event_loop_for_sync_calls: a fixture)
     UNSAFE,
     KeywordRetriever,
     Reply,
     ScriptedLLM,
     build_artifacts,
+    event_loop_for_sync_calls,
     harm_check,
     kb_nodes,
     policy_text,
@@ -25,18 +26,10 @@ from llama_index.postprocessor.guardrails_uq import ConformalPostprocessor, Guar
 from guardrails_uq import Action, Guard
 from guardrails_uq.testing import guard_without_embedder
 
+pytestmark = pytest.mark.usefixtures("event_loop_for_sync_calls")
+
 PASSWORD = "How do I reset my password?"
 COPYING = f"Sure. {UNSAFE} Then filter it twice."
-
-
-@pytest.fixture(autouse=True)
-def event_loop_for_sync_calls() -> None:
-    """llama-index-core's sync synthesizers need a current event loop (see test_llamaindex_engines)."""
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    yield
-    asyncio.set_event_loop(None)
-    loop.close()
 
 
 @pytest.fixture(scope="module")

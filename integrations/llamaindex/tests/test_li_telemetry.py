@@ -8,7 +8,16 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from li_testkit import KeywordRetriever, Reply, ScriptedLLM, build_artifacts, harm_check, kb_nodes, policy_text
+from li_testkit import (
+    KeywordRetriever,
+    Reply,
+    ScriptedLLM,
+    build_artifacts,
+    event_loop_for_sync_calls,  # noqa: F401 (a fixture the tests name)
+    harm_check,
+    kb_nodes,
+    policy_text,
+)
 from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.postprocessor.guardrails_uq import ConformalPostprocessor, GuardedQueryEngine
 from opentelemetry.sdk.trace import TracerProvider
@@ -18,17 +27,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from guardrails_uq.telemetry import Telemetry
 from guardrails_uq.testing import guard_without_embedder
 
+pytestmark = pytest.mark.usefixtures("event_loop_for_sync_calls")
+
 ANSWER = "Open Settings, then Security, and choose Reset password."
-
-
-@pytest.fixture(autouse=True)
-def event_loop_for_sync_calls() -> None:
-    """llama-index-core's sync synthesizers count tokens through ``asyncio.get_event_loop()``."""
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    yield
-    asyncio.set_event_loop(None)
-    loop.close()
 
 
 @pytest.fixture(scope="module")

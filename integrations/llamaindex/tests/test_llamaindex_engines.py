@@ -10,7 +10,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from li_testkit import (
+from li_testkit import (  # noqa: F401 (event_loop_for_sync_calls: a fixture)
     NO_EVIDENCE,
     REFUSAL,
     REVIEW,
@@ -19,6 +19,7 @@ from li_testkit import (
     Reply,
     ScriptedLLM,
     build_artifacts,
+    event_loop_for_sync_calls,
     kb_nodes,
     make_guard,
     requests_in,
@@ -30,21 +31,12 @@ from llama_index.postprocessor.guardrails_uq import ConformalPostprocessor, Guar
 
 from guardrails_uq import Guard
 
+pytestmark = pytest.mark.usefixtures("event_loop_for_sync_calls")
+
 PASSWORD = "How do I reset my password?"
 VENUS = "What is the boiling point of mercury on Venus?"
 ANSWER = "Open Settings, then Security, and choose Reset password."
 PHONE = "Call support at 512-222-1111 any time."
-
-
-@pytest.fixture(autouse=True)
-def event_loop_for_sync_calls() -> None:
-    """llama-index-core's sync synthesizers count tokens through ``asyncio.get_event_loop()``, which creates
-    (and never closes) a loop when the thread has none; give them one this test closes."""
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    yield
-    asyncio.set_event_loop(None)
-    loop.close()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from li_testkit import COPIED, UNSAFE, Reply, ScriptedLLM, build_artifacts, kb_nodes, kb_text, requests_in
+from li_testkit import (
+    COPIED,
+    UNSAFE,
+    Reply,
+    ScriptedLLM,
+    build_artifacts,
+    event_loop_for_sync_calls,  # noqa: F401 (a fixture the tests name)
+    kb_nodes,
+    kb_text,
+    requests_in,
+)
 
 from guardrails_uq import Action
 
@@ -89,17 +99,6 @@ def test_agent_block_cuts_a_copied_tool_result(policy_dir: Path) -> None:
     assert ran["answer"] == COPIED and "sealed jar" not in ran["answer"]
     assert ran["verdict"].rule == "memorized-unsafe-text"
     ran["guard"].close()
-
-
-@pytest.fixture
-def event_loop_for_sync_calls() -> Any:
-    """llama-index-core's sync synthesizers count tokens through ``asyncio.get_event_loop()``, which creates
-    (and never closes) a loop when the thread has none; give them one this test closes."""
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    yield
-    asyncio.set_event_loop(None)
-    loop.close()
 
 
 @pytest.mark.slow

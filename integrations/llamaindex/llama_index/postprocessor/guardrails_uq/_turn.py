@@ -58,6 +58,13 @@ def _digest(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
+def _notice(message: ChatMessage) -> ChatMessage:
+    """A withheld tool result: the notice, and only what pairs it with its call (an adapter sends
+    ``additional_kwargs`` on, so nothing else of the result stays)."""
+    pairing = {k: v for k, v in message.additional_kwargs.items() if k in ("tool_call_id", "name", "tool_name")}
+    return ChatMessage(role=message.role, content=WITHHELD, additional_kwargs=pairing)
+
+
 def _turn_key(message: Message) -> str:
     return f"{message.role}:{_digest(message.content)}"
 
@@ -291,34 +298,21 @@ class Turn:
         """The history with tool results the retrieval phase dropped replaced by a short note: this request's,
         and any earlier turn's that this GuardedLLM's retrieval phase dropped or blocked on before (an agent's
         memory hands the raw result to the next run)."""
+        current = {id(m): k for k, m in self._current_tool_results()}
         retrieval = self.request.retrieval
-        dropped: set[str] = set()
-        if retrieval is not None and retrieval.documents is not None:
-            kept = {d.id for d in retrieval.documents}
-            dropped = {k for k, _ in self._current_tool_results() if k in self.request.evidence and k not in kept}
-        current = {id(m) for _, m in self._current_tool_results()}
-        earlier = {
-            id(m)
-            for m in messages
-            if role(m) == "tool" and id(m) not in current and prompt_text(m) in self.policy.refused
-        }
-        if not dropped and not earlier:
-            return messages
-        out = []
-        for key, message in self._keyed(messages):
-            if (
-                key in dropped or id(message) in earlier
-            ):  # only what pairs it with its call stays (an adapter sends additional_kwargs on)
-                kept = {
-                    k: v for k, v in message.additional_kwargs.items() if k in ("tool_call_id", "name", "tool_name")
-                }
-                message = ChatMessage(role=message.role, content=WITHHELD, additional_kwargs=kept)
-            out.append(message)
-        return out
+        kept = (
+            {d.id for d in retrieval.documents} if retrieval is not None and retrieval.documents is not None else None
+        )
 
-    def _keyed(self, messages: list[ChatMessage]) -> list[tuple[str | None, ChatMessage]]:
-        keys = {id(m): k for k, m in self._current_tool_results()}
-        return [(keys.get(id(m)), m) for m in messages]
+        def hidden(message: ChatMessage) -> bool:
+            if role(message) != "tool":
+                return False
+            key = current.get(id(message))
+            if key is None:  # an earlier turn's result
+                return prompt_text(message) in self.policy.refused
+            return kept is not None and key in self.request.evidence and key not in kept
+
+        return [_notice(m) if hidden(m) else m for m in messages]
 
     def _guided(self, messages: list[ChatMessage]) -> list[ChatMessage]:
         """The history with the request's guidelines in its first system message (or a new one first)."""
